@@ -1,0 +1,3 @@
+from s3_multipart_upload.main import main
+
+main()

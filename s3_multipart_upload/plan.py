@@ -1,0 +1,122 @@
+"""Part planning: S3's multipart limits as pure functions, no I/O.
+
+S3 accepts at most 10,000 parts per upload; every part but the last is between 5 MiB and
+5 GiB, so the largest object a multipart upload can build is 10,000 x 5 GiB (48.8 TiB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from s3_multipart_upload.errors import BadInput
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * GiB
+MAX_PARTS = 10_000
+MAX_OBJECT_SIZE = MAX_PARTS * MAX_PART_SIZE
+# Chosen by measurement against a local S3 server (README, "Choosing the defaults").
+DEFAULT_PART_SIZE = 64 * MiB
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the object: S3's 1-based number, and its byte range in the object."""
+
+    number: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    part_size: int
+    parts: tuple[Part, ...]
+    total_size: int
+    note: str | None = None  # why the part size differs from the one asked for, if it does
+
+
+def human(n: int) -> str:
+    """Bytes in the largest binary unit that keeps the number at or above 1 (``64 MiB``)."""
+    for unit, size in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} B"
+
+
+def choose_part_size(total_size: int, requested: int | None) -> tuple[int, str | None]:
+    """The part size for a new upload of ``total_size`` bytes, and a note when it was raised."""
+    if total_size > MAX_OBJECT_SIZE:
+        raise BadInput(
+            f"the file is {human(total_size)}, larger than the {human(MAX_OBJECT_SIZE)} "
+            f"(10,000 parts of 5 GiB) that one multipart upload can hold",
+            "split the data into several objects",
+        )
+    part_size = DEFAULT_PART_SIZE if requested is None else requested
+    if part_size <= 0:
+        raise BadInput(f"split size must be a positive number of bytes, not {part_size}")
+    if part_size > MAX_PART_SIZE:
+        raise BadInput(
+            f"split size {part_size} bytes ({human(part_size)}) is above S3's maximum part size of 5 GiB",
+            f"use -s {MAX_PART_SIZE} or less",
+        )
+    if part_size < MIN_PART_SIZE and total_size > part_size:
+        raise BadInput(
+            f"split size {part_size} bytes is below S3's minimum part size of 5 MiB "
+            f"({MIN_PART_SIZE} bytes), and the file needs more than one part",
+            f"use -s {MIN_PART_SIZE} or more, or leave -s out for the default ({human(DEFAULT_PART_SIZE)})",
+        )
+    if -(-total_size // part_size) <= MAX_PARTS:
+        return part_size, None
+    # Smallest whole number of MiB that fits the file into 10,000 parts.
+    raised = -(-total_size // MAX_PARTS)
+    raised = -(-raised // MiB) * MiB
+    raised = min(raised, MAX_PART_SIZE)
+    note = (
+        f"part size raised from {human(part_size)} to {human(raised)}: "
+        f"{human(total_size)} in parts of {human(part_size)} would exceed S3's 10,000 parts"
+    )
+    return raised, note
+
+
+def plan_file(total_size: int, part_size: int, note: str | None = None) -> Plan:
+    """Split ``total_size`` bytes into parts of ``part_size`` (the last one shorter, or empty)."""
+    if part_size <= 0:
+        raise BadInput(f"part size must be positive, not {part_size}")
+    if total_size == 0:
+        return Plan(part_size, (Part(1, 0, 0),), 0, note)
+    parts = tuple(
+        Part(i + 1, offset, min(part_size, total_size - offset))
+        for i, offset in enumerate(range(0, total_size, part_size))
+    )
+    if len(parts) > MAX_PARTS:
+        raise BadInput(f"{len(parts)} parts of {human(part_size)} exceed S3's limit of 10,000 parts")
+    return Plan(part_size, parts, total_size, note)
+
+
+def plan_chunks(sizes: Sequence[int], names: Sequence[str] | None = None) -> Plan:
+    """One part per pre-split chunk file, in order; checks each against S3's limits."""
+    if not sizes:
+        raise BadInput("no chunk files to upload")
+    if len(sizes) > MAX_PARTS:
+        raise BadInput(f"{len(sizes)} chunk files exceed S3's limit of 10,000 parts", "join some chunks")
+    label = list(names) if names is not None else [f"chunk {i + 1}" for i in range(len(sizes))]
+    parts = []
+    offset = 0
+    for i, size in enumerate(sizes):
+        if size > MAX_PART_SIZE:
+            raise BadInput(f"{label[i]} is {human(size)}, above S3's maximum part size of 5 GiB", "split it smaller")
+        if size < MIN_PART_SIZE and i < len(sizes) - 1:
+            raise BadInput(
+                f"{label[i]} is {size} bytes, below S3's minimum part size of 5 MiB, and it is not the last chunk",
+                "re-split the data into chunks of at least 5 MiB (for example: split -b 64M)",
+            )
+        parts.append(Part(i + 1, offset, size))
+        offset += size
+    return Plan(max(sizes), tuple(parts), offset)

@@ -1,0 +1,146 @@
+"""What the user sees while an upload runs, behind one small interface.
+
+- ``BarProgress``: a rich progress bar on stderr, for terminals.
+- ``LogProgress``: plain log lines for batch jobs, in the historical form
+  ``[2023-12-24 17:10:30,688 INFO] Done uploading 1 - <etag>. Completed in 11 seconds. (progress.py:80)``,
+  plus a summary line every 30 seconds.
+- ``NullProgress``: nothing (``--quiet``, tests).
+
+Only bytes the server has acknowledged are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from s3_multipart_upload.plan import human
+
+log = logging.getLogger("s3_multipart_upload")
+
+LOG_FORMAT = "[%(asctime)s %(levelname)s] %(message)s (%(filename)s:%(lineno)d)"
+
+
+class Reporter(Protocol):
+    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None: ...
+
+    def part_done(self, number: int, etag: str, size: int, seconds: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullProgress:
+    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
+        pass
+
+    def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class LogProgress:
+    """One log line per finished part, and a summary every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._total_bytes = self._total_parts = self._done_bytes = self._done_parts = 0
+        self._sent_bytes = 0
+        self._start = self._last_summary = clock()
+
+    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
+        with self._lock:
+            self._total_bytes, self._total_parts = total_bytes, total_parts
+            self._done_bytes, self._done_parts = done_bytes, done_parts
+            self._start = self._last_summary = self._clock()
+
+    def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
+        log.info("Done uploading %d - %s. Completed in %d seconds.", number, etag, round(seconds))
+        with self._lock:
+            self._done_bytes += size
+            self._done_parts += 1
+            self._sent_bytes += size
+            now = self._clock()
+            if now - self._last_summary < self._interval:
+                return
+            self._last_summary = now
+            elapsed = max(now - self._start, 1e-9)
+            rate = self._sent_bytes / elapsed
+            summary = (f"Progress: {self._done_parts}/{self._total_parts} parts, {human(self._done_bytes)} of "
+                       f"{human(self._total_bytes)} ({100 * self._done_bytes / max(self._total_bytes, 1):.1f} %), "
+                       f"{rate / 2**20:.1f} MiB/s")
+        log.info("%s.", summary)
+
+    def close(self) -> None:
+        pass
+
+
+class BarProgress:
+    """A rich bar on stderr: bytes, percent, MiB/s, ETA, parts done/total."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("parts {task.fields[parts]}"),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+        self._lock = threading.Lock()
+        self._done_parts = self._total_parts = 0
+
+    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
+        self._done_parts, self._total_parts = done_parts, total_parts
+        self._task = self._progress.add_task("upload", total=total_bytes, completed=done_bytes,
+                                             parts=f"{done_parts}/{total_parts}")
+        self._progress.start()
+
+    def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
+        if self._task is None:
+            return
+        with self._lock:
+            self._done_parts += 1
+            parts = f"{self._done_parts}/{self._total_parts}"
+        self._progress.update(self._task, advance=size, parts=parts)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+class ConsoleHandler(logging.Handler):
+    """Log records printed through the rich console, so they appear above a live bar."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            level = record.levelno
+            style = "red" if level >= logging.ERROR else "yellow" if level >= logging.WARNING else None
+            self._console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)

@@ -1,0 +1,173 @@
+"""The S3 client and the one place that knows botocore's exceptions.
+
+``classify`` sorts every failure into what the engine does next: retry it (transient),
+refresh the session (credentials), or stop with the matching exit code.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from s3_multipart_upload.errors import ServerRefused, UploadError, UploadGone
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+
+class Kind(enum.Enum):
+    TRANSIENT = "transient"  # retry the request after a pause
+    CREDENTIALS = "credentials"  # refresh the session once, then stop with exit 75
+    GONE = "gone"  # the multipart upload is no more (exit 4)
+    REFUSED = "refused"  # access denied, no such bucket, invalid name (exit 5)
+    FATAL = "fatal"  # anything else: a bug or an answer we do not understand
+
+
+TRANSIENT_CODES = frozenset({
+    "SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
+    "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+    "BadDigest",  # bytes damaged in transit: send them again
+    "IncompleteBody", "XAmzContentSHA256Mismatch", "OperationAborted", "500", "502", "503", "504",
+})
+CREDENTIAL_CODES = frozenset({
+    "ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "RequestExpired", "InvalidToken",
+    "InvalidClientTokenId", "UnrecognizedClientException", "ExpiredSessionToken",
+})
+GONE_CODES = frozenset({"NoSuchUpload"})
+REFUSED_CODES = frozenset({
+    "AccessDenied", "AllAccessDisabled", "NoSuchBucket", "InvalidBucketName", "InvalidAccessKeyId",
+    "SignatureDoesNotMatch", "KeyTooLongError", "InvalidArgument", "AccountProblem", "InvalidObjectState",
+    "MethodNotAllowed", "NotImplemented", "PermanentRedirect", "AuthorizationHeaderMalformed", "403", "404",
+    "EntityTooLarge", "EntityTooSmall", "InvalidPart", "InvalidPartOrder", "PreconditionFailed",
+})
+
+
+def error_code(exc: BaseException) -> str | None:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "")
+    return None
+
+
+def classify(exc: BaseException) -> Kind:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = error_code(exc) or ""
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in CREDENTIAL_CODES:
+            return Kind.CREDENTIALS
+        if code in GONE_CODES:
+            return Kind.GONE
+        if code in TRANSIENT_CODES or status in (429, 500, 502, 503, 504):
+            return Kind.TRANSIENT
+        if code in REFUSED_CODES or status in (400, 401, 403, 404, 405, 409, 411, 412, 416):
+            return Kind.REFUSED
+        return Kind.FATAL
+    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+        return Kind.REFUSED
+    if isinstance(exc, botocore.exceptions.TokenRetrievalError | botocore.exceptions.SSOTokenLoadError
+                  | botocore.exceptions.CredentialRetrievalError):
+        return Kind.CREDENTIALS
+    if isinstance(exc, botocore.exceptions.ProfileNotFound):
+        return Kind.REFUSED
+    if isinstance(exc, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError
+                  | botocore.exceptions.ResponseStreamingError | ConnectionError | TimeoutError):
+        # EndpointConnectionError, ConnectTimeout, ReadTimeout, ConnectionClosedError, reset by peer.
+        return Kind.TRANSIENT
+    return Kind.FATAL
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line account of a failure that never includes credentials or signed URLs."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        op = getattr(exc, "operation_name", "request")
+        message = err.get("Message") or ""
+        return f"{op} failed: {error_code(exc)}{': ' + message if message and message != error_code(exc) else ''}"
+    text = str(exc)
+    # botocore's connection errors quote the endpoint URL, which for presigned requests carries a
+    # signature: keep only what precedes the query string.
+    return text.split("?", 1)[0] if "X-Amz-" in text else text
+
+
+def as_upload_error(exc: BaseException, bucket: str, key: str) -> UploadError | None:
+    """The final error to report for a failure that will not be retried, if it has a fixed meaning."""
+    kind = classify(exc)
+    where = f"s3://{bucket}/{key}"
+    if kind is Kind.GONE:
+        return UploadGone(f"the multipart upload for {where} no longer exists on the server (aborted or expired)",
+                          "rerun with --restart to start a new upload; the old parts log is kept aside")
+    if kind is Kind.REFUSED:
+        code = error_code(exc)
+        if code == "NoSuchBucket":
+            return ServerRefused(f"bucket {bucket!r} does not exist at this endpoint",
+                                 "check -b, --endpoint-url and --region")
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return ServerRefused(f"no AWS credentials found for {where}",
+                                 "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass --profile")
+        if isinstance(exc, botocore.exceptions.ProfileNotFound):
+            return ServerRefused(str(exc), "check --profile / AWS_PROFILE against ~/.aws/config")
+        return ServerRefused(f"the server refused a request for {where}: {describe(exc)}",
+                             "check the credentials, the bucket and key names and your permissions")
+    return None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach the store. Credentials come from boto3's usual chain (AWS_* variables, profile, SSO)."""
+
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+
+
+class ClientFactory:
+    """Builds the shared S3 client; ``refresh`` rebuilds the session to pick up renewed credentials."""
+
+    def __init__(self, endpoint: Endpoint, pool_size: int) -> None:
+        self.endpoint = endpoint
+        self.pool_size = pool_size
+        self._lock = threading.Lock()
+        self._client: S3Client | None = None
+        self.generation = 0
+
+    def _build(self) -> S3Client:
+        session = boto3.session.Session(profile_name=self.endpoint.profile, region_name=self.endpoint.region)
+        config = Config(
+            max_pool_connections=self.pool_size,
+            # One retry layer: the engine retries with tenacity, so botocore sends each request once.
+            retries={"max_attempts": 1, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=120,
+            # We send Content-MD5 or an explicit checksum ourselves; botocore's default trailing
+            # checksums break several S3-compatible stores (boto/boto3#4435).
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            # The part checksum already protects the body; do not SHA-256 it a second time over http.
+            s3={"payload_signing_enabled": False, "addressing_style": "path" if self.endpoint.endpoint_url else "auto"},
+        )
+        return session.client("s3", endpoint_url=self.endpoint.endpoint_url, config=config)
+
+    def client(self) -> S3Client:
+        with self._lock:
+            if self._client is None:
+                self._client = self._build()
+            return self._client
+
+    def refresh(self, seen_generation: int) -> bool:
+        """Rebuild once per generation; False if a refresh already happened (credentials still bad)."""
+        with self._lock:
+            if self.generation != seen_generation:
+                return True  # another thread refreshed since this caller's request: just retry
+            if self.generation >= 1:
+                return False
+            self._client = self._build()
+            self.generation += 1
+            return True

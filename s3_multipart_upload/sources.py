@@ -1,0 +1,156 @@
+"""Where part bytes come from: one local file, or a folder of pre-split chunk files.
+
+Workers read their own byte range with ``os.pread`` (no shared file position), so any number
+of threads read one file at once, and a retry re-reads its bytes from disk.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, Protocol
+
+from s3_multipart_upload.errors import BadInput, StateConflict
+from s3_multipart_upload.plan import Part, Plan, choose_part_size, plan_chunks, plan_file
+
+
+class Source(Protocol):
+    """The bytes of the object to build, and the identity that tells whether they changed."""
+
+    total_size: int
+
+    def plan(self, split_size: int | None, fixed: bool) -> Plan: ...
+
+    def read(self, part: Part) -> bytes: ...
+
+    def identity(self) -> dict[str, Any]: ...
+
+    def check_unchanged(self, recorded: dict[str, Any], meta_path: Path) -> None: ...
+
+    def paths(self) -> list[Path]: ...
+
+
+def _stat_regular_file(path: Path, what: str) -> os.stat_result:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise BadInput(f"{what} {path} does not exist", "check the path") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read {what} {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BadInput(f"{what} {path} is a directory",
+                       "give a file to -f, or use -d DIR -p PREFIX for a folder of chunk files")
+    if not os.access(path, os.R_OK):
+        raise BadInput(f"cannot read {what} {path}: permission denied", "check the file's permissions")
+    return st
+
+
+def _pread_exact(path: Path, offset: int, length: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, length, offset)
+        if len(data) < length:  # short reads are allowed by POSIX; gather the rest
+            chunks = [data]
+            got = len(data)
+            while got < length:
+                more = os.pread(fd, length - got, offset + got)
+                if not more:
+                    raise StateConflict(
+                        f"{path} is shorter than when the upload was planned (read ended at byte {offset + got})",
+                        "the file changed during the upload; start again with --restart once it is final",
+                    )
+                chunks.append(more)
+                got += len(more)
+            data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
+
+
+def _changed_hint(meta_path: Path) -> str:
+    return (f"the parts already sent hold the old bytes; rerun with --restart to start a new upload "
+            f"(the old parts log is kept aside), or restore the original file (meta file {meta_path})")
+
+
+class FileSource:
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        st = _stat_regular_file(self.path, "file")
+        self.total_size = st.st_size
+        self._mtime_ns = st.st_mtime_ns
+
+    def plan(self, split_size: int | None, fixed: bool) -> Plan:
+        if fixed and split_size is not None:
+            return plan_file(self.total_size, split_size)
+        part_size, note = choose_part_size(self.total_size, split_size)
+        return plan_file(self.total_size, part_size, note)
+
+    def read(self, part: Part) -> bytes:
+        return _pread_exact(self.path, part.offset, part.length)
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "file", "path": str(self.path), "size": self.total_size, "mtimeNs": self._mtime_ns}
+
+    def check_unchanged(self, recorded: dict[str, Any], meta_path: Path) -> None:
+        if recorded.get("kind") != "file":
+            raise StateConflict(f"meta file {meta_path} belongs to an upload of a folder of chunks, not of {self.path}",
+                                "give the same -d/-p as that upload, or another -m path")
+        if recorded.get("path") != str(self.path):
+            raise StateConflict(
+                f"meta file {meta_path} belongs to an upload of {recorded.get('path')}, not {self.path}",
+                "give that file, or another -m and -a path for this one")
+        if recorded.get("size") != self.total_size or recorded.get("mtimeNs") != self._mtime_ns:
+            raise StateConflict(
+                f"{self.path} changed since the upload began (size {recorded.get('size')} -> {self.total_size} "
+                f"bytes, mtime {recorded.get('mtimeNs')} -> {self._mtime_ns})",
+                _changed_hint(meta_path),
+            )
+
+    def paths(self) -> list[Path]:
+        return [self.path]
+
+
+class ChunkDirSource:
+    """The files in ``folder`` whose names start with ``prefix``, sorted by name, one part each."""
+
+    def __init__(self, folder: Path, prefix: str) -> None:
+        self.folder = folder.resolve()
+        self.prefix = prefix
+        if not self.folder.is_dir():
+            raise BadInput(f"chunk folder {folder} does not exist or is not a folder", "check the -d path")
+        names = sorted(p.name for p in self.folder.iterdir() if p.name.startswith(prefix) and not p.is_dir())
+        if not names:
+            raise BadInput(f"no file in {self.folder} has a name starting with {prefix!r}",
+                           "check -d and -p (the prefix that split gave its chunks, such as x or part_)")
+        self._files = [self.folder / n for n in names]
+        self._stats = [_stat_regular_file(p, "chunk file") for p in self._files]
+        self.total_size = sum(st.st_size for st in self._stats)
+
+    def plan(self, split_size: int | None, fixed: bool) -> Plan:
+        return plan_chunks([st.st_size for st in self._stats], [str(p) for p in self._files])
+
+    def read(self, part: Part) -> bytes:
+        return _pread_exact(self._files[part.number - 1], 0, part.length)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "kind": "chunks",
+            "path": str(self.folder),
+            "prefix": self.prefix,
+            "size": self.total_size,
+            "files": [{"name": p.name, "size": st.st_size, "mtimeNs": st.st_mtime_ns}
+                      for p, st in zip(self._files, self._stats, strict=True)],
+        }
+
+    def check_unchanged(self, recorded: dict[str, Any], meta_path: Path) -> None:
+        if recorded.get("kind") != "chunks" or recorded.get("path") != str(self.folder) \
+                or recorded.get("prefix") != self.prefix:
+            raise StateConflict(f"meta file {meta_path} belongs to another upload ({recorded.get('path')})",
+                                "give the same -f or -d/-p as that upload, or another -m path")
+        if recorded.get("files") != self.identity()["files"]:
+            raise StateConflict(f"the chunk files {self.folder}/{self.prefix}* changed since the upload began",
+                                _changed_hint(meta_path))
+
+    def paths(self) -> list[Path]:
+        return list(self._files)

@@ -1,0 +1,284 @@
+"""The two state files that make resume work, and the lock that guards them.
+
+META_FILE (JSON, replaced atomically: temp file in the same folder, fsync, rename)::
+
+    {"bucket": "my-bucket", "key": "data/input.txt", "uploadId": "OQBr...", "splitSize": 67108864,
+     "schemaVersion": 1, "status": "in_progress",
+     "source": {"kind": "file", "path": "/abs/input.txt", "size": 1073741824, "mtimeNs": 1700000000000000000},
+     "partCount": 16, "checksumAlgorithm": "MD5", "createdAt": "2026-11-21T10:00:00Z"}
+
+The first four keys are the historical format, which is still read. ``uploadId`` is null for
+an object small enough to go in one PutObject.
+
+PARTS_FILE (JSON Lines, one line appended per finished part, flushed and fsync'd before the
+part counts as done; lines arrive in any order)::
+
+    {"eTag": "5ca0dc854f8e8b356b0049144ed63056", "partNumber": 1, "uploadId": "OQBr...", "size": 67108864}
+
+Lines of another uploadId are ignored; a torn last line (a crash mid-write) is ignored with a
+warning and cut off before the next append; any other bad line is an error naming the line.
+Neither file ever holds credentials or presigned URLs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from s3_multipart_upload.errors import BadInput, StateConflict
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+ABORTED = "aborted"
+
+
+@dataclass
+class Meta:
+    bucket: str
+    key: str
+    upload_id: str | None
+    split_size: int
+    status: str = IN_PROGRESS
+    source: dict[str, Any] | None = None  # None: written by the historical tool
+    part_count: int | None = None
+    checksum_algorithm: str | None = None
+    created_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys of later versions, kept as they are
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "uploadId": self.upload_id,
+            "splitSize": self.split_size,
+            "schemaVersion": SCHEMA_VERSION,
+            "status": self.status,
+        }
+        if self.source is not None:
+            doc["source"] = self.source
+        for name, value in (
+            ("partCount", self.part_count),
+            ("checksumAlgorithm", self.checksum_algorithm),
+            ("createdAt", self.created_at),
+        ):
+            if value is not None:
+                doc[name] = value
+        doc.update(self.extra)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Any, path: Path) -> Meta:
+        if not isinstance(doc, dict):
+            raise StateConflict(f"meta file {path} does not hold a JSON object", _move_aside_hint(path))
+        known = {"bucket", "key", "uploadId", "splitSize", "schemaVersion", "status", "source",
+                 "partCount", "checksumAlgorithm", "createdAt"}
+        try:
+            bucket, key, upload_id, split_size = doc["bucket"], doc["key"], doc["uploadId"], doc["splitSize"]
+        except KeyError as missing:
+            raise StateConflict(f"meta file {path} lacks the key {missing}", _move_aside_hint(path)) from None
+        if not (isinstance(bucket, str) and isinstance(key, str) and isinstance(split_size, int)
+                and (upload_id is None or isinstance(upload_id, str))):
+            raise StateConflict(f"meta file {path} has a bucket, key, uploadId or splitSize of the wrong type",
+                                _move_aside_hint(path))
+        return cls(
+            bucket=bucket,
+            key=key,
+            upload_id=upload_id,
+            split_size=split_size,
+            status=str(doc.get("status", IN_PROGRESS)),
+            source=doc.get("source"),
+            part_count=doc.get("partCount"),
+            checksum_algorithm=doc.get("checksumAlgorithm"),
+            created_at=doc.get("createdAt"),
+            extra={k: v for k, v in doc.items() if k not in known},
+        )
+
+
+def _move_aside_hint(path: Path) -> str:
+    return f"look at {path}; if it is not this upload's, give another -m path or move it aside"
+
+
+def read_meta(path: Path) -> Meta | None:
+    """The meta file's contents, or None if there is none yet."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise BadInput(f"meta file {path} is a directory", "give a file path to -m") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read meta file {path}: {exc.strerror}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StateConflict(f"meta file {path} is not valid JSON ({exc.msg} at line {exc.lineno})",
+                            _move_aside_hint(path)) from None
+    return Meta.from_json(doc, path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a reader sees the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_meta(path: Path, meta: Meta) -> None:
+    write_atomic(path, json.dumps(meta.to_json(), indent=2) + "\n")
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """Fail before anything is sent if ``path``'s folder will not take our files."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise BadInput(f"the folder of the {what} {path} does not exist", f"create {folder} first")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        raise BadInput(f"cannot write the {what} {path}: {exc.strerror}",
+                       f"make {folder} writable or choose another path") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    etag: str  # without quotes
+    number: int
+    upload_id: str
+    size: int | None = None
+
+    def to_line(self) -> str:
+        doc: dict[str, Any] = {"eTag": self.etag, "partNumber": self.number, "uploadId": self.upload_id}
+        if self.size is not None:
+            doc["size"] = self.size
+        return json.dumps(doc, separators=(", ", ": ")) + "\n"
+
+
+def read_parts(path: Path, upload_id: str) -> dict[int, PartRecord]:
+    """The parts of ``upload_id`` logged in ``path`` by number (the last line of a number wins)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except IsADirectoryError:
+        raise BadInput(f"parts file {path} is a directory", "give a file path to -a") from None
+    lines = data.split(b"\n")
+    torn_tail = lines.pop()  # b"" when the file ends with a newline, as every complete line does
+    if torn_tail:
+        log.warning("Ignoring the unfinished last line of %s (the previous run stopped while writing it).", path)
+    parts: dict[int, PartRecord] = {}
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        record = _parse_part_line(raw, path, lineno)
+        if record.upload_id == upload_id:
+            parts[record.number] = record
+    return parts
+
+
+def _parse_part_line(raw: bytes, path: Path, lineno: int) -> PartRecord:
+    hint = f"fix or delete line {lineno} of {path}; S3 still holds the parts, and a rerun adopts them"
+    try:
+        doc = json.loads(raw)
+        etag, number, upload_id = doc["eTag"], doc["partNumber"], doc["uploadId"]
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError):
+        raise StateConflict(f"parts file {path} line {lineno} is not a part record", hint) from None
+    size = doc.get("size")
+    if not (isinstance(etag, str) and isinstance(number, int) and isinstance(upload_id, str)
+            and (size is None or isinstance(size, int))):
+        raise StateConflict(f"parts file {path} line {lineno} has a field of the wrong type", hint)
+    return PartRecord(etag.strip('"'), number, upload_id, size)
+
+
+class PartsLog:
+    """Appends part records; a record is on disk (fsync'd) when ``append`` returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = open(path, "ab")  # noqa: SIM115 - closed in close()
+        self._cut_torn_tail()
+
+    def _cut_torn_tail(self) -> None:
+        size = os.fstat(self._file.fileno()).st_size
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:
+            # A torn tail is shorter than any whole record; read back far enough to find its start.
+            start = max(0, size - 64 * 1024)
+            f.seek(start)
+            tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        new_size = start + cut + 1 if cut >= 0 else start
+        os.truncate(self.path, new_size)
+        os.fsync(self._file.fileno())
+
+    def append(self, record: PartRecord) -> None:
+        line = record.to_line().encode()
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PartsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def meta_lock(meta_path: Path) -> Iterator[None]:
+    """Hold an exclusive OS lock on ``META.lock`` beside the meta file, or fail at once."""
+    lock_path = meta_path.with_name(meta_path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise BadInput(f"cannot create the lock file {lock_path}: {exc.strerror}",
+                       f"make {lock_path.parent} writable or choose another -m path") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StateConflict(
+                f"another s3-multipart-upload process is working on {meta_path} (it holds {lock_path})",
+                "wait for it to finish, or stop it, then rerun",
+            ) from None
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,554 @@
+"""The upload engine: resume reconciliation, the thread pool, retries, completion, verification.
+
+One run: lock the meta file, check it against the command and the file on disk, create the
+multipart upload (or resume it), reconcile the parts log with the server's part list, send
+what is missing from a pool of threads, complete, verify, mark the meta file completed.
+The multipart upload is never aborted here: only ``abort`` does that.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity.wait import wait_random_exponential
+
+from s3_multipart_upload import checksums
+from s3_multipart_upload.errors import (
+    BadInput,
+    CredentialsExpired,
+    IntegrityError,
+    Interrupted,
+    StateConflict,
+    TemporaryFailure,
+    UploadError,
+    UploadGone,
+)
+from s3_multipart_upload.plan import Part, Plan, human
+from s3_multipart_upload.progress import NullProgress, Reporter
+from s3_multipart_upload.reconcile import ListedPart, reconcile
+from s3_multipart_upload.s3 import ClientFactory, Kind, as_upload_error, classify, describe
+from s3_multipart_upload.sources import Source
+from s3_multipart_upload.state import (
+    ABORTED,
+    COMPLETED,
+    IN_PROGRESS,
+    Meta,
+    PartRecord,
+    PartsLog,
+    check_writable_dir,
+    meta_lock,
+    read_meta,
+    read_parts,
+    write_meta,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Per request: up to ``attempts`` tries within ``max_seconds``, waits random in [0, min(cap, base * 2^n)]."""
+
+    attempts: int = 10
+    base: float = 0.5
+    cap: float = 20.0
+    max_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    bucket: str
+    key: str
+    source: Source
+    meta_path: Path
+    parts_path: Path
+    threads: int = 8
+    split_size: int | None = None
+    checksum: str = "MD5"
+    restart: bool = False
+
+
+@dataclass
+class UploadResult:
+    bucket: str
+    key: str
+    upload_id: str | None
+    size: int
+    parts_total: int
+    etag: str | None = None
+    already_complete: bool = False
+    parts_logged: int = 0  # found done in the log and on the server
+    parts_adopted: int = 0  # held by the server, missing from the log, verified against the local bytes
+    parts_sent: int = 0
+    bytes_sent: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Uploader:
+    def __init__(
+        self,
+        request: UploadRequest,
+        clients: ClientFactory,
+        progress: Reporter | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.req = request
+        self.clients = clients
+        self.progress = progress or NullProgress()
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._stop = threading.Event()
+        self._where = f"s3://{request.bucket}/{request.key}"
+
+    # -- one S3 request, with retries and one credentials refresh -------------------------------
+
+    def _call(self, what: str, fn: Callable[[S3Client], T]) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning("%s: %s; retry %d in %.1f s.", what, describe(exc) if exc else "failed",
+                        state.attempt_number, wait)
+
+        for _ in range(3):  # at most: the first client, a refreshed one, and one refreshed by another thread
+            generation = self.clients.generation
+            try:
+                retrying = Retrying(
+                    retry=retry_if_exception(lambda e: classify(e) is Kind.TRANSIENT),
+                    stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(self.retry.max_seconds),
+                    wait=wait_random_exponential(multiplier=self.retry.base, max=self.retry.cap),
+                    before_sleep=before_sleep,
+                    sleep=self._sleep,
+                    reraise=True,
+                )
+                return retrying(fn, self.clients.client())
+            except Exception as exc:
+                if classify(exc) is Kind.CREDENTIALS and self.clients.refresh(generation):
+                    log.warning("%s: credentials refused (%s); rebuilt the session to pick up refreshed "
+                                "credentials.", what, describe(exc))
+                    continue
+                raise
+        raise AssertionError("unreachable: the credentials loop is bounded by ClientFactory.refresh")
+
+    def _fail(self, exc: BaseException, parts_done: int | None = None, parts_total: int | None = None) -> UploadError:
+        """The error to stop with for a failure that retries did not fix."""
+        known = as_upload_error(exc, self.req.bucket, self.req.key)
+        if known is not None:
+            return known
+        done = "" if parts_done is None else f" {parts_done} of {parts_total} parts are done and logged."
+        kind = classify(exc)
+        if kind is Kind.CREDENTIALS:
+            return CredentialsExpired(
+                f"the credentials for {self._where} expired or were refused ({describe(exc)}).{done}",
+                "refresh your credentials (aws sso login, aws-vault, a new session), then rerun the same command",
+            )
+        if kind is Kind.TRANSIENT:
+            return TemporaryFailure(
+                f"the server did not accept a request for {self._where} after {self.retry.attempts} tries "
+                f"({describe(exc)}).{done}",
+                "check the network and the endpoint, then rerun the same command",
+            )
+        return UploadError(f"unexpected failure for {self._where}: {describe(exc)}.{done}",
+                           "rerun the same command; if it happens again, report it with -v output")
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self) -> UploadResult:
+        req = self.req
+        self._check_paths()
+        check_writable_dir(req.meta_path, "meta file")
+        check_writable_dir(req.parts_path, "parts file")
+        with meta_lock(req.meta_path):
+            return self._run_locked()
+
+    def _check_paths(self) -> None:
+        req = self.req
+        sources = {p.resolve() for p in req.source.paths()}
+        for path, flag in ((req.meta_path, "-m"), (req.parts_path, "-a")):
+            if path.resolve() in sources:
+                raise BadInput(f"{flag} {path} is the file to upload; it would be overwritten",
+                               f"give {flag} a path of its own, such as {path}.meta.json")
+        if req.meta_path.resolve() == req.parts_path.resolve():
+            raise BadInput(f"-m and -a are the same file ({req.meta_path})", "give each a path of its own")
+
+    def _run_locked(self) -> UploadResult:
+        req = self.req
+        started = time.monotonic()
+        meta = read_meta(req.meta_path)
+        if meta is not None:
+            self._check_meta(meta)
+            if req.restart:
+                self._set_aside(meta)
+                meta = None
+        if meta is not None and meta.status == COMPLETED:
+            log.info("Upload of %s is already complete (meta file %s); nothing to send.", self._where, req.meta_path)
+            return UploadResult(req.bucket, req.key, meta.upload_id, req.source.total_size, meta.part_count or 0,
+                                etag=meta.extra.get("eTag"), already_complete=True)
+        if meta is not None and meta.status == ABORTED:
+            raise UploadGone(f"the upload for {self._where} in {req.meta_path} was aborted",
+                             "rerun with --restart to start a new upload")
+
+        plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None)
+        if plan.note:
+            log.warning("%s.", plan.note)
+        if meta is None:
+            meta = self._create(plan)
+        else:
+            log.info("Continuing multipart upload from %s.", req.meta_path)
+        result = UploadResult(req.bucket, req.key, meta.upload_id, plan.total_size, len(plan.parts))
+        if meta.upload_id is None:
+            self._put_single(plan, meta, result)
+        else:
+            self._multipart(plan, meta, meta.upload_id, result)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _check_meta(self, meta: Meta) -> None:
+        req = self.req
+        if (meta.bucket, meta.key) != (req.bucket, req.key):
+            raise StateConflict(
+                f"meta file {req.meta_path} belongs to the upload of s3://{meta.bucket}/{meta.key}, not {self._where}",
+                "give the same -b and -k as that upload, or another -m and -a path for this one",
+            )
+        if meta.source is not None:
+            req.source.check_unchanged(meta.source, req.meta_path)
+
+    def _set_aside(self, meta: Meta) -> None:
+        """--restart: keep the old parts log under another name and forget the old upload."""
+        req = self.req
+        if req.parts_path.exists():
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            aside = req.parts_path.with_name(f"{req.parts_path.name}.{stamp}.old")
+            req.parts_path.rename(aside)
+            log.warning("--restart: kept the old parts log as %s.", aside)
+        if meta.upload_id and meta.status == IN_PROGRESS:
+            log.warning("--restart: the old multipart upload %s still holds its parts on the server; "
+                        "abort it with `s3-multipart-upload abort` or a lifecycle rule.", meta.upload_id)
+        return None
+
+    def _create(self, plan: Plan) -> Meta:
+        req = self.req
+        upload_id: str | None = None
+        if len(plan.parts) > 1:
+            log.info("Initiating multipart upload in %s.", req.meta_path)
+            args: dict[str, Any] = {"Bucket": req.bucket, "Key": req.key}
+            if req.checksum != "MD5":
+                args["ChecksumAlgorithm"] = req.checksum
+            try:
+                upload_id = self._call("CreateMultipartUpload",
+                                       lambda c: c.create_multipart_upload(**args)["UploadId"])
+            except Exception as exc:
+                raise self._fail(exc) from exc
+        meta = Meta(
+            bucket=req.bucket, key=req.key, upload_id=upload_id, split_size=plan.part_size,
+            source=req.source.identity(), part_count=len(plan.parts), checksum_algorithm=req.checksum,
+            created_at=_now_iso(),
+        )
+        write_meta(req.meta_path, meta)
+        return meta
+
+    # -- one PutObject for an object of one part ---------------------------------------------------
+
+    def _put_single(self, plan: Plan, meta: Meta, result: UploadResult) -> None:
+        req = self.req
+        part = plan.parts[0]
+        self.progress.started(plan.total_size, 1, 0, 0)
+        began = time.monotonic()
+
+        def put(client: S3Client) -> str:
+            data = req.source.read(part)
+            digest = checksums.compute(req.checksum, data)
+            extra = digest.upload_part_args()
+            etag = client.put_object(Bucket=req.bucket, Key=req.key, Body=data, **extra)["ETag"].strip('"')  # type: ignore[arg-type]
+            return etag
+
+        try:
+            etag = self._call(f"PutObject {self._where}", put)
+        except Exception as exc:
+            raise self._fail(exc, 0, 1) from exc
+        self.progress.part_done(1, etag, part.length, time.monotonic() - began)
+        result.parts_sent, result.bytes_sent = 1, part.length
+        self._verify_object(plan, [etag], result, put_md5=None)
+        self._mark_completed(meta, result)
+
+    # -- multipart ---------------------------------------------------------------------------------
+
+    def _list_parts(self, upload_id: str) -> dict[int, ListedPart]:
+        req = self.req
+        listed: dict[int, ListedPart] = {}
+        marker = 0
+        for _ in range(1 + 10_000 // 1000 + 10):  # ListParts pages hold up to 1,000 parts; at most 10,000
+            page = self._call("ListParts", lambda c, m=marker: c.list_parts(  # type: ignore[misc]
+                Bucket=req.bucket, Key=req.key, UploadId=upload_id, PartNumberMarker=m))
+            for p in page.get("Parts", []):
+                listed[p["PartNumber"]] = ListedPart(p["PartNumber"], p["ETag"].strip('"'), p["Size"])
+            if not page.get("IsTruncated"):
+                return listed
+            next_marker = int(page.get("NextPartNumberMarker", 0))
+            if next_marker <= marker:
+                raise TemporaryFailure(f"ListParts for {self._where} did not advance past part {marker}",
+                                       "rerun the same command")
+            marker = next_marker
+        raise TemporaryFailure(f"ListParts for {self._where} returned more pages than 10,000 parts can fill")
+
+    def _multipart(self, plan: Plan, meta: Meta, upload_id: str, result: UploadResult) -> None:
+        req = self.req
+        logged = read_parts(req.parts_path, upload_id)
+        try:
+            listed = self._list_parts(upload_id)
+        except Exception as exc:
+            if classify(exc) is Kind.GONE and self._already_built(plan, logged, result):
+                self._mark_completed(meta, result)
+                return
+            raise self._fail(exc) from exc
+        decision = reconcile(plan.parts, logged, listed, trust_log=meta.source is not None)
+        if decision.logged_not_listed:
+            log.warning("%d parts in the log are not on the server and will be sent again: %s.",
+                        len(decision.logged_not_listed), _ranges(decision.logged_not_listed))
+        if decision.stray:
+            log.warning("The server holds parts beyond this file's %d (%s); they are left out of the object.",
+                        len(plan.parts), _ranges(decision.stray))
+        done: dict[int, PartRecord] = dict(decision.done)
+        result.parts_logged = len(done)
+        if done:
+            log.info("%d parts have already been uploaded.", len(done))
+
+        with PartsLog(req.parts_path) as parts_log:
+            to_send = list(decision.send)
+            for part, held in decision.verify:
+                if self._matches_local(part, held):
+                    record = PartRecord(held.etag, part.number, upload_id, part.length)
+                    parts_log.append(record)
+                    done[part.number] = record
+                    result.parts_adopted += 1
+                else:
+                    to_send.append(part)
+            if result.parts_adopted:
+                log.info("Adopted %d parts the server holds but the log lacked (size and MD5 match).",
+                         result.parts_adopted)
+            to_send.sort(key=lambda p: p.number)
+            log.info("Will upload %d chunks.", len(to_send))
+            self.progress.started(plan.total_size, len(plan.parts),
+                                  sum(plan.parts[n - 1].length for n in done), len(done))
+            self._send_all(to_send, upload_id, parts_log, done, result, len(plan.parts))
+
+        etags = [done[p.number].etag for p in plan.parts]
+        self._complete(plan, upload_id, done, result)
+        self._verify_object(plan, etags, result, put_md5=None)
+        self._mark_completed(meta, result)
+
+    def _matches_local(self, part: Part, held: ListedPart) -> bool:
+        if not checksums.is_md5_etag(held.etag):
+            return False  # the store's ETags are not MD5s: cannot verify, so send again
+        return checksums.md5_hex(self.req.source.read(part)) == held.etag
+
+    def _send_all(self, parts: list[Part], upload_id: str, parts_log: PartsLog, done: dict[int, PartRecord],
+                  result: UploadResult, total: int) -> None:
+        if not parts:
+            return
+        threads = max(1, self.req.threads)
+        pending = iter(parts)
+        failure: BaseException | None = None
+        interrupted = False
+        pool = cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="part")
+        in_flight: dict[cf.Future[PartRecord], Part] = {}
+        try:
+            def fill() -> None:
+                while not self._stop.is_set() and len(in_flight) < threads:
+                    part = next(pending, None)
+                    if part is None:
+                        return
+                    in_flight[pool.submit(self._send_part, part, upload_id, parts_log)] = part
+
+            fill()
+            while in_flight:
+                try:
+                    finished, _ = cf.wait(in_flight, timeout=0.25, return_when=cf.FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    if interrupted:
+                        raise Interrupted(f"stopped at once; {len(done)} of {total} parts are done and logged",
+                                          at_once=True) from None
+                    interrupted = True
+                    self._stop.set()
+                    log.warning("Stopping: waiting for the %d parts in flight to finish "
+                                "(press Ctrl-C again to stop at once).", len(in_flight))
+                    continue
+                for future in finished:
+                    part = in_flight.pop(future)
+                    try:
+                        record = future.result()
+                    except Exception as exc:
+                        if failure is None:
+                            failure = exc
+                            self._stop.set()
+                            if in_flight:
+                                log.warning("Part %d failed (%s); letting the %d parts in flight finish.",
+                                            part.number, describe(exc), len(in_flight))
+                        continue
+                    done[record.number] = record
+                    result.parts_sent += 1
+                    result.bytes_sent += part.length
+                fill()
+        except KeyboardInterrupt:
+            raise Interrupted(f"stopped at once; {len(done)} of {total} parts are done and logged",
+                              at_once=True) from None
+        finally:
+            pool.shutdown(wait=not interrupted or not in_flight, cancel_futures=True)
+        if failure is not None:
+            raise self._fail(failure, len(done), total) from failure
+        if interrupted:
+            raise Interrupted(f"interrupted; {len(done)} of {total} parts are done and logged")
+
+    def _send_part(self, part: Part, upload_id: str, parts_log: PartsLog) -> PartRecord:
+        req = self.req
+        began = time.monotonic()
+
+        def send(client: S3Client) -> str:
+            data = req.source.read(part)  # read again on every try: a sent buffer is not trusted twice
+            digest = checksums.compute(req.checksum, data)
+            response = client.upload_part(
+                Bucket=req.bucket, Key=req.key, UploadId=upload_id, PartNumber=part.number, Body=data,
+                **digest.upload_part_args(),  # type: ignore[arg-type]
+            )
+            etag = response["ETag"].strip('"')
+            if digest.md5_hex is not None and checksums.is_md5_etag(etag) and etag != digest.md5_hex:
+                raise IntegrityError(f"part {part.number} of {self._where}: the server's ETag {etag} is not the "
+                                     f"MD5 of the bytes sent ({digest.md5_hex})")
+            return etag
+
+        etag = self._call(f"UploadPart {part.number}", send)
+        record = PartRecord(etag, part.number, upload_id, part.length)
+        parts_log.append(record)  # on disk before the part counts as done
+        self.progress.part_done(part.number, etag, part.length, time.monotonic() - began)
+        return record
+
+    def _complete(self, plan: Plan, upload_id: str, done: dict[int, PartRecord], result: UploadResult) -> None:
+        req = self.req
+        parts: list[dict[str, Any]] = []
+        for p in plan.parts:
+            entry: dict[str, Any] = {"PartNumber": p.number, "ETag": f'"{done[p.number].etag}"'}
+            parts.append(entry)
+        if req.checksum != "MD5":
+            # Additional checksums must be repeated in the completion; the log keeps ETags only, so ask
+            # the server for the values it verified on arrival.
+            listed = self._call("ListParts", lambda c: _list_checksums(c, req.bucket, req.key, upload_id, req.checksum))
+            for entry in parts:
+                value = listed.get(entry["PartNumber"])
+                if value:
+                    entry[f"Checksum{req.checksum}"] = value
+        try:
+            response = self._call("CompleteMultipartUpload", lambda c: c.complete_multipart_upload(
+                Bucket=req.bucket, Key=req.key, UploadId=upload_id, MultipartUpload={"Parts": parts}))  # type: ignore[typeddict-item]
+        except Exception as exc:
+            if classify(exc) is Kind.GONE and self._already_built(plan, done, result):
+                return  # a retried completion whose first try went through
+            raise self._fail(exc, len(done), len(plan.parts)) from exc
+        result.etag = str(response.get("ETag", "")).strip('"') or None
+
+    def _already_built(self, plan: Plan, done: dict[int, PartRecord], result: UploadResult) -> bool:
+        """After NoSuchUpload: is the object there, complete and ours (killed after completion)?"""
+        req = self.req
+        try:
+            head = self._call("HeadObject", lambda c: c.head_object(Bucket=req.bucket, Key=req.key))
+        except Exception:
+            return False
+        if head["ContentLength"] != plan.total_size:
+            return False
+        etag = head["ETag"].strip('"')
+        if len(done) == len(plan.parts) and etag == checksums.composite_etag([done[p.number].etag for p in plan.parts]):
+            ok = True
+        elif checksums.is_md5_etag(etag):
+            log.info("Checking the MD5 of %s against the whole local file.", self._where)
+            ok = etag == _md5_of(req.source, plan)
+        else:
+            ok = False
+        if ok:
+            log.info("The upload was already completed by an earlier run; %s matches the local bytes.", self._where)
+            result.etag = etag
+        return ok
+
+    def _verify_object(self, plan: Plan, part_etags: list[str], result: UploadResult, put_md5: str | None) -> None:
+        req = self.req
+        try:
+            head = self._call("HeadObject", lambda c: c.head_object(Bucket=req.bucket, Key=req.key))
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        size, etag = head["ContentLength"], head["ETag"].strip('"')
+        if size != plan.total_size:
+            raise IntegrityError(f"{self._where} is {size} bytes on the server, but the local data is "
+                                 f"{plan.total_size}", "rerun with --restart to upload it again")
+        if len(part_etags) == 1 and checksums.is_md5_etag(etag) and req.checksum == "MD5":
+            expected: str | None = part_etags[0]
+        else:
+            expected = checksums.composite_etag(part_etags) if len(part_etags) > 1 else None
+        for label, got in (("HEAD", etag), ("CompleteMultipartUpload", result.etag or "")):
+            comparable = checksums.is_composite_etag(got) or len(part_etags) == 1
+            if expected and got and comparable and got != expected:
+                raise IntegrityError(f"{self._where}: the {label} ETag {got} is not the one the parts "
+                                     f"make ({expected})", "rerun with --restart to upload it again")
+        result.etag = etag
+
+    def _mark_completed(self, meta: Meta, result: UploadResult) -> None:
+        meta.status = COMPLETED
+        meta.extra["completedAt"] = _now_iso()
+        if result.etag:
+            meta.extra["eTag"] = result.etag
+        write_meta(self.req.meta_path, meta)
+        log.info("Completed %s: %s in %d parts, ETag %s.", self._where, human(result.size), result.parts_total,
+                 result.etag)
+
+
+def _list_checksums(client: S3Client, bucket: str, key: str, upload_id: str, algorithm: str) -> dict[int, str]:
+    values: dict[int, str] = {}
+    marker = 0
+    for _ in range(20):
+        page = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker)
+        for p in page.get("Parts", []):
+            value = p.get(f"Checksum{algorithm}")
+            if isinstance(value, str):
+                values[p["PartNumber"]] = value
+        if not page.get("IsTruncated"):
+            break
+        marker = int(page.get("NextPartNumberMarker", marker + 1000))
+    return values
+
+
+def _md5_of(source: Source, plan: Plan) -> str:
+    import hashlib
+
+    h = hashlib.md5(usedforsecurity=False)
+    for part in plan.parts:
+        h.update(source.read(part))
+    return h.hexdigest()
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``1-3, 7`` for log lines that stay short."""
+    out: list[str] = []
+    nums = sorted(numbers)
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        out.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
+        i = j + 1
+    return ", ".join(out[:20]) + (", ..." if len(out) > 20 else "")

@@ -35,7 +35,7 @@ from s3_multipart_upload.errors import (
 from s3_multipart_upload.plan import Part, Plan, human
 from s3_multipart_upload.progress import NullProgress, Reporter
 from s3_multipart_upload.reconcile import ListedPart, reconcile
-from s3_multipart_upload.s3 import ClientFactory, Kind, as_upload_error, classify, describe
+from s3_multipart_upload.s3 import ClientFactory, Kind, as_upload_error, classify, describe, error_code
 from s3_multipart_upload.sources import Source
 from s3_multipart_upload.state import (
     ABORTED,
@@ -262,7 +262,8 @@ class Uploader:
             source=req.source.identity(), part_count=len(plan.parts), checksum_algorithm=req.checksum,
             created_at=_now_iso(),
         )
-        write_meta(req.meta_path, meta)
+        if upload_id is not None:
+            write_meta(req.meta_path, meta)  # a single PutObject has nothing to resume: META comes at the end
         return meta
 
     # -- one PutObject for an object of one part ---------------------------------------------------
@@ -460,6 +461,13 @@ class Uploader:
         except Exception as exc:
             if classify(exc) is Kind.GONE and self._already_built(plan, done, result):
                 return  # a retried completion whose first try went through
+            if error_code(exc) == "InvalidPart":
+                raise UploadGone(
+                    f"the server refused to assemble {self._where} from the parts it lists (InvalidPart): its "
+                    f"multipart upload {upload_id} is damaged. rclone serve s3 does this when a part upload was cut "
+                    "off while it streamed parts to disk; run it with --disable-multipart-streaming",
+                    "rerun with --restart to start a new upload (the old parts log is kept aside)",
+                ) from exc
             raise self._fail(exc, len(done), len(plan.parts)) from exc
         result.etag = str(response.get("ETag", "")).strip('"') or None
 

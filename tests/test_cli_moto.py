@@ -1,0 +1,158 @@
+"""The CLI in-process against moto: fast checks of behaviour a user sees."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from click.testing import CliRunner
+from moto import mock_aws
+
+from s3_multipart_upload.main import cli
+from s3_multipart_upload.plan import MiB
+from s3_multipart_upload.sources import FileSource
+from s3_multipart_upload.state import Meta, PartRecord, PartsLog, write_meta
+from tests.conftest import sent_parts, upload_args, write_random
+
+BUCKET = "moto-bucket"
+
+
+@pytest.fixture
+def s3(aws_env: dict[str, str]) -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def obj(s3: Any, key: str) -> bytes:
+    return bytes(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def test_round_trip_in_parts(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 17 * MiB + 3)
+    r = invoke(*upload_args(BUCKET, "a/f.bin", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M", "-t", "3"))
+    assert r.exit_code == 0, r.output
+    assert obj(s3, "a/f.bin") == f.read_bytes()
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["status"] == "completed" and meta["partCount"] == 4 and meta["splitSize"] == 5 * MiB
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert sorted(x["partNumber"] for x in lines) == [1, 2, 3, 4]
+    assert sent_parts(r.stderr) == [1, 2, 3, 4]
+
+
+def test_rerun_after_completion_sends_nothing(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 11 * MiB)
+    args = upload_args(BUCKET, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M")
+    assert invoke(*args).exit_code == 0
+    r = invoke(*args)
+    assert r.exit_code == 0
+    assert "already complete" in r.stderr and sent_parts(r.stderr) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 5 * MiB])
+def test_empty_and_small_files_go_in_one_put(s3: Any, tmp_path: Path, size: int) -> None:
+    f = write_random(tmp_path / "f.bin", size)
+    r = invoke(*upload_args(BUCKET, "small", f, tmp_path / "m.json", tmp_path / "p.jsonl"))
+    assert r.exit_code == 0, r.output
+    assert obj(s3, "small") == f.read_bytes()
+    assert json.loads((tmp_path / "m.json").read_text())["uploadId"] is None
+
+
+def _start_by_hand(s3: Any, f: Path, meta_path: Path, parts_path: Path, key: str, upload: list[int],
+                   log: list[int]) -> str:
+    """An upload that a killed run left behind: parts ``upload`` on the server, parts ``log`` in the log."""
+    source = FileSource(f)
+    plan = source.plan(5 * MiB, fixed=True)
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    write_meta(meta_path, Meta(BUCKET, key, upload_id, 5 * MiB, source=source.identity(), part_count=len(plan.parts),
+                               checksum_algorithm="MD5"))
+    with PartsLog(parts_path) as plog:
+        for n in upload:
+            part = plan.parts[n - 1]
+            etag = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=n,
+                                  Body=source.read(part))["ETag"].strip('"')
+            if n in log:
+                plog.append(PartRecord(etag, n, upload_id, part.length))
+    return str(upload_id)
+
+
+def test_resume_sends_only_missing_parts_and_adopts_unlogged_ones(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 21 * MiB)  # 5 parts of 5 MiB
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    _start_by_hand(s3, f, meta, parts, "k", upload=[1, 2, 4], log=[1, 2])
+    r = invoke(*upload_args(BUCKET, "k", f, meta, parts))
+    assert r.exit_code == 0, r.output
+    assert sent_parts(r.stderr) == [3, 5]
+    assert "Adopted 1 parts" in r.stderr and "2 parts have already been uploaded" in r.stderr
+    assert obj(s3, "k") == f.read_bytes()
+
+
+def test_a_part_on_the_server_with_other_bytes_is_sent_again(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 11 * MiB)
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    upload_id = _start_by_hand(s3, f, meta, parts, "k", upload=[1], log=[])
+    s3.upload_part(Bucket=BUCKET, Key="k", UploadId=upload_id, PartNumber=2, Body=b"x" * (5 * MiB))  # wrong bytes
+    r = invoke(*upload_args(BUCKET, "k", f, meta, parts))
+    assert r.exit_code == 0, r.output
+    assert sent_parts(r.stderr) == [2, 3]
+    assert obj(s3, "k") == f.read_bytes()
+
+
+def test_chunk_folder_is_one_object(s3: Any, tmp_path: Path) -> None:
+    data = write_random(tmp_path / "all.bin", 13 * MiB).read_bytes()
+    chunks = tmp_path / "chunks"
+    chunks.mkdir()
+    for i, off in enumerate(range(0, len(data), 6 * MiB)):
+        (chunks / f"input_data_{i:02d}").write_bytes(data[off:off + 6 * MiB])
+    (chunks / "other").write_bytes(b"not mine")
+    r = invoke(*upload_args(BUCKET, "joined", chunks, tmp_path / "m.json", tmp_path / "p.jsonl", "-p", "input_data_"))
+    assert r.exit_code == 0, r.output
+    assert obj(s3, "joined") == data
+
+
+@pytest.mark.parametrize("size", [1 * MiB, 11 * MiB])  # one PutObject; a multipart upload
+def test_no_such_bucket_exits_5_naming_it(s3: Any, tmp_path: Path, size: int) -> None:
+    f = write_random(tmp_path / "f.bin", size)
+    r = invoke(*upload_args("no-such-bucket", "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M"))
+    assert r.exit_code == 5
+    assert "bucket 'no-such-bucket' does not exist" in r.stderr
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_changed_file_stops_before_sending(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 11 * MiB)
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    _start_by_hand(s3, f, meta, parts, "k", upload=[1], log=[1])
+    before = meta.read_text(), parts.read_text()
+    with open(f, "ab") as fh:
+        fh.write(b"more")
+    r = invoke(*upload_args(BUCKET, "k", f, meta, parts))
+    assert r.exit_code == 3
+    assert f"{f} changed since the upload began" in r.stderr and "--restart" in r.stderr
+    assert (meta.read_text(), parts.read_text()) == before
+
+
+def test_aborted_upload_exits_4_and_restart_starts_over_keeping_the_old_log(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 11 * MiB)
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    upload_id = _start_by_hand(s3, f, meta, parts, "k", upload=[1], log=[1])
+    s3.abort_multipart_upload(Bucket=BUCKET, Key="k", UploadId=upload_id)
+    args = upload_args(BUCKET, "k", f, meta, parts)
+    r = invoke(*args)
+    assert r.exit_code == 4
+    assert "no longer exists" in r.stderr and "--restart" in r.stderr
+    r = invoke(*args, "--restart")
+    assert r.exit_code == 0, r.output
+    assert obj(s3, "k") == f.read_bytes()
+    kept = [p for p in os.listdir(tmp_path) if p.startswith("p.jsonl.") and p.endswith(".old")]
+    assert len(kept) == 1 and upload_id in (tmp_path / kept[0]).read_text()

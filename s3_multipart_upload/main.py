@@ -31,7 +31,7 @@ from s3_multipart_upload.plan import DEFAULT_PART_SIZE, human
 from s3_multipart_upload.progress import LOG_FORMAT, BarProgress, ConsoleHandler, LogProgress, NullProgress, Reporter
 from s3_multipart_upload.s3 import ClientFactory, Endpoint
 from s3_multipart_upload.sources import ChunkDirSource, FileSource, Source
-from s3_multipart_upload.uploader import Uploader, UploadRequest
+from s3_multipart_upload.uploader import RetryPolicy, Uploader, UploadRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_THREADS = 8
@@ -164,6 +164,9 @@ Exit codes: 0 done, 2 bad input, 3 local state conflict, 4 upload gone (use --re
 @click.option("--checksum", type=click.Choice(ALGORITHMS, case_sensitive=False), default="MD5", show_default=True,
               help="Checksum the server verifies for each part: MD5 (Content-MD5, checked by every S3-compatible "
                    "store), or CRC32/SHA256 (S3's additional checksums; stores that lack them ignore them).")
+@click.option("--retries", type=click.IntRange(1, 100), default=RetryPolicy.attempts, show_default=True,
+              help="Tries per request on transient failures (connection reset, timeout, 5xx, SlowDown), with "
+                   "exponential backoff and jitter, before the run stops with exit 75.")
 @click.option("--restart", is_flag=True,
               help="Start a new upload even though META_FILE records one; the old parts log is kept aside.")
 @click.option("--endpoint-url", help="S3 endpoint for S3-compatible stores (also AWS_ENDPOINT_URL).")
@@ -174,7 +177,7 @@ Exit codes: 0 done, 2 bad input, 3 local state conflict, 4 upload gone (use --re
 @handle_errors
 def upload(
     bucket: str, key: str, file_path: Path | None, directory: Path | None, prefix: str | None, meta_file_path: Path,
-    parts_file_path: Path, thread_count: int, split_size: int | None, checksum: str, restart: bool,
+    parts_file_path: Path, thread_count: int, split_size: int | None, checksum: str, retries: int, restart: bool,
     endpoint_url: str | None, profile: str | None, region: str | None, quiet: bool, verbose: bool,
 ) -> None:
     """Upload a file (or a folder of chunk files) as one S3 object, resumably.
@@ -192,7 +195,7 @@ def upload(
     )
     clients = ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=thread_count + 2)
     try:
-        result = Uploader(request, clients, reporter).run()
+        result = Uploader(request, clients, reporter, retry=RetryPolicy(attempts=retries)).run()
     finally:
         reporter.close()
     log = logging.getLogger("s3_multipart_upload")

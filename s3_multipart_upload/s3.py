@@ -50,6 +50,19 @@ REFUSED_CODES = frozenset({
 })
 
 
+THROTTLING_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+})
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """The server asks for fewer requests (SlowDown, 503, 429), as opposed to failing one."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return error_code(exc) in THROTTLING_CODES or status in (429, 503)
+
+
 def error_code(exc: BaseException) -> str | None:
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
@@ -143,7 +156,7 @@ class ClientFactory:
         config = Config(
             max_pool_connections=self.pool_size,
             # One retry layer: the engine retries with tenacity, so botocore sends each request once.
-            retries={"max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=10,
             read_timeout=120,
             # We send Content-MD5 or an explicit checksum ourselves; botocore's default trailing

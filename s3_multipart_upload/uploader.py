@@ -35,7 +35,15 @@ from s3_multipart_upload.errors import (
 from s3_multipart_upload.plan import Part, Plan, human
 from s3_multipart_upload.progress import NullProgress, Reporter
 from s3_multipart_upload.reconcile import ListedPart, reconcile
-from s3_multipart_upload.s3 import ClientFactory, Kind, as_upload_error, classify, describe, error_code
+from s3_multipart_upload.s3 import (
+    ClientFactory,
+    Kind,
+    as_upload_error,
+    classify,
+    describe,
+    error_code,
+    is_throttling,
+)
 from s3_multipart_upload.sources import Source
 from s3_multipart_upload.state import (
     ABORTED,
@@ -98,6 +106,35 @@ class UploadResult:
     warnings: list[str] = field(default_factory=list)
 
 
+class Throttle:
+    """How many parts may be in flight: halved when the server says SlowDown, doubled back after a calm spell."""
+
+    def __init__(self, limit: int, cool_down: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.current = limit
+        self._cool_down = cool_down
+        self._clock = clock
+        self._calm_at = 0.0
+        self._lock = threading.Lock()
+
+    def slow_down(self) -> None:
+        with self._lock:
+            self._calm_at = self._clock() + self._cool_down
+            lowered = max(1, self.current // 2)
+            if lowered < self.current:
+                log.warning("The server asks to slow down: %d parts in flight instead of %d for at least %.0f s.",
+                            lowered, self.current, self._cool_down)
+                self.current = lowered
+
+    def allowed(self) -> int:
+        with self._lock:
+            if self.current < self.limit and self._clock() >= self._calm_at:
+                self.current = min(self.limit, self.current * 2)
+                self._calm_at = self._clock() + self._cool_down
+                log.info("The server has been calm: up to %d parts in flight again.", self.current)
+            return self.current
+
+
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -118,6 +155,7 @@ class Uploader:
         self._sleep = sleep
         self._stop = threading.Event()
         self._where = f"s3://{request.bucket}/{request.key}"
+        self.throttle = Throttle(max(1, request.threads))
 
     # -- one S3 request, with retries and one credentials refresh -------------------------------
 
@@ -125,6 +163,8 @@ class Uploader:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
+            if exc is not None and is_throttling(exc):
+                self.throttle.slow_down()
             log.warning("%s: %s; retry %d in %.1f s.", what, describe(exc) if exc else "failed",
                         state.attempt_number, wait)
 
@@ -373,7 +413,7 @@ class Uploader:
         in_flight: dict[cf.Future[PartRecord], Part] = {}
         try:
             def fill() -> None:
-                while not self._stop.is_set() and len(in_flight) < threads:
+                while not self._stop.is_set() and len(in_flight) < self.throttle.allowed():
                     part = next(pending, None)
                     if part is None:
                         return

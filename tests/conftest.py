@@ -21,6 +21,9 @@ from tests.s3proxy import S3Proxy
 
 ACCESS_KEY = "test-access-key"
 SECRET_KEY = "test-secret-key-do-not-print"
+# A second key pair the server also accepts: the "refreshed" credentials of the expiry tests.
+ACCESS_KEY_2 = "test-access-key-2"
+SECRET_KEY_2 = "test-secret-key-2-do-not-print"
 REGION = "us-east-1"
 
 
@@ -61,7 +64,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         # Without streaming, rclone keeps parts apart until completion, as S3 does: a part cut off
         # mid-body is simply not stored. (Streaming mode fails the whole upload instead; see README.)
         [_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}",
-         "--config", "/dev/null", "--disable-multipart-streaming", str(data)],
+         "--auth-key", f"{ACCESS_KEY_2},{SECRET_KEY_2}", "--config", "/dev/null", "--disable-multipart-streaming",
+         str(data)],
         stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30

@@ -23,6 +23,7 @@ class Seen:
     path: str
     query: dict[str, str]
     size: int
+    access_key: str = ""  # from the SigV4 Authorization header
 
     @property
     def part_number(self) -> int | None:
@@ -64,8 +65,10 @@ class S3Proxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 url = urllib.parse.urlsplit(self.path)
+                auth = self.headers.get("Authorization") or ""
+                access_key = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else ""
                 seen = Seen(self.command, url.path, dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True)),
-                            length)
+                            length, access_key)
                 with proxy._lock:
                     index = len(proxy.seen)
                     proxy.seen.append(seen)

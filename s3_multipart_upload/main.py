@@ -29,9 +29,9 @@ from s3_multipart_upload.checksums import ALGORITHMS
 from s3_multipart_upload.errors import BadInput, ExitCode, Interrupted, UploadError
 from s3_multipart_upload.plan import DEFAULT_PART_SIZE, human
 from s3_multipart_upload.progress import LOG_FORMAT, BarProgress, ConsoleHandler, LogProgress, NullProgress, Reporter
-from s3_multipart_upload.s3 import ClientFactory, Endpoint
+from s3_multipart_upload.s3 import ClientFactory, Endpoint, RetryPolicy
 from s3_multipart_upload.sources import ChunkDirSource, FileSource, Source
-from s3_multipart_upload.uploader import RetryPolicy, Uploader, UploadRequest
+from s3_multipart_upload.uploader import Uploader, UploadRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_THREADS = 8

@@ -11,11 +11,13 @@ Only bytes the server has acknowledged are counted.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -40,21 +42,33 @@ class Reporter(Protocol):
 
     def part_done(self, number: int, etag: str, size: int, seconds: float) -> None: ...
 
+    def retry(self, what: str, attempt: int, error: str, wait: float) -> None: ...
+
+    def throttled(self, in_flight: int, was: int) -> None: ...
+
     def close(self) -> None: ...
 
 
 class NullProgress:
+    """Shows nothing; the base of the others, which override what they show."""
+
     def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
         pass
 
     def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
         pass
 
+    def retry(self, what: str, attempt: int, error: str, wait: float) -> None:
+        pass
+
+    def throttled(self, in_flight: int, was: int) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
-class LogProgress:
+class LogProgress(NullProgress):
     """One log line per finished part, and a summary every ``interval`` seconds."""
 
     def __init__(self, interval: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -88,11 +102,8 @@ class LogProgress:
                        f"{rate / 2**20:.1f} MiB/s")
         log.info("%s.", summary)
 
-    def close(self) -> None:
-        pass
 
-
-class BarProgress:
+class BarProgress(NullProgress):
     """A rich bar on stderr: bytes, percent, MiB/s, ETA, parts done/total."""
 
     def __init__(self, console: Console) -> None:
@@ -144,3 +155,41 @@ class ConsoleHandler(logging.Handler):
             self._console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
+
+
+class JsonProgress(NullProgress):
+    """JSON Lines events on stdout for scripts: started, part_done, retry, throttled, then the CLI's
+    completed / paused / error and a final summary. Nothing else is written to stdout."""
+
+    def __init__(self, stream: TextIO, inner: Reporter, clock: Callable[[], float] = time.time) -> None:
+        self._stream = stream
+        self._inner = inner  # the human display on stderr, if any
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def event(self, name: str, **fields: Any) -> None:
+        stamp = dt.datetime.fromtimestamp(self._clock(), dt.UTC).isoformat(timespec="milliseconds")
+        line = json.dumps({"event": name, "time": stamp.replace("+00:00", "Z"), **fields})
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
+        self._inner.started(total_bytes, total_parts, done_bytes, done_parts)
+        self.event("started", totalBytes=total_bytes, totalParts=total_parts, doneBytes=done_bytes,
+                   doneParts=done_parts)
+
+    def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
+        self._inner.part_done(number, etag, size, seconds)
+        self.event("part_done", partNumber=number, eTag=etag, size=size, seconds=round(seconds, 3))
+
+    def retry(self, what: str, attempt: int, error: str, wait: float) -> None:
+        self._inner.retry(what, attempt, error, wait)
+        self.event("retry", request=what, attempt=attempt, error=error, wait=round(wait, 3))
+
+    def throttled(self, in_flight: int, was: int) -> None:
+        self._inner.throttled(in_flight, was)
+        self.event("throttled", inFlight=in_flight, was=was)
+
+    def close(self) -> None:
+        self._inner.close()

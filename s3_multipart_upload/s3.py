@@ -7,13 +7,18 @@ refresh the session (credentials), or stop with the matching exit code.
 from __future__ import annotations
 
 import enum
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity.wait import wait_random_exponential
 
 from s3_multipart_upload.errors import ServerRefused, UploadError, UploadGone
 
@@ -21,6 +26,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 else:
     S3Client = Any
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Kind(enum.Enum):
@@ -184,3 +192,75 @@ class ClientFactory:
             self._client = self._build()
             self.generation += 1
             return True
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Per request: up to ``attempts`` tries within ``max_seconds``, waits random in [0, min(cap, base * 2^n)]."""
+
+    attempts: int = 10
+    base: float = 0.5
+    cap: float = 20.0
+    max_seconds: float = 300.0
+
+
+RetryHook = Callable[[str, int, BaseException, float], None]  # (what, attempt, error, seconds to wait)
+
+
+class Requester:
+    """Runs S3 requests with tenacity retries (the only retry layer) and one credentials refresh per process."""
+
+    def __init__(self, clients: ClientFactory, policy: RetryPolicy | None = None, on_retry: RetryHook | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.clients = clients
+        self.policy = policy or RetryPolicy()
+        self._on_retry = on_retry
+        self._sleep = sleep
+
+    def call(self, what: str, fn: Callable[[S3Client], T]) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning("%s: %s; retry %d in %.1f s.", what, describe(exc) if exc else "failed",
+                        state.attempt_number, wait)
+            if exc is not None and self._on_retry is not None:
+                self._on_retry(what, state.attempt_number, exc, wait)
+
+        for _ in range(3):  # at most: the first client, a refreshed one, and one refreshed by another thread
+            generation = self.clients.generation
+            try:
+                retrying = Retrying(
+                    retry=retry_if_exception(lambda e: classify(e) is Kind.TRANSIENT),
+                    stop=stop_after_attempt(self.policy.attempts) | stop_after_delay(self.policy.max_seconds),
+                    wait=wait_random_exponential(multiplier=self.policy.base, max=self.policy.cap),
+                    before_sleep=before_sleep,
+                    sleep=self._sleep,
+                    reraise=True,
+                )
+                return retrying(fn, self.clients.client())
+            except Exception as exc:
+                if classify(exc) is Kind.CREDENTIALS and self.clients.refresh(generation):
+                    log.warning("%s: credentials refused (%s); rebuilt the session to pick up refreshed "
+                                "credentials.", what, describe(exc))
+                    continue
+                raise
+        raise AssertionError("unreachable: the credentials loop is bounded by ClientFactory.refresh")
+
+
+def list_all_parts(client: S3Client, bucket: str, key: str, upload_id: str) -> list[dict[str, Any]]:
+    """Every part of an upload (ListParts pages of up to 1,000; at most 10,000 parts, so a bounded loop)."""
+    parts: list[dict[str, Any]] = []
+    marker = 0
+    for _ in range(MAX_LIST_PAGES):
+        page = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker)
+        parts.extend(dict(p) for p in page.get("Parts", []))
+        if not page.get("IsTruncated"):
+            return parts
+        next_marker = int(page.get("NextPartNumberMarker", 0))
+        if next_marker <= marker:
+            raise RuntimeError(f"ListParts for s3://{bucket}/{key} did not advance past part {marker}")
+        marker = next_marker
+    raise RuntimeError(f"ListParts for s3://{bucket}/{key} returned more pages than 10,000 parts can fill")
+
+
+MAX_LIST_PAGES = 10_000  # one part a page is the worst a server may answer with

@@ -18,9 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
-from tenacity.wait import wait_random_exponential
-
 from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import (
     BadInput,
@@ -38,11 +35,14 @@ from s3_multipart_upload.reconcile import ListedPart, reconcile
 from s3_multipart_upload.s3 import (
     ClientFactory,
     Kind,
+    Requester,
+    RetryPolicy,
     as_upload_error,
     classify,
     describe,
     error_code,
     is_throttling,
+    list_all_parts,
 )
 from s3_multipart_upload.sources import Source
 from s3_multipart_upload.state import (
@@ -64,16 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Per request: up to ``attempts`` tries within ``max_seconds``, waits random in [0, min(cap, base * 2^n)]."""
-
-    attempts: int = 10
-    base: float = 0.5
-    cap: float = 20.0
-    max_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -109,8 +99,10 @@ class UploadResult:
 class Throttle:
     """How many parts may be in flight: halved when the server says SlowDown, doubled back after a calm spell."""
 
-    def __init__(self, limit: int, cool_down: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limit: int, cool_down: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 on_slow_down: Callable[[int, int], None] | None = None) -> None:
         self.limit = limit
+        self._on_slow_down = on_slow_down
         self.current = limit
         self._cool_down = cool_down
         self._clock = clock
@@ -124,6 +116,8 @@ class Throttle:
             if lowered < self.current:
                 log.warning("The server asks to slow down: %d parts in flight instead of %d for at least %.0f s.",
                             lowered, self.current, self._cool_down)
+                if self._on_slow_down is not None:
+                    self._on_slow_down(lowered, self.current)
                 self.current = lowered
 
     def allowed(self) -> int:
@@ -152,41 +146,18 @@ class Uploader:
         self.clients = clients
         self.progress = progress or NullProgress()
         self.retry = retry or RetryPolicy()
-        self._sleep = sleep
+        self.requests = Requester(clients, self.retry, on_retry=self._on_retry, sleep=sleep)
         self._stop = threading.Event()
         self._where = f"s3://{request.bucket}/{request.key}"
-        self.throttle = Throttle(max(1, request.threads))
+        self.throttle = Throttle(max(1, request.threads), on_slow_down=self.progress.throttled)
 
-    # -- one S3 request, with retries and one credentials refresh -------------------------------
+    def _on_retry(self, what: str, attempt: int, exc: BaseException, wait: float) -> None:
+        if is_throttling(exc):
+            self.throttle.slow_down()
+        self.progress.retry(what, attempt, describe(exc), wait)
 
     def _call(self, what: str, fn: Callable[[S3Client], T]) -> T:
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0.0
-            if exc is not None and is_throttling(exc):
-                self.throttle.slow_down()
-            log.warning("%s: %s; retry %d in %.1f s.", what, describe(exc) if exc else "failed",
-                        state.attempt_number, wait)
-
-        for _ in range(3):  # at most: the first client, a refreshed one, and one refreshed by another thread
-            generation = self.clients.generation
-            try:
-                retrying = Retrying(
-                    retry=retry_if_exception(lambda e: classify(e) is Kind.TRANSIENT),
-                    stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(self.retry.max_seconds),
-                    wait=wait_random_exponential(multiplier=self.retry.base, max=self.retry.cap),
-                    before_sleep=before_sleep,
-                    sleep=self._sleep,
-                    reraise=True,
-                )
-                return retrying(fn, self.clients.client())
-            except Exception as exc:
-                if classify(exc) is Kind.CREDENTIALS and self.clients.refresh(generation):
-                    log.warning("%s: credentials refused (%s); rebuilt the session to pick up refreshed "
-                                "credentials.", what, describe(exc))
-                    continue
-                raise
-        raise AssertionError("unreachable: the credentials loop is bounded by ClientFactory.refresh")
+        return self.requests.call(what, fn)
 
     def _fail(self, exc: BaseException, parts_done: int | None = None, parts_total: int | None = None) -> UploadError:
         """The error to stop with for a failure that retries did not fix."""
@@ -332,29 +303,16 @@ class Uploader:
 
     # -- multipart ---------------------------------------------------------------------------------
 
-    def _list_parts(self, upload_id: str) -> dict[int, ListedPart]:
+    def _list_parts(self, upload_id: str) -> list[dict[str, Any]]:
         req = self.req
-        listed: dict[int, ListedPart] = {}
-        marker = 0
-        for _ in range(1 + 10_000 // 1000 + 10):  # ListParts pages hold up to 1,000 parts; at most 10,000
-            page = self._call("ListParts", lambda c, m=marker: c.list_parts(  # type: ignore[misc]
-                Bucket=req.bucket, Key=req.key, UploadId=upload_id, PartNumberMarker=m))
-            for p in page.get("Parts", []):
-                listed[p["PartNumber"]] = ListedPart(p["PartNumber"], p["ETag"].strip('"'), p["Size"])
-            if not page.get("IsTruncated"):
-                return listed
-            next_marker = int(page.get("NextPartNumberMarker", 0))
-            if next_marker <= marker:
-                raise TemporaryFailure(f"ListParts for {self._where} did not advance past part {marker}",
-                                       "rerun the same command")
-            marker = next_marker
-        raise TemporaryFailure(f"ListParts for {self._where} returned more pages than 10,000 parts can fill")
+        return self._call("ListParts", lambda c: list_all_parts(c, req.bucket, req.key, upload_id))
 
     def _multipart(self, plan: Plan, meta: Meta, upload_id: str, result: UploadResult) -> None:
         req = self.req
         logged = read_parts(req.parts_path, upload_id)
         try:
-            listed = self._list_parts(upload_id)
+            listed = {p["PartNumber"]: ListedPart(p["PartNumber"], p["ETag"].strip('"'), p["Size"])
+                      for p in self._list_parts(upload_id)}
         except Exception as exc:
             if classify(exc) is Kind.GONE and self._already_built(plan, logged, result):
                 self._mark_completed(meta, result)
@@ -490,10 +448,10 @@ class Uploader:
         if req.checksum != "MD5":
             # Additional checksums must be repeated in the completion; the log keeps ETags only, so ask
             # the server for the values it verified on arrival.
-            listed = self._call("ListParts", lambda c: _list_checksums(c, req.bucket, req.key, upload_id, req.checksum))
+            values = {p["PartNumber"]: p.get(f"Checksum{req.checksum}") for p in self._list_parts(upload_id)}
             for entry in parts:
-                value = listed.get(entry["PartNumber"])
-                if value:
+                value = values.get(entry["PartNumber"])
+                if isinstance(value, str):
                     entry[f"Checksum{req.checksum}"] = value
         try:
             response = self._call("CompleteMultipartUpload", lambda c: c.complete_multipart_upload(
@@ -562,21 +520,6 @@ class Uploader:
         write_meta(self.req.meta_path, meta)
         log.info("Completed %s: %s in %d parts, ETag %s.", self._where, human(result.size), result.parts_total,
                  result.etag)
-
-
-def _list_checksums(client: S3Client, bucket: str, key: str, upload_id: str, algorithm: str) -> dict[int, str]:
-    values: dict[int, str] = {}
-    marker = 0
-    for _ in range(20):
-        page = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker)
-        for p in page.get("Parts", []):
-            value = p.get(f"Checksum{algorithm}")
-            if isinstance(value, str):
-                values[p["PartNumber"]] = value
-        if not page.get("IsTruncated"):
-            break
-        marker = int(page.get("NextPartNumberMarker", marker + 1000))
-    return values
 
 
 def _md5_of(source: Source, plan: Plan) -> str:

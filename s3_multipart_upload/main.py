@@ -9,6 +9,7 @@ Also ``python -m s3_multipart_upload`` and, as the historical tool was run,
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -23,13 +24,30 @@ from typing import Any, ClassVar, TypeVar
 
 import click
 from rich.console import Console
+from rich.table import Table
 
 from s3_multipart_upload import __version__
 from s3_multipart_upload.checksums import ALGORITHMS
 from s3_multipart_upload.errors import BadInput, ExitCode, Interrupted, UploadError
-from s3_multipart_upload.plan import DEFAULT_PART_SIZE, human
-from s3_multipart_upload.progress import LOG_FORMAT, BarProgress, ConsoleHandler, LogProgress, NullProgress, Reporter
-from s3_multipart_upload.s3 import ClientFactory, Endpoint, RetryPolicy
+from s3_multipart_upload.operations import abort as abort_upload
+from s3_multipart_upload.operations import (
+    abort_until_gone,
+    human_age,
+    list_in_progress,
+    parse_duration,
+    upload_status,
+)
+from s3_multipart_upload.plan import DEFAULT_PART_SIZE, human, ranges
+from s3_multipart_upload.progress import (
+    LOG_FORMAT,
+    BarProgress,
+    ConsoleHandler,
+    JsonProgress,
+    LogProgress,
+    NullProgress,
+    Reporter,
+)
+from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy
 from s3_multipart_upload.sources import ChunkDirSource, FileSource, Source
 from s3_multipart_upload.uploader import Uploader, UploadRequest
 
@@ -125,23 +143,50 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # the same orderly stop as Ctrl-C
 
 
+def s3_options(fn: F) -> F:
+    """--endpoint-url, --profile, --region: what every S3 user expects."""
+    fn = click.option("--region", help="AWS region (also AWS_REGION / AWS_DEFAULT_REGION).")(fn)
+    fn = click.option("--profile", help="AWS profile (also AWS_PROFILE).")(fn)
+    fn = click.option("--endpoint-url", help="S3 endpoint for S3-compatible stores (also AWS_ENDPOINT_URL).")(fn)
+    return fn
+
+
+def output_options(fn: F) -> F:
+    fn = click.option("-v", "--verbose", is_flag=True,
+                      help="Print debug output, and tracebacks for unexpected errors.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="Print errors only.")(fn)
+    return fn
+
+
+def _requester(endpoint_url: str | None, profile: str | None, region: str | None, pool: int = 4) -> Requester:
+    return Requester(ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=pool))
+
+
+def _emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, default=str))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name=PROG)
 def cli() -> None:
     """Resumable, parallel multipart uploads to S3 and S3-compatible stores.
 
     Rerun the same command after any interruption and the upload goes on where it stopped.
+    `status` shows where an upload stands, `abort` stops paying for one, `list` finds the
+    forgotten ones in a bucket.
     """
 
 
 @cli.command(epilog="""\b
 Examples:
-  s3-multipart-upload upload -b my-bucket -k data/input.bin -f input.bin \\
+  s3-multipart-upload upload -b my-bucket -k data/input.bin -f input.bin \
       -m input.meta.json -a input.parts.jsonl
-  s3-multipart-upload upload -b my-bucket -k data/input.bin -d ./chunks -p input_data_ \\
+  s3-multipart-upload upload -b my-bucket -k data/input.bin -d ./chunks -p input_data_ \
       -m input.meta.json -a input.parts.jsonl -t 4
-  AWS_PROFILE=prod s3-multipart-upload upload --endpoint-url http://127.0.0.1:9000 \\
+  AWS_PROFILE=prod s3-multipart-upload upload --endpoint-url http://127.0.0.1:9000 \
       -b b -k big.tar -f big.tar -m big.meta.json -a big.parts.jsonl -s 128M
+  s3-multipart-upload upload --dry-run -b b -k big.tar -f big.tar -m big.meta.json -a big.parts.jsonl
+  s3-multipart-upload upload --json -q -b b -k big.tar -f big.tar -m m.json -a p.jsonl | jq .event
 
 \b
 Exit codes: 0 done, 2 bad input, 3 local state conflict, 4 upload gone (use --restart),
@@ -169,15 +214,24 @@ Exit codes: 0 done, 2 bad input, 3 local state conflict, 4 upload gone (use --re
                    "exponential backoff and jitter, before the run stops with exit 75.")
 @click.option("--restart", is_flag=True,
               help="Start a new upload even though META_FILE records one; the old parts log is kept aside.")
-@click.option("--endpoint-url", help="S3 endpoint for S3-compatible stores (also AWS_ENDPOINT_URL).")
-@click.option("--profile", help="AWS profile (also AWS_PROFILE).")
-@click.option("--region", help="AWS region (also AWS_REGION / AWS_DEFAULT_REGION).")
-@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
-@click.option("-v", "--verbose", is_flag=True, help="Print debug output, and tracebacks for unexpected errors.")
+@click.option("--upload-id",
+              help="Adopt this multipart upload of the key (when META_FILE was lost): the parts the server holds "
+                   "are checked against the local bytes before they are kept.")
+@click.option("--no-overwrite", is_flag=True,
+              help="Refuse (exit 3) if an object exists at the key: checked before sending, and the completion "
+                   "is conditional (If-None-Match) where the store supports it.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (part size and why, parts, bytes, memory, requests) "
+                                              "and send nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Write JSON Lines events to stdout (started, part_done, retry, throttled, completed, paused, "
+                   "error) and a final summary object; nothing else goes to stdout.")
+@s3_options
+@output_options
 @handle_errors
 def upload(
     bucket: str, key: str, file_path: Path | None, directory: Path | None, prefix: str | None, meta_file_path: Path,
     parts_file_path: Path, thread_count: int, split_size: int | None, checksum: str, retries: int, restart: bool,
+    upload_id: str | None, no_overwrite: bool, dry_run: bool, as_json: bool,
     endpoint_url: str | None, profile: str | None, region: str | None, quiet: bool, verbose: bool,
 ) -> None:
     """Upload a file (or a folder of chunk files) as one S3 object, resumably.
@@ -187,24 +241,192 @@ def upload(
     command again and it sends only what is missing.
     """
     source = _source(file_path, directory, prefix)
-    reporter = _setup_output(quiet, verbose)
-    signal.signal(signal.SIGTERM, _on_sigterm)
     request = UploadRequest(
         bucket=bucket, key=key, source=source, meta_path=meta_file_path, parts_path=parts_file_path,
         threads=thread_count, split_size=split_size, checksum=checksum.upper(), restart=restart,
+        upload_id=upload_id, no_overwrite=no_overwrite,
     )
     clients = ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=thread_count + 2)
+    if dry_run:
+        _show_plan(Uploader(request, clients).dry_run(), as_json)
+        return
+    display = _setup_output(quiet, verbose)
+    events = JsonProgress(sys.stdout, display) if as_json else None
+    reporter: Reporter = events or display
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    log = logging.getLogger("s3_multipart_upload")
     try:
         result = Uploader(request, clients, reporter, retry=RetryPolicy(attempts=retries)).run()
-    finally:
+    except BaseException as exc:
         reporter.close()
-    log = logging.getLogger("s3_multipart_upload")
+        if events is not None:
+            _json_failure(events, exc, bucket, key)
+        raise
+    reporter.close()
     if result.already_complete:
         log.info("Nothing to do: s3://%s/%s is already complete.", bucket, key)
     else:
         log.info("Done: s3://%s/%s, %s in %d parts; sent %d parts (%s) in %.1f s, %d already done, %d adopted.",
                  bucket, key, human(result.size), result.parts_total, result.parts_sent, human(result.bytes_sent),
                  result.seconds, result.parts_logged, result.parts_adopted)
+    if events is not None:
+        summary = {"bucket": bucket, "key": key, "uploadId": result.upload_id, "size": result.size,
+                   "eTag": result.etag, "partsTotal": result.parts_total, "partsSent": result.parts_sent,
+                   "partsAlreadyDone": result.parts_logged, "partsAdopted": result.parts_adopted,
+                   "bytesSent": result.bytes_sent, "seconds": round(result.seconds, 3)}
+        events.event("completed", alreadyComplete=result.already_complete, **summary)
+        events.event("summary", status="already_complete" if result.already_complete else "completed", exitCode=0,
+                     **summary)
+
+
+def _json_failure(events: JsonProgress, exc: BaseException, bucket: str, key: str) -> None:
+    if isinstance(exc, UploadError):
+        code, message, hint = int(exc.exit_code), exc.message, exc.hint
+    elif isinstance(exc, KeyboardInterrupt):
+        code, message, hint = int(ExitCode.INTERRUPTED), "interrupted", None
+    else:
+        code, message, hint = int(ExitCode.BUG), f"unexpected {type(exc).__name__}: {exc}", None
+    resumable = code in (ExitCode.TEMPORARY, ExitCode.INTERRUPTED)
+    events.event("paused" if resumable else "error", exitCode=code, error=message, hint=hint,
+                 rerun=_rerun_command() if resumable else None)
+    events.event("summary", status="paused" if resumable else "error", exitCode=code, bucket=bucket, key=key,
+                 error=message)
+
+
+def _show_plan(plan: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _emit_json(plan)
+        return
+    reqs = ", ".join(f"{n} {name}" for name, n in plan["requests"].items() if n)
+    lines = [
+        f"Plan for s3://{plan['bucket']}/{plan['key']} (dry run: nothing is sent)",
+        f"  data:       {human(plan['bytes'])} ({plan['bytes']} bytes)",
+        f"  part size:  {human(plan['partSize'])} ({plan['partSizeWhy']})",
+        f"  parts:      {plan['parts']}" + (" (one PutObject)" if plan["singlePut"] else
+                                           f", the last {human(plan['lastPartSize'])}"),
+        f"  upload:     {plan['status']}" + (f" {plan['uploadId']}, {plan['partsLogged']} parts logged as done"
+                                            if plan["uploadId"] else ""),
+        f"  to send:    {human(plan['bytesToSend'])}",
+        f"  threads:    {plan['threads']}; memory bound {human(plan['memoryBound'])} (threads x part size)",
+        f"  checksum:   {plan['checksum']}",
+        f"  requests:   {reqs}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@cli.command(epilog="""\b
+Examples:
+  s3-multipart-upload status -m input.meta.json -a input.parts.jsonl
+  s3-multipart-upload status -m input.meta.json -a input.parts.jsonl --json""")
+@click.option("-m", "--meta-file-path", required=True, type=click.Path(path_type=Path), help="The upload's meta file.")
+@click.option("-a", "--parts-file-path", type=click.Path(path_type=Path), help="The upload's parts log.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@s3_options
+@handle_errors
+def status(meta_file_path: Path, parts_file_path: Path | None, as_json: bool, endpoint_url: str | None,
+           profile: str | None, region: str | None) -> None:
+    """Show where an upload stands: from its files, and from the server (ListParts). Sends no data."""
+    st = upload_status(meta_file_path, parts_file_path, _requester(endpoint_url, profile, region))
+    if as_json:
+        _emit_json(st.to_json())
+        return
+    changed = {None: "unknown", True: "CHANGED since the upload began", False: "unchanged"}[st.source_changed]
+    if st.source_missing:
+        changed = "MISSING"
+    total_parts = "?" if st.parts_total is None else str(st.parts_total)
+    total_bytes = "?" if st.bytes_total is None else human(st.bytes_total)
+    percent = "" if st.percent is None else f" ({st.percent:.1f} %)"
+    server = {"in_progress": f"upload exists, holds {st.server_parts} parts "
+                             f"({human(st.server_bytes or 0)})",
+              "gone": "the upload no longer exists (aborted, expired or completed)",
+              "not_checked": "not asked (the upload is " + st.state.replace("_", " ") + ")",
+              "unreachable": f"could not ask: {st.server_error}"}[st.server]
+    lines = [
+        f"upload:   s3://{st.bucket}/{st.key}",
+        f"id:       {st.upload_id or '(one PutObject)'}",
+        f"status:   {st.state.replace('_', ' ')}",
+        f"parts:    {st.parts_done}/{total_parts} done",
+        f"bytes:    {human(st.bytes_done)} of {total_bytes}{percent}",
+        f"source:   {st.source or 'unknown (historical meta file)'}: {changed}",
+        f"server:   {server}",
+    ]
+    if st.unlogged_on_server:
+        lines.append(f"          parts on the server missing from the log (a rerun adopts them after checking): "
+                     f"{ranges(st.unlogged_on_server)}")
+    if st.logged_not_on_server:
+        lines.append(f"          parts in the log the server does not hold (a rerun sends them again): "
+                     f"{ranges(st.logged_not_on_server)}")
+    click.echo("\n".join(lines))
+
+
+@cli.command(epilog="""\b
+Examples:
+  s3-multipart-upload abort -m input.meta.json -a input.parts.jsonl""")
+@click.option("-m", "--meta-file-path", required=True, type=click.Path(path_type=Path), help="The upload's meta file.")
+@click.option("-a", "--parts-file-path", type=click.Path(path_type=Path),
+              help="The upload's parts log (kept as it is, for the record).")
+@s3_options
+@handle_errors
+def abort(meta_file_path: Path, parts_file_path: Path | None, endpoint_url: str | None, profile: str | None,
+          region: str | None) -> None:
+    """Abort the multipart upload META_FILE records, freeing the parts' storage; marks META aborted.
+
+    Repeats the abort until ListParts finds nothing, as S3 advises. Safe to run twice.
+    """
+    del parts_file_path
+    outcome = abort_upload(meta_file_path, _requester(endpoint_url, profile, region))
+    click.echo({"aborted": f"Aborted the upload in {meta_file_path}; its parts are deleted on the server.",
+                "already_aborted": f"The upload in {meta_file_path} was already aborted.",
+                "completed": f"The upload in {meta_file_path} is complete; there is nothing to abort."}[outcome])
+
+
+@cli.command("list", epilog="""\b
+Examples:
+  s3-multipart-upload list -b my-bucket
+  s3-multipart-upload list -b my-bucket --prefix backups/ --older-than 7d --json
+  s3-multipart-upload list -b my-bucket --older-than 2d --abort --yes   # in a cron job""")
+@click.option("-b", "--bucket", required=True, help="S3 bucket.")
+@click.option("--prefix", default="", help="Only keys that start with PREFIX.")
+@click.option("--older-than", help="Only uploads started longer ago than this: 90s, 30m, 12h, 7d, 2w.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines, one upload a line.")
+@click.option("--abort", "do_abort", is_flag=True, help="Abort the listed uploads, after a confirmation prompt.")
+@click.option("--yes", is_flag=True, help="With --abort: do not ask (for scripts).")
+@s3_options
+@handle_errors
+def list_uploads(bucket: str, prefix: str, older_than: str | None, as_json: bool, do_abort: bool, yes: bool,
+                 endpoint_url: str | None, profile: str | None, region: str | None) -> None:
+    """List the multipart uploads in progress in a bucket: key, upload id, started, age, parts and bytes.
+
+    Parts of unfinished uploads are billed until they are aborted; --abort cleans them up.
+    """
+    requests = _requester(endpoint_url, profile, region)
+    min_age = parse_duration(older_than) if older_than else None
+    found = list_in_progress(requests, bucket, prefix, min_age)
+    if as_json:
+        for item in found:
+            _emit_json(item.to_json())
+    elif not found:
+        click.echo(f"No multipart uploads in progress in s3://{bucket}/{prefix}"
+                   + (f" older than {older_than}." if older_than else "."))
+    else:
+        table = Table(box=None, pad_edge=False)
+        for col in ("KEY", "UPLOAD ID", "INITIATED", "AGE", "PARTS", "BYTES"):
+            table.add_column(col, justify="right" if col in ("AGE", "PARTS", "BYTES") else "left", no_wrap=True)
+        for item in found:
+            table.add_row(item.key, item.upload_id, item.initiated.strftime("%Y-%m-%d %H:%M:%S"),
+                          human_age(item.age_seconds), str(item.parts), human(item.bytes))
+        Console(width=200 if not sys.stdout.isatty() else None).print(table, soft_wrap=True)
+        click.echo(f"{len(found)} uploads, {human(sum(i.bytes for i in found))} in their parts.")
+    if not do_abort or not found:
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInput("--abort asks for confirmation, and standard input is not a terminal",
+                           "add --yes to abort without asking")
+        click.confirm(f"Abort these {len(found)} uploads and delete their parts?", abort=True, err=True)
+    for item in found:
+        abort_until_gone(requests, bucket, item.key, item.upload_id)
+        click.echo(f"Aborted {item.key} {item.upload_id}", err=as_json)
 
 
 def _source(file_path: Path | None, directory: Path | None, prefix: str | None) -> Source:

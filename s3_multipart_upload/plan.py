@@ -50,6 +50,20 @@ def human(n: int) -> str:
     return f"{n} B"
 
 
+def ranges(numbers: Sequence[int], most: int = 20) -> str:
+    """``[1, 2, 3, 7]`` -> ``1-3, 7``, for messages that stay short."""
+    out: list[str] = []
+    nums = sorted(numbers)
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        out.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
+        i = j + 1
+    return ", ".join(out[:most]) + (", ..." if len(out) > most else "")
+
+
 def choose_part_size(total_size: int, requested: int | None) -> tuple[int, str | None]:
     """The part size for a new upload of ``total_size`` bytes, and a note when it was raised."""
     if total_size > MAX_OBJECT_SIZE:

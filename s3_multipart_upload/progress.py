@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +25,13 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from s3_multipart_upload.plan import human
 
@@ -103,6 +106,14 @@ class LogProgress(NullProgress):
         log.info("%s.", summary)
 
 
+class SpeedColumn(ProgressColumn):
+    """Speed in MiB/s (rich's own column speaks MB/s)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- MiB/s" if speed is None else f"{speed / 2**20:.1f} MiB/s", style="progress.data.speed")
+
+
 class BarProgress(NullProgress):
     """A rich bar on stderr: bytes, percent, MiB/s, ETA, parts done/total."""
 
@@ -112,7 +123,7 @@ class BarProgress(NullProgress):
             BarColumn(),
             TextColumn("{task.percentage:>5.1f}%"),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            SpeedColumn(),
             TimeRemainingColumn(),
             TextColumn("parts {task.fields[parts]}"),
             console=console,
@@ -166,13 +177,23 @@ class JsonProgress(NullProgress):
         self._inner = inner  # the human display on stderr, if any
         self._clock = clock
         self._lock = threading.Lock()
+        self._closed = False
 
     def event(self, name: str, **fields: Any) -> None:
         stamp = dt.datetime.fromtimestamp(self._clock(), dt.UTC).isoformat(timespec="milliseconds")
         line = json.dumps({"event": name, "time": stamp.replace("+00:00", "Z"), **fields})
         with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
+            if self._closed:
+                return
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except BrokenPipeError:
+                # The reader went away (`| head`): the upload goes on, its events go nowhere.
+                self._closed = True
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+                os.close(devnull)
 
     def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
         self._inner.started(total_bytes, total_parts, done_bytes, done_parts)

@@ -135,8 +135,15 @@ def as_upload_error(exc: BaseException, bucket: str, key: str) -> UploadError | 
                                  "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass --profile")
         if isinstance(exc, botocore.exceptions.ProfileNotFound):
             return ServerRefused(str(exc), "check --profile / AWS_PROFILE against ~/.aws/config")
-        return ServerRefused(f"the server refused a request for {where}: {describe(exc)}",
-                             "check the credentials, the bucket and key names and your permissions")
+        if code in ("NotImplemented", "MethodNotAllowed"):
+            hint = "this store does not support the request; see the README's notes on stores"
+        elif code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed", "403"):
+            hint = "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile) and --region"
+        elif code == "AccessDenied":
+            hint = f"check that these credentials may write {where} (s3:PutObject, s3:ListMultipartUploadParts)"
+        else:
+            hint = "check the bucket and key names, the endpoint and your permissions"
+        return ServerRefused(f"the server refused a request for {where}: {describe(exc)}", hint)
     return None
 
 

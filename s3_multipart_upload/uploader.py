@@ -29,7 +29,7 @@ from s3_multipart_upload.errors import (
     UploadError,
     UploadGone,
 )
-from s3_multipart_upload.plan import Part, Plan, human
+from s3_multipart_upload.plan import DEFAULT_PART_SIZE, Part, Plan, human, ranges
 from s3_multipart_upload.progress import NullProgress, Reporter
 from s3_multipart_upload.reconcile import ListedPart, reconcile
 from s3_multipart_upload.s3 import (
@@ -44,7 +44,7 @@ from s3_multipart_upload.s3 import (
     is_throttling,
     list_all_parts,
 )
-from s3_multipart_upload.sources import Source
+from s3_multipart_upload.sources import ChunkDirSource, Source
 from s3_multipart_upload.state import (
     ABORTED,
     COMPLETED,
@@ -77,6 +77,8 @@ class UploadRequest:
     split_size: int | None = None
     checksum: str = "MD5"
     restart: bool = False
+    upload_id: str | None = None  # adopt this multipart upload (META was lost)
+    no_overwrite: bool = False  # complete only if no object exists at the key
 
 
 @dataclass
@@ -217,10 +219,16 @@ class Uploader:
             raise UploadGone(f"the upload for {self._where} in {req.meta_path} was aborted",
                              "rerun with --restart to start a new upload")
 
+        if meta is not None and req.upload_id is not None and meta.upload_id != req.upload_id:
+            raise StateConflict(f"meta file {req.meta_path} records upload {meta.upload_id}, not {req.upload_id}",
+                                "leave out --upload-id to resume the recorded one, or give another -m and -a path")
+        if meta is None and req.upload_id is not None:
+            meta = self._adopt(req.upload_id)
         plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None)
         if plan.note:
             log.warning("%s.", plan.note)
         if meta is None:
+            self._refuse_overwrite()
             meta = self._create(plan)
         else:
             log.info("Continuing multipart upload from %s.", req.meta_path)
@@ -254,6 +262,78 @@ class Uploader:
             log.warning("--restart: the old multipart upload %s still holds its parts on the server; "
                         "abort it with `s3-multipart-upload abort` or a lifecycle rule.", meta.upload_id)
         return None
+
+    def dry_run(self) -> dict[str, Any]:
+        """The plan of this run, from the command and the local files only: sends nothing."""
+        req = self.req
+        self._check_paths()
+        meta = read_meta(req.meta_path)
+        if meta is not None and req.restart:
+            meta = None
+        if meta is not None:
+            self._check_meta(meta)
+        plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None)
+        if meta is not None:
+            why = "fixed by the upload in progress (meta file)"
+        elif plan.note:
+            why = plan.note
+        elif isinstance(req.source, ChunkDirSource):
+            why = "one part per chunk file"
+        elif req.split_size is not None:
+            why = "as asked (-s)"
+        else:
+            why = f"the default, {human(DEFAULT_PART_SIZE)}"
+        logged = read_parts(req.parts_path, meta.upload_id) if meta is not None and meta.upload_id else {}
+        todo = [p for p in plan.parts if p.number not in logged]
+        single = (meta is None and len(plan.parts) == 1) or (meta is not None and meta.upload_id is None)
+        threads = min(req.threads, max(1, len(todo)))
+        requests = {"PutObject": 1, "HeadObject": 1} if single else {
+            "CreateMultipartUpload": 0 if meta else 1, "ListParts": 0 if meta is None else 1,
+            "UploadPart": len(todo), "CompleteMultipartUpload": 1, "HeadObject": 1}
+        return {
+            "bucket": req.bucket, "key": req.key, "bytes": plan.total_size, "partSize": plan.part_size,
+            "partSizeWhy": why, "parts": len(plan.parts), "lastPartSize": plan.parts[-1].length,
+            "singlePut": single, "threads": req.threads, "checksum": req.checksum,
+            "memoryBound": threads * max(p.length for p in plan.parts),
+            "status": meta.status if meta else "new", "uploadId": meta.upload_id if meta else None,
+            "partsLogged": len(logged), "bytesToSend": sum(p.length for p in todo),
+            "requests": requests,
+        }
+
+    def _adopt(self, upload_id: str) -> Meta:
+        """--upload-id with no META: take over that upload; its parts are checked against the local bytes."""
+        req = self.req
+        try:
+            held = self._list_parts(upload_id)
+        except Exception as exc:
+            if classify(exc) is Kind.GONE:
+                raise UploadGone(f"there is no multipart upload {upload_id} for {self._where}",
+                                 f"list the uploads in progress with: s3-multipart-upload list -b {req.bucket}") \
+                    from exc
+            raise self._fail(exc) from exc
+        first = next((p for p in held if p["PartNumber"] == 1), None)
+        split = int(first["Size"]) if first is not None else None
+        plan = req.source.plan(split if split is not None else req.split_size, fixed=split is not None)
+        log.info("Adopting multipart upload %s of %s: the server holds %d parts; parts of %s.",
+                 upload_id, self._where, len(held), human(plan.part_size))
+        meta = Meta(bucket=req.bucket, key=req.key, upload_id=upload_id, split_size=plan.part_size,
+                    source=req.source.identity(), part_count=len(plan.parts), checksum_algorithm=req.checksum,
+                    created_at=_now_iso(), extra={"adopted": True})
+        write_meta(req.meta_path, meta)
+        return meta
+
+    def _refuse_overwrite(self) -> None:
+        """--no-overwrite: stop before sending anything if an object is already at the key."""
+        if not self.req.no_overwrite:
+            return
+        try:
+            self._call("HeadObject", lambda c: c.head_object(Bucket=self.req.bucket, Key=self.req.key))
+        except Exception as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return
+            raise self._fail(exc) from exc
+        raise StateConflict(f"an object already exists at {self._where} and --no-overwrite was given",
+                            "choose another key, or leave out --no-overwrite to replace it")
 
     def _create(self, plan: Plan) -> Meta:
         req = self.req
@@ -289,13 +369,15 @@ class Uploader:
             data = req.source.read(part)
             digest = checksums.compute(req.checksum, data)
             extra = digest.upload_part_args()
+            if req.no_overwrite:
+                extra["IfNoneMatch"] = "*"
             etag = client.put_object(Bucket=req.bucket, Key=req.key, Body=data, **extra)["ETag"].strip('"')  # type: ignore[arg-type]
             return etag
 
         try:
             etag = self._call(f"PutObject {self._where}", put)
         except Exception as exc:
-            raise self._fail(exc, 0, 1) from exc
+            raise self._overwrite_refused(exc) or self._fail(exc, 0, 1) from exc
         self.progress.part_done(1, etag, part.length, time.monotonic() - began)
         result.parts_sent, result.bytes_sent = 1, part.length
         self._verify_object(plan, [etag], result, put_md5=None)
@@ -321,10 +403,10 @@ class Uploader:
         decision = reconcile(plan.parts, logged, listed, trust_log=meta.source is not None)
         if decision.logged_not_listed:
             log.warning("%d parts in the log are not on the server and will be sent again: %s.",
-                        len(decision.logged_not_listed), _ranges(decision.logged_not_listed))
+                        len(decision.logged_not_listed), ranges(decision.logged_not_listed))
         if decision.stray:
             log.warning("The server holds parts beyond this file's %d (%s); they are left out of the object.",
-                        len(plan.parts), _ranges(decision.stray))
+                        len(plan.parts), ranges(decision.stray))
         done: dict[int, PartRecord] = dict(decision.done)
         result.parts_logged = len(done)
         if done:
@@ -453,10 +535,18 @@ class Uploader:
                 value = values.get(entry["PartNumber"])
                 if isinstance(value, str):
                     entry[f"Checksum{req.checksum}"] = value
+        conditional: dict[str, Any] = {}
+        if req.no_overwrite:
+            self._refuse_overwrite()  # stores that ignore If-None-Match on completion are checked here
+            conditional["IfNoneMatch"] = "*"
         try:
             response = self._call("CompleteMultipartUpload", lambda c: c.complete_multipart_upload(
-                Bucket=req.bucket, Key=req.key, UploadId=upload_id, MultipartUpload={"Parts": parts}))  # type: ignore[typeddict-item]
+                Bucket=req.bucket, Key=req.key, UploadId=upload_id, MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                **conditional))
         except Exception as exc:
+            refused = self._overwrite_refused(exc)
+            if refused is not None:
+                raise refused from exc
             if classify(exc) is Kind.GONE and self._already_built(plan, done, result):
                 return  # a retried completion whose first try went through
             if error_code(exc) == "InvalidPart":
@@ -468,6 +558,13 @@ class Uploader:
                 ) from exc
             raise self._fail(exc, len(done), len(plan.parts)) from exc
         result.etag = str(response.get("ETag", "")).strip('"') or None
+
+    def _overwrite_refused(self, exc: BaseException) -> StateConflict | None:
+        if self.req.no_overwrite and error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            return StateConflict(f"an object appeared at {self._where} during the upload, and --no-overwrite was "
+                                 "given; the parts stay on the server", "choose another key and --restart, or "
+                                 "rerun without --no-overwrite to replace the object")
+        return None
 
     def _already_built(self, plan: Plan, done: dict[int, PartRecord], result: UploadResult) -> bool:
         """After NoSuchUpload: is the object there, complete and ours (killed after completion)?"""
@@ -529,17 +626,3 @@ def _md5_of(source: Source, plan: Plan) -> str:
     for part in plan.parts:
         h.update(source.read(part))
     return h.hexdigest()
-
-
-def _ranges(numbers: list[int]) -> str:
-    """``[1, 2, 3, 7]`` -> ``1-3, 7`` for log lines that stay short."""
-    out: list[str] = []
-    nums = sorted(numbers)
-    i = 0
-    while i < len(nums):
-        j = i
-        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
-            j += 1
-        out.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
-        i = j + 1
-    return ", ".join(out[:20]) + (", ..." if len(out) > 20 else "")

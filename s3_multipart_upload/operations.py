@@ -1,0 +1,248 @@
+"""Operating uploads besides sending them: status, abort, and listing (and cleaning up) the
+multipart uploads in progress in a bucket. No printing here: the CLI shows what these return.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from s3_multipart_upload.errors import BadInput, TemporaryFailure, UploadError
+from s3_multipart_upload.s3 import Kind, Requester, as_upload_error, classify, describe, list_all_parts
+from s3_multipart_upload.sources import ChunkDirSource, FileSource, Source
+from s3_multipart_upload.state import ABORTED, COMPLETED, Meta, meta_lock, read_meta, read_parts, write_meta
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+ABORT_ROUNDS = 5  # S3: "it might be necessary to abort a given multipart upload multiple times"
+
+
+def load_meta(meta_path: Path) -> Meta:
+    meta = read_meta(meta_path)
+    if meta is None:
+        raise BadInput(f"meta file {meta_path} does not exist", "give the -m path of an upload")
+    return meta
+
+
+def source_of(meta: Meta) -> Source | None:
+    """The local data META records, as it is now; None if META does not say (historical) or it is gone."""
+    recorded = meta.source or {}
+    try:
+        if recorded.get("kind") == "file":
+            return FileSource(Path(recorded["path"]))
+        if recorded.get("kind") == "chunks":
+            return ChunkDirSource(Path(recorded["path"]), str(recorded.get("prefix", "")))
+    except UploadError:
+        return None
+    return None
+
+
+@dataclass
+class Status:
+    meta_file: str
+    bucket: str
+    key: str
+    upload_id: str | None
+    state: str  # META's status: in_progress, completed, aborted
+    source: str | None
+    source_changed: bool | None  # None: unknown (historical META, or the data is gone)
+    source_missing: bool
+    parts_total: int | None
+    parts_done: int
+    bytes_total: int | None
+    bytes_done: int
+    server: str  # in_progress, gone, not_checked, unreachable
+    server_error: str | None = None
+    server_parts: int | None = None
+    server_bytes: int | None = None
+    unlogged_on_server: list[int] = field(default_factory=list)  # parts S3 holds that the log lacks
+    logged_not_on_server: list[int] = field(default_factory=list)
+
+    @property
+    def percent(self) -> float | None:
+        if not self.bytes_total:
+            return 100.0 if self.state == COMPLETED else None
+        return round(100.0 * self.bytes_done / self.bytes_total, 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "percent": self.percent}
+
+
+def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester) -> Status:
+    """Where an upload stands, from its files and from the server. Sends no data."""
+    meta = load_meta(meta_path)
+    recorded = meta.source or {}
+    source = source_of(meta)
+    changed: bool | None = None
+    if source is not None:
+        try:
+            source.check_unchanged(recorded, meta_path)
+            changed = False
+        except UploadError:
+            changed = True
+    total = recorded.get("size") if isinstance(recorded.get("size"), int) else None
+    logged = read_parts(parts_path, meta.upload_id) if parts_path is not None and meta.upload_id else {}
+    part_size = meta.split_size
+    parts_total = meta.part_count
+    if meta.status == COMPLETED:
+        done_parts = parts_total or len(logged)
+        done_bytes = total or 0
+    else:
+        done_parts = len(logged)
+        done_bytes = sum(r.size if r.size is not None else part_size for r in logged.values())
+    status = Status(
+        meta_file=str(meta_path), bucket=meta.bucket, key=meta.key, upload_id=meta.upload_id, state=meta.status,
+        source=recorded.get("path"), source_changed=changed, source_missing=bool(recorded) and source is None,
+        parts_total=parts_total, parts_done=done_parts, bytes_total=total, bytes_done=done_bytes,
+        server="not_checked",
+    )
+    if meta.upload_id is None or meta.status in (COMPLETED, ABORTED):
+        return status
+    upload_id = meta.upload_id
+    try:
+        listed = requests.call("ListParts", lambda c: list_all_parts(c, meta.bucket, meta.key, upload_id))
+    except Exception as exc:
+        if classify(exc) is Kind.GONE:
+            status.server = "gone"
+        else:
+            status.server, status.server_error = "unreachable", describe(exc)
+        return status
+    held = {p["PartNumber"]: p for p in listed}
+    status.server = "in_progress"
+    status.server_parts = len(held)
+    status.server_bytes = sum(int(p["Size"]) for p in listed)
+    status.unlogged_on_server = sorted(set(held) - set(logged))
+    status.logged_not_on_server = sorted(set(logged) - set(held))
+    return status
+
+
+def abort_until_gone(requests: Requester, bucket: str, key: str, upload_id: str) -> None:
+    """Abort, then check with ListParts, as S3 documents: parts being uploaded meanwhile may survive one abort."""
+    for _ in range(ABORT_ROUNDS):
+        try:
+            requests.call("AbortMultipartUpload", lambda c: c.abort_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id))
+            left = requests.call("ListParts", lambda c: list_all_parts(c, bucket, key, upload_id))
+        except Exception as exc:
+            if classify(exc) is Kind.GONE:
+                return
+            raise _final(exc, bucket, key) from exc
+        if not left:
+            return
+    raise TemporaryFailure(f"s3://{bucket}/{key}: upload {upload_id} still lists parts after {ABORT_ROUNDS} aborts",
+                           "wait until no upload is running for it, then run abort again")
+
+
+def _final(exc: BaseException, bucket: str, key: str) -> UploadError:
+    known = as_upload_error(exc, bucket, key)
+    if known is not None:
+        return known
+    if classify(exc) in (Kind.TRANSIENT, Kind.CREDENTIALS):
+        return TemporaryFailure(f"s3://{bucket}/{key}: {describe(exc)}", "rerun the same command later")
+    return UploadError(f"s3://{bucket}/{key}: {describe(exc)}", "report it with -v output")
+
+
+def abort(meta_path: Path, requests: Requester) -> str:
+    """Abort the upload META records and mark META aborted; idempotent. Returns what was done."""
+    with meta_lock(meta_path):
+        meta = load_meta(meta_path)
+        if meta.status == COMPLETED:
+            return "completed"  # the object exists; there is nothing left to abort
+        if meta.status == ABORTED:
+            return "already_aborted"
+        if meta.upload_id is not None:
+            abort_until_gone(requests, meta.bucket, meta.key, meta.upload_id)
+        meta.status = ABORTED
+        meta.extra["abortedAt"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        write_meta(meta_path, meta)
+        return "aborted"
+
+
+@dataclass
+class InProgress:
+    key: str
+    upload_id: str
+    initiated: dt.datetime
+    age_seconds: int
+    parts: int
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "uploadId": self.upload_id,
+                "initiated": self.initiated.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+                "ageSeconds": self.age_seconds, "parts": self.parts, "bytes": self.bytes}
+
+
+def list_in_progress(requests: Requester, bucket: str, prefix: str = "", older_than: float | None = None,
+                     now: dt.datetime | None = None) -> list[InProgress]:
+    """The multipart uploads in progress in ``bucket`` (all pages), with the parts and bytes each holds."""
+    now = now or dt.datetime.now(dt.UTC)
+    uploads: list[dict[str, Any]] = []
+    key_marker, id_marker = "", ""
+    try:
+        for _ in range(100_000):  # 1,000 uploads a page: bounded far above any real bucket
+            page = requests.call("ListMultipartUploads", _uploads_page(bucket, prefix, key_marker, id_marker))
+            uploads.extend(dict(u) for u in page.get("Uploads", []))
+            if not page.get("IsTruncated"):
+                break
+            key_marker, id_marker = page.get("NextKeyMarker", ""), page.get("NextUploadIdMarker", "")
+            if not key_marker and not id_marker:
+                break
+    except Exception as exc:
+        if classify(exc) is not Kind.GONE:  # rclone answers NoSuchUpload when a bucket has none
+            raise _final(exc, bucket, prefix) from exc
+    found = []
+    for u in uploads:
+        initiated = u["Initiated"] if isinstance(u.get("Initiated"), dt.datetime) else now
+        age = max(0, int((now - initiated).total_seconds()))
+        if older_than is not None and age < older_than:
+            continue
+        key, upload_id = str(u["Key"]), str(u["UploadId"])
+        try:
+            parts = requests.call("ListParts", functools.partial(_parts_of, bucket=bucket, key=key,
+                                                                 upload_id=upload_id))
+        except Exception as exc:
+            if classify(exc) is Kind.GONE:
+                continue  # completed or aborted since the listing
+            raise _final(exc, bucket, key) from exc
+        found.append(InProgress(key, upload_id, initiated, age, len(parts), sum(int(p["Size"]) for p in parts)))
+    return sorted(found, key=lambda x: (x.initiated, x.key))
+
+
+def _uploads_page(bucket: str, prefix: str, key_marker: str, id_marker: str) -> Callable[[S3Client], Any]:
+    def page(client: S3Client) -> Any:
+        return client.list_multipart_uploads(Bucket=bucket, Prefix=prefix, KeyMarker=key_marker,
+                                             UploadIdMarker=id_marker)
+    return page
+
+
+def _parts_of(client: S3Client, bucket: str, key: str, upload_id: str) -> list[dict[str, Any]]:
+    return list_all_parts(client, bucket, key, upload_id)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise BadInput(f"{text!r} is not a duration", "use a number and a unit: 90s, 30m, 12h, 7d or 2w")
+    return float(match.group(1)) * _UNIT[match.group(2).lower()]
+
+
+def human_age(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

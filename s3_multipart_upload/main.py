@@ -48,7 +48,7 @@ from s3_multipart_upload.progress import (
     Reporter,
 )
 from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy
-from s3_multipart_upload.sources import ChunkDirSource, FileSource, Source
+from s3_multipart_upload.sources import ChunkDirSource, FileSource, S3ObjectSource, Source, parse_s3_url
 from s3_multipart_upload.uploader import Uploader, UploadRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -177,6 +177,49 @@ def cli() -> None:
     """
 
 
+def transfer_options(fn: F) -> F:
+    """The options upload and copy share: state files, parts, retries, output."""
+    for decorator in reversed([
+        click.option("-b", "--bucket", required=True, help="S3 bucket."),
+        click.option("-k", "--key", required=True,
+                     help="S3 key of the object to build (the full name, with its prefix)."),
+        click.option("-m", "--meta-file-path", required=True, type=click.Path(path_type=Path),
+                     help="The upload's meta file (JSON): created on the first run, read on every rerun."),
+        click.option("-a", "--parts-file-path", required=True, type=click.Path(path_type=Path),
+                     help="The log of finished parts (JSON Lines), appended to as parts finish."),
+        click.option("-t", "--thread-count", type=click.IntRange(1, MAX_THREADS), default=DEFAULT_THREADS,
+                     show_default=True, help="Parts sent at once. Memory use is about THREADS x SPLIT_SIZE."),
+        click.option("-s", "--split-size", type=ByteSize(),
+                     help=f"Part size in bytes (or 64M, 1G). Default {human(DEFAULT_PART_SIZE)}, raised when the "
+                          "data would need more than 10,000 parts. Fixed at the start of an upload."),
+        click.option("--checksum", type=click.Choice(ALGORITHMS, case_sensitive=False), default="MD5",
+                     show_default=True,
+                     help="Checksum the server verifies for each part: MD5 (Content-MD5, checked by every "
+                          "S3-compatible store), or CRC32/SHA256 (S3's additional checksums; stores that lack them "
+                          "ignore them)."),
+        click.option("--retries", type=click.IntRange(1, 100), default=RetryPolicy.attempts, show_default=True,
+                     help="Tries per request on transient failures (connection reset, timeout, 5xx, SlowDown), "
+                          "with exponential backoff and jitter, before the run stops with exit 75."),
+        click.option("--restart", is_flag=True,
+                     help="Start a new upload even though META_FILE records one; the old parts log is kept aside."),
+        click.option("--upload-id",
+                     help="Adopt this multipart upload of the key (when META_FILE was lost): the parts the server "
+                          "holds are checked against the source bytes before they are kept."),
+        click.option("--no-overwrite", is_flag=True,
+                     help="Refuse (exit 3) if an object exists at the key: checked before sending, and the "
+                          "completion is conditional (If-None-Match) where the store supports it."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print the plan (part size and why, parts, bytes, memory, requests) and send nothing."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Write JSON Lines events to stdout (started, part_done, retry, throttled, completed, "
+                          "paused, error) and a final summary object; nothing else goes to stdout."),
+        s3_options,
+        output_options,
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
 @cli.command(epilog="""\b
 Examples:
   s3-multipart-upload upload -b my-bucket -k data/input.bin -f input.bin \
@@ -191,56 +234,66 @@ Examples:
 \b
 Exit codes: 0 done, 2 bad input, 3 local state conflict, 4 upload gone (use --restart),
 5 refused by the server, 75 temporary (rerun), 130 interrupted (rerun).""")
-@click.option("-b", "--bucket", required=True, help="S3 bucket.")
-@click.option("-k", "--key", required=True, help="S3 key of the object to build (the full name, with its prefix).")
 @click.option("-f", "--file-path", type=click.Path(path_type=Path), help="The file to upload.")
 @click.option("-d", "--directory", type=click.Path(path_type=Path),
               help="Instead of -f: a folder of pre-split chunk files, uploaded as the parts of one object.")
 @click.option("-p", "--prefix", help="With -d: upload the files whose names start with PREFIX, sorted by name.")
-@click.option("-m", "--meta-file-path", required=True, type=click.Path(path_type=Path),
-              help="The upload's meta file (JSON): created on the first run, read on every rerun.")
-@click.option("-a", "--parts-file-path", required=True, type=click.Path(path_type=Path),
-              help="The log of finished parts (JSON Lines), appended to as parts finish.")
-@click.option("-t", "--thread-count", type=click.IntRange(1, MAX_THREADS), default=DEFAULT_THREADS, show_default=True,
-              help="Parts sent at once. Memory use is about THREADS x SPLIT_SIZE.")
-@click.option("-s", "--split-size", type=ByteSize(),
-              help=f"Part size in bytes (or 64M, 1G). Default {human(DEFAULT_PART_SIZE)}, raised when the file "
-                   "would need more than 10,000 parts. Fixed at the start of an upload.")
-@click.option("--checksum", type=click.Choice(ALGORITHMS, case_sensitive=False), default="MD5", show_default=True,
-              help="Checksum the server verifies for each part: MD5 (Content-MD5, checked by every S3-compatible "
-                   "store), or CRC32/SHA256 (S3's additional checksums; stores that lack them ignore them).")
-@click.option("--retries", type=click.IntRange(1, 100), default=RetryPolicy.attempts, show_default=True,
-              help="Tries per request on transient failures (connection reset, timeout, 5xx, SlowDown), with "
-                   "exponential backoff and jitter, before the run stops with exit 75.")
-@click.option("--restart", is_flag=True,
-              help="Start a new upload even though META_FILE records one; the old parts log is kept aside.")
-@click.option("--upload-id",
-              help="Adopt this multipart upload of the key (when META_FILE was lost): the parts the server holds "
-                   "are checked against the local bytes before they are kept.")
-@click.option("--no-overwrite", is_flag=True,
-              help="Refuse (exit 3) if an object exists at the key: checked before sending, and the completion "
-                   "is conditional (If-None-Match) where the store supports it.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (part size and why, parts, bytes, memory, requests) "
-                                              "and send nothing.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Write JSON Lines events to stdout (started, part_done, retry, throttled, completed, paused, "
-                   "error) and a final summary object; nothing else goes to stdout.")
-@s3_options
-@output_options
+@transfer_options
 @handle_errors
-def upload(
-    bucket: str, key: str, file_path: Path | None, directory: Path | None, prefix: str | None, meta_file_path: Path,
-    parts_file_path: Path, thread_count: int, split_size: int | None, checksum: str, retries: int, restart: bool,
-    upload_id: str | None, no_overwrite: bool, dry_run: bool, as_json: bool,
-    endpoint_url: str | None, profile: str | None, region: str | None, quiet: bool, verbose: bool,
-) -> None:
+def upload(file_path: Path | None, directory: Path | None, prefix: str | None, **options: Any) -> None:
     """Upload a file (or a folder of chunk files) as one S3 object, resumably.
 
     Splits the file into parts and sends them from THREADS threads. META_FILE records the
     upload and PARTS_FILE every finished part; if the run is interrupted, run the same
     command again and it sends only what is missing.
     """
-    source = _source(file_path, directory, prefix)
+    _transfer(_source(file_path, directory, prefix), **options)
+
+
+@cli.command(epilog="""\b
+Examples:
+  # same store and credentials: the store copies the parts itself (UploadPartCopy)
+  s3-multipart-upload copy --source s3://old-bucket/big.tar -b new-bucket -k big.tar \
+      -m big.meta.json -a big.parts.jsonl
+  # from an S3-compatible store to AWS: each part is read (ranged GET) and uploaded
+  s3-multipart-upload copy --source s3://archive/big.tar --source-endpoint-url https://minio.example:9000 \
+      --source-profile minio -b my-bucket -k big.tar -m big.meta.json -a big.parts.jsonl -t 16
+
+\b
+Exit codes as for upload; 3 also when the source object changes during the copy.""")
+@click.option("--source", "source_url", required=True, help="The object to copy: s3://BUCKET/KEY.")
+@click.option("--source-endpoint-url", help="Endpoint of the source's store, if not the destination's.")
+@click.option("--source-profile", help="AWS profile for the source, if not the destination's.")
+@click.option("--source-region", help="Region of the source, if not the destination's.")
+@click.option("--through-client", is_flag=True,
+              help="Read each part with a ranged GET and upload it, even when the store could copy it itself.")
+@transfer_options
+@handle_errors
+def copy(source_url: str, source_endpoint_url: str | None, source_profile: str | None, source_region: str | None,
+         through_client: bool, **options: Any) -> None:
+    """Copy an S3 object to another bucket, account or store in parts, resumably.
+
+    Same state files and resume as upload. With one store and one set of credentials, the
+    store copies each part (UploadPartCopy, no bytes through this machine); otherwise, or with
+    --through-client, each part is read with a ranged GET and uploaded, memory bounded by
+    THREADS x SPLIT_SIZE. Every read is conditional on the source's ETag: a source that changes
+    mid-copy stops the copy (exit 3) instead of mixing two versions.
+    """
+    bucket, key = parse_s3_url(source_url)
+    dest = (options["endpoint_url"], options["profile"], options["region"])
+    src = (source_endpoint_url or dest[0], source_profile or dest[1], source_region or dest[2])
+    server_side = src == dest and not through_client
+    requests = Requester(ClientFactory(Endpoint(*src), pool_size=options["thread_count"] + 2),
+                         RetryPolicy(attempts=1))  # the transfer's own retries wrap every read
+    _transfer(S3ObjectSource(bucket, key, requests, server_side=server_side), **options)
+
+
+def _transfer(
+    source: Source, bucket: str, key: str, meta_file_path: Path, parts_file_path: Path, thread_count: int,
+    split_size: int | None, checksum: str, retries: int, restart: bool, upload_id: str | None, no_overwrite: bool,
+    dry_run: bool, as_json: bool, endpoint_url: str | None, profile: str | None, region: str | None, quiet: bool,
+    verbose: bool,
+) -> None:
     request = UploadRequest(
         bucket=bucket, key=key, source=source, meta_path=meta_file_path, parts_path=parts_file_path,
         threads=thread_count, split_size=split_size, checksum=checksum.upper(), restart=restart,

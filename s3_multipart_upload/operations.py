@@ -99,9 +99,11 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester)
     else:
         done_parts = len(logged)
         done_bytes = sum(r.size if r.size is not None else part_size for r in logged.values())
+    remote = recorded.get("kind") == "s3"  # a copy's source: its ETag is checked by every run, not here
     status = Status(
         meta_file=str(meta_path), bucket=meta.bucket, key=meta.key, upload_id=meta.upload_id, state=meta.status,
-        source=recorded.get("path"), source_changed=changed, source_missing=bool(recorded) and source is None,
+        source=f"s3://{recorded.get('bucket')}/{recorded.get('key')}" if remote else recorded.get("path"),
+        source_changed=changed, source_missing=bool(recorded) and not remote and source is None,
         parts_total=parts_total, parts_done=done_parts, bytes_total=total, bytes_done=done_bytes,
         server="not_checked",
     )

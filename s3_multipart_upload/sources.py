@@ -1,7 +1,9 @@
-"""Where part bytes come from: one local file, or a folder of pre-split chunk files.
+"""Where part bytes come from: one local file, a folder of pre-split chunk files, or an S3 object.
 
 Workers read their own byte range with ``os.pread`` (no shared file position), so any number
-of threads read one file at once, and a retry re-reads its bytes from disk.
+of threads read one file at once, and a retry re-reads its bytes from disk. An S3 object is
+read with ranged GETs conditional on its ETag, or, when both sides are one store, copied on the
+server (UploadPartCopy) without its bytes passing through this machine.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Protocol
 
 from s3_multipart_upload.errors import BadInput, StateConflict
 from s3_multipart_upload.plan import Part, Plan, choose_part_size, plan_chunks, plan_file
+from s3_multipart_upload.s3 import Requester, as_upload_error, describe, error_code
 
 
 class Source(Protocol):
@@ -29,6 +32,10 @@ class Source(Protocol):
     def check_unchanged(self, recorded: dict[str, Any], meta_path: Path) -> None: ...
 
     def paths(self) -> list[Path]: ...
+
+    def server_side_copy(self, part: Part) -> dict[str, Any] | None:
+        """UploadPartCopy arguments for ``part`` when the store copies it itself, else None."""
+        ...
 
 
 def _stat_regular_file(path: Path, what: str) -> os.stat_result:
@@ -110,6 +117,9 @@ class FileSource:
     def paths(self) -> list[Path]:
         return [self.path]
 
+    def server_side_copy(self, part: Part) -> dict[str, Any] | None:
+        return None
+
 
 class ChunkDirSource:
     """The files in ``folder`` whose names start with ``prefix``, sorted by name, one part each."""
@@ -154,3 +164,96 @@ class ChunkDirSource:
 
     def paths(self) -> list[Path]:
         return list(self._files)
+
+    def server_side_copy(self, part: Part) -> dict[str, Any] | None:
+        return None
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` -> (bucket, key)."""
+    if not url.startswith("s3://") or "/" not in url[5:] or url[5:].startswith("/") or url.endswith("/"):
+        raise BadInput(f"{url!r} is not an S3 object URL", "write it as s3://BUCKET/KEY")
+    bucket, key = url[5:].split("/", 1)
+    return bucket, key
+
+
+class S3ObjectSource:
+    """An object in S3 (or another store) to copy. Every read is conditional on the ETag seen at the start."""
+
+    def __init__(self, bucket: str, key: str, requests: Requester, server_side: bool) -> None:
+        self.bucket, self.key = bucket, key
+        self.url = f"s3://{bucket}/{key}"
+        self._requests = requests
+        self.server_side = server_side
+        head = self._head()
+        self.total_size = int(head["ContentLength"])
+        self.etag = str(head["ETag"])  # with its quotes, as If-Match wants it
+        modified = head.get("LastModified")
+        self.last_modified = modified.isoformat() if modified is not None else None
+
+    def _head(self) -> dict[str, Any]:
+        try:
+            return dict(self._requests.call("HeadObject", lambda c: c.head_object(Bucket=self.bucket, Key=self.key)))
+        except Exception as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise BadInput(f"source object {self.url} does not exist", "check --source and the source "
+                               "endpoint, profile and region") from None
+            known = as_upload_error(exc, self.bucket, self.key)
+            raise (known or BadInput(f"cannot read source object {self.url}: {describe(exc)}")) from exc
+
+    def plan(self, split_size: int | None, fixed: bool) -> Plan:
+        if fixed and split_size is not None:
+            return plan_file(self.total_size, split_size)
+        part_size, note = choose_part_size(self.total_size, split_size)
+        return plan_file(self.total_size, part_size, note)
+
+    def _changed(self, what: str) -> StateConflict:
+        return StateConflict(f"the source object {self.url} changed {what} (its ETag is no longer {self.etag})",
+                             "the copy would mix two versions; rerun with --restart to copy the new version")
+
+    def read(self, part: Part) -> bytes:
+        if part.length == 0:
+            return b""
+        byte_range = f"bytes={part.offset}-{part.offset + part.length - 1}"
+        try:
+            response = self._requests.call(f"GetObject {self.url} {byte_range}", lambda c: c.get_object(
+                Bucket=self.bucket, Key=self.key, Range=byte_range, IfMatch=self.etag))
+            body = response["Body"].read()
+        except Exception as exc:
+            if error_code(exc) in ("PreconditionFailed", "412", "InvalidRange", "416"):
+                raise self._changed("during the copy") from exc
+            raise
+        # Some stores (rclone serve s3) ignore If-Match: the ETag of what was served says which version it was.
+        if response.get("ETag") not in (None, self.etag):
+            raise self._changed("during the copy")
+        if len(body) != part.length:
+            raise StateConflict(f"the source object {self.url} returned {len(body)} bytes for {byte_range}",
+                                "it may have changed; rerun with --restart to copy it again")
+        return bytes(body)
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "s3", "bucket": self.bucket, "key": self.key, "size": self.total_size, "eTag": self.etag,
+                "lastModified": self.last_modified}
+
+    def check_unchanged(self, recorded: dict[str, Any], meta_path: Path) -> None:
+        if (recorded.get("kind"), recorded.get("bucket"), recorded.get("key")) != ("s3", self.bucket, self.key):
+            raise StateConflict(f"meta file {meta_path} belongs to another upload or copy, not from {self.url}",
+                                "give the same --source as that copy, or another -m and -a path")
+        now = self._head()
+        if (recorded.get("eTag"), recorded.get("size")) != (str(now["ETag"]), int(now["ContentLength"])):
+            raise StateConflict(
+                f"the source object {self.url} changed since the copy began (ETag {recorded.get('eTag')} -> "
+                f"{now['ETag']}, size {recorded.get('size')} -> {now['ContentLength']})",
+                "the parts already copied hold the old version; rerun with --restart to copy the new one")
+
+    def paths(self) -> list[Path]:
+        return []
+
+    def server_side_copy(self, part: Part) -> dict[str, Any] | None:
+        if not self.server_side:
+            return None
+        args: dict[str, Any] = {"CopySource": {"Bucket": self.bucket, "Key": self.key},
+                                "CopySourceIfMatch": self.etag}
+        if self.total_size:
+            args["CopySourceRange"] = f"bytes={part.offset}-{part.offset + part.length - 1}"
+        return args

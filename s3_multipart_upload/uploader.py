@@ -64,6 +64,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+SPOT_CHECKS = 8  # parts sampled after a server-side copy, plus the last one
+SPOT_CHECK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class Uploader:
         self.requests = Requester(clients, self.retry, on_retry=self._on_retry, sleep=sleep)
         self._stop = threading.Event()
         self._where = f"s3://{request.bucket}/{request.key}"
+        self._meta: Meta | None = None  # the run's meta file, once read or written
         self.throttle = Throttle(max(1, request.threads), on_slow_down=self.progress.throttled)
 
     def _on_retry(self, what: str, attempt: int, exc: BaseException, wait: float) -> None:
@@ -163,6 +167,8 @@ class Uploader:
 
     def _fail(self, exc: BaseException, parts_done: int | None = None, parts_total: int | None = None) -> UploadError:
         """The error to stop with for a failure that retries did not fix."""
+        if isinstance(exc, UploadError):
+            return exc
         known = as_upload_error(exc, self.req.bucket, self.req.key)
         if known is not None:
             return known
@@ -233,6 +239,7 @@ class Uploader:
         else:
             log.info("Continuing multipart upload from %s.", req.meta_path)
         result = UploadResult(req.bucket, req.key, meta.upload_id, plan.total_size, len(plan.parts))
+        self._meta = meta
         if meta.upload_id is None:
             self._put_single(plan, meta, result)
         else:
@@ -366,6 +373,12 @@ class Uploader:
         began = time.monotonic()
 
         def put(client: S3Client) -> str:
+            copy = req.source.server_side_copy(part)
+            if copy is not None:
+                copy.pop("CopySourceRange", None)  # CopyObject takes the whole object
+                conditional: dict[str, Any] = {"IfNoneMatch": "*"} if req.no_overwrite else {}
+                response = client.copy_object(Bucket=req.bucket, Key=req.key, **copy, **conditional)
+                return str(response["CopyObjectResult"]["ETag"]).strip('"')
             data = req.source.read(part)
             digest = checksums.compute(req.checksum, data)
             extra = digest.upload_part_args()
@@ -376,11 +389,12 @@ class Uploader:
 
         try:
             etag = self._call(f"PutObject {self._where}", put)
+            self._check_source_unchanged(meta)
         except Exception as exc:
             raise self._overwrite_refused(exc) or self._fail(exc, 0, 1) from exc
         self.progress.part_done(1, etag, part.length, time.monotonic() - began)
         result.parts_sent, result.bytes_sent = 1, part.length
-        self._verify_object(plan, [etag], result, put_md5=None)
+        self._verify_object(plan, [etag], result)
         self._mark_completed(meta, result)
 
     # -- multipart ---------------------------------------------------------------------------------
@@ -433,10 +447,17 @@ class Uploader:
 
         etags = [done[p.number].etag for p in plan.parts]
         self._complete(plan, upload_id, done, result)
-        self._verify_object(plan, etags, result, put_md5=None)
+        try:
+            self._verify_object(plan, etags, result)
+            if plan.parts and req.source.server_side_copy(plan.parts[0]) is not None:
+                self._spot_check_copy(plan)
+        except IntegrityError as exc:
+            raise self._delete_wrong_object(exc) from exc
         self._mark_completed(meta, result)
 
     def _matches_local(self, part: Part, held: ListedPart) -> bool:
+        if self.req.source.server_side_copy(part) is not None:
+            return False  # copying again on the server is cheaper than reading the source to check
         if not checksums.is_md5_etag(held.etag):
             return False  # the store's ETags are not MD5s: cannot verify, so send again
         return checksums.md5_hex(self.req.source.read(part)) == held.etag
@@ -503,6 +524,9 @@ class Uploader:
         began = time.monotonic()
 
         def send(client: S3Client) -> str:
+            copy = req.source.server_side_copy(part)
+            if copy is not None:
+                return self._copy_part(client, part, upload_id, copy)
             data = req.source.read(part)  # read again on every try: a sent buffer is not trusted twice
             digest = checksums.compute(req.checksum, data)
             response = client.upload_part(
@@ -515,14 +539,79 @@ class Uploader:
                                      f"MD5 of the bytes sent ({digest.md5_hex})")
             return etag
 
-        etag = self._call(f"UploadPart {part.number}", send)
+        what = "UploadPartCopy" if req.source.server_side_copy(part) is not None else "UploadPart"
+        etag = self._call(f"{what} {part.number}", send)
         record = PartRecord(etag, part.number, upload_id, part.length)
         parts_log.append(record)  # on disk before the part counts as done
         self.progress.part_done(part.number, etag, part.length, time.monotonic() - began)
         return record
 
+    def _copy_part(self, client: S3Client, part: Part, upload_id: str, copy: dict[str, Any]) -> str:
+        """UploadPartCopy: the store copies the range itself. Its answer is checked, not trusted."""
+        try:
+            response = client.upload_part_copy(Bucket=self.req.bucket, Key=self.req.key, UploadId=upload_id,
+                                               PartNumber=part.number, **copy)
+        except Exception as exc:
+            if error_code(exc) in ("PreconditionFailed", "412"):
+                raise StateConflict(f"the source object changed during the copy to {self._where}",
+                                    "the copy would mix two versions; rerun with --restart to copy the new "
+                                    "version") from exc
+            raise
+        etag = str(response.get("CopyPartResult", {}).get("ETag", "")).strip('"')
+        if not etag or (part.length > 0 and etag == EMPTY_MD5):
+            self._check_source_unchanged(self._meta)  # a source that shrank under us explains an empty copy
+            raise IntegrityError(f"UploadPartCopy of part {part.number} for {self._where} answered without copying "
+                                 f"(ETag {etag or 'missing'})", "this store's UploadPartCopy cannot be trusted; "
+                                 "rerun with --restart --through-client")
+        return etag
+
+    def _check_source_unchanged(self, meta: Meta | None) -> None:
+        """A last look at a source that can change under us (an S3 object) before the object is made."""
+        if meta is not None and meta.source is not None and meta.source.get("kind") == "s3":
+            self.req.source.check_unchanged(meta.source, self.req.meta_path)
+
+    def _delete_wrong_object(self, exc: IntegrityError) -> IntegrityError:
+        """The object this run just completed is not the source: no object is better than a wrong one."""
+        req = self.req
+        try:
+            self._call("DeleteObject", lambda c: c.delete_object(Bucket=req.bucket, Key=req.key))
+        except Exception as delete_failed:
+            return IntegrityError(f"{exc.message}; deleting the wrong object failed too ({describe(delete_failed)})",
+                                  f"delete s3://{req.bucket}/{req.key} yourself; {exc.hint or ''}")
+        return IntegrityError(f"{exc.message}; the wrong object was deleted", exc.hint)
+
+    def _spot_check_copy(self, plan: Plan) -> None:
+        """The store copied the parts itself: compare samples of the object with the source, since its ETags
+        alone cannot prove that the bytes were copied (and from the right offsets)."""
+        req = self.req
+        step = max(1, len(plan.parts) // SPOT_CHECKS)
+        samples = {p.number: p for p in [*plan.parts[::step][:SPOT_CHECKS], plan.parts[-1]]}
+        for part in samples.values():
+            sample = Part(part.number, part.offset, min(SPOT_CHECK_BYTES, part.length))
+            if sample.length == 0:
+                continue
+            wanted = req.source.read(sample)
+            byte_range = f"bytes={sample.offset}-{sample.offset + sample.length - 1}"
+            got = self._call(f"GetObject {self._where} {byte_range}", lambda c, r=byte_range: c.get_object(  # type: ignore[misc]
+                Bucket=req.bucket, Key=req.key, Range=r)["Body"].read())
+            if got != wanted:
+                raise IntegrityError(f"{self._where} differs from the source at {byte_range}: the store's "
+                                     "UploadPartCopy did not copy the bytes it claimed",
+                                     "delete the object and copy again with --restart --through-client")
+
+    def _check_copied_sizes(self, plan: Plan, upload_id: str) -> None:
+        """Server-side copies: the server must hold every part at its planned size before completion."""
+        held = {p["PartNumber"]: int(p["Size"]) for p in self._list_parts(upload_id)}
+        wrong = [p.number for p in plan.parts if held.get(p.number) != p.length]
+        if wrong:
+            raise IntegrityError(f"after UploadPartCopy the server holds parts {ranges(wrong)} of {self._where} "
+                                 "at sizes other than the ranges copied", "rerun with --restart --through-client")
+
     def _complete(self, plan: Plan, upload_id: str, done: dict[int, PartRecord], result: UploadResult) -> None:
         req = self.req
+        self._check_source_unchanged(self._meta)
+        if plan.parts and req.source.server_side_copy(plan.parts[0]) is not None:
+            self._check_copied_sizes(plan, upload_id)
         parts: list[dict[str, Any]] = []
         for p in plan.parts:
             entry: dict[str, Any] = {"PartNumber": p.number, "ETag": f'"{done[p.number].etag}"'}
@@ -588,7 +677,7 @@ class Uploader:
             result.etag = etag
         return ok
 
-    def _verify_object(self, plan: Plan, part_etags: list[str], result: UploadResult, put_md5: str | None) -> None:
+    def _verify_object(self, plan: Plan, part_etags: list[str], result: UploadResult) -> None:
         req = self.req
         try:
             head = self._call("HeadObject", lambda c: c.head_object(Bucket=req.bucket, Key=req.key))

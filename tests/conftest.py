@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -24,6 +25,8 @@ SECRET_KEY = "test-secret-key-do-not-print"
 # A second key pair the server also accepts: the "refreshed" credentials of the expiry tests.
 ACCESS_KEY_2 = "test-access-key-2"
 SECRET_KEY_2 = "test-secret-key-2-do-not-print"
+ACCESS_KEY_B = "store-b-access-key"
+SECRET_KEY_B = "store-b-secret-key"
 REGION = "us-east-1"
 
 
@@ -32,10 +35,13 @@ class S3Server:
     endpoint: str
     data_dir: Path
 
+    access_key: str = ACCESS_KEY
+    secret_key: str = SECRET_KEY
+
     def client(self, endpoint: str | None = None):  # type: ignore[no-untyped-def]
         return boto3.client(
-            "s3", endpoint_url=endpoint or self.endpoint, aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY, region_name=REGION,
+            "s3", endpoint_url=endpoint or self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name=REGION,
             config=Config(request_checksum_calculation="when_required", s3={"addressing_style": "path"}),
         )
 
@@ -54,37 +60,65 @@ def _rclone() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """`rclone serve s3` on 127.0.0.1 over a temporary folder; subfolders are buckets."""
-    data = tmp_path_factory.mktemp("s3data")
+@contextlib.contextmanager
+def _rclone_server(data: Path, *keys: tuple[str, str]) -> Iterator[S3Server]:
+    """`rclone serve s3` on a free port of 127.0.0.1 over ``data``; subfolders are buckets."""
     port = _free_port()
-    log = open(data.parent / "rclone.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
+    log_path = data.parent / f"rclone-{port}.log"
+    auth = [arg for access, secret in keys for arg in ("--auth-key", f"{access},{secret}")]
+    with open(log_path, "wb") as log:
         # Without streaming, rclone keeps parts apart until completion, as S3 does: a part cut off
         # mid-body is simply not stored. (Streaming mode fails the whole upload instead; see README.)
-        [_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}",
-         "--auth-key", f"{ACCESS_KEY_2},{SECRET_KEY_2}", "--config", "/dev/null", "--disable-multipart-streaming",
-         str(data)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while True:
+        proc = subprocess.Popen(
+            [_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{port}", *auth, "--config", "/dev/null",
+             "--disable-multipart-streaming", str(data)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"rclone serve s3 did not start: {log_path.read_text()}")
+                    time.sleep(0.1)
+            yield S3Server(f"http://127.0.0.1:{port}", data, keys[0][0], keys[0][1])
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-                pytest.fail(f"rclone serve s3 did not start: {(data.parent / 'rclone.log').read_text()}")
-            time.sleep(0.1)
-    yield S3Server(f"http://127.0.0.1:{port}", data)
-    proc.terminate()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with _rclone_server(tmp_path_factory.mktemp("s3data"), (ACCESS_KEY, SECRET_KEY),
+                        (ACCESS_KEY_2, SECRET_KEY_2)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A second store with credentials of its own (the other side of a copy)."""
+    with _rclone_server(tmp_path_factory.mktemp("s3data-b"), (ACCESS_KEY_B, SECRET_KEY_B)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[S3Server]:
+    """moto's S3 over HTTP: it implements UploadPartCopy, which rclone serve s3 does not."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield S3Server(f"http://127.0.0.1:{server._server.server_port}", Path("/nonexistent"))
+    finally:
+        server.stop()
 
 
 @pytest.fixture

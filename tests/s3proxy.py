@@ -39,6 +39,8 @@ class Fault:
     code: str = "SlowDown"
     cut_after: int | None = None  # read this many body bytes, then close the socket without answering
     corrupt: bool = False  # forward the request with one body byte flipped, as a bad link would
+    body: str | None = None  # answer with this body (and ``status``) instead of an S3 error
+    headers: dict[str, str] | None = None  # forward with these request headers replaced (moto checks no signature)
 
 
 Rule = Callable[[Seen, int], Fault | None]  # (request, index of the request) -> fault or None
@@ -95,8 +97,11 @@ class S3Proxy:
                 if fault is not None and fault.corrupt and body:
                     body = bytes([body[0] ^ 0xFF]) + body[1:]
                     fault = None
+                replaced = fault.headers if fault is not None and fault.headers else {}
+                if replaced:
+                    fault = None
                 if fault is not None:
-                    xml = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
+                    xml = (fault.body or f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
                            f"<Message>injected by the test proxy</Message></Error>").encode()
                     self.send_response(fault.status)
                     self.send_header("Content-Type", "application/xml")
@@ -106,7 +111,8 @@ class S3Proxy:
                     return
                 conn = http.client.HTTPConnection(up.hostname, up.port, timeout=120)
                 try:
-                    headers = {k: v for k, v in self.headers.items()}
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in
+                               {r.lower() for r in replaced}} | replaced
                     conn.request(self.command, self.path, body=body, headers=headers)
                     resp = conn.getresponse()
                     data = resp.read()

@@ -114,6 +114,15 @@ def plan_file(total_size: int, part_size: int, note: str | None = None) -> Plan:
     return Plan(part_size, parts, total_size, note)
 
 
+def plan_bytes(total_size: int, split_size: int | None, fixed: bool) -> Plan:
+    """The plan for ``total_size`` contiguous bytes: a new upload chooses its part size (and may raise it);
+    a resumed one (``fixed``) keeps the one recorded at its start."""
+    if fixed and split_size is not None:
+        return plan_file(total_size, split_size)
+    part_size, note = choose_part_size(total_size, split_size)
+    return plan_file(total_size, part_size, note)
+
+
 def plan_chunks(sizes: Sequence[int], names: Sequence[str] | None = None) -> Plan:
     """One part per pre-split chunk file, in order; checks each against S3's limits."""
     if not sizes:

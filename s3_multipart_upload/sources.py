@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from s3_multipart_upload.errors import BadInput, StateConflict
-from s3_multipart_upload.plan import Part, Plan, choose_part_size, plan_chunks, plan_file
+from s3_multipart_upload.plan import Part, Plan, plan_bytes, plan_chunks
 from s3_multipart_upload.s3 import Requester, as_upload_error, describe, error_code
 
 
@@ -88,10 +88,7 @@ class FileSource:
         self._mtime_ns = st.st_mtime_ns
 
     def plan(self, split_size: int | None, fixed: bool) -> Plan:
-        if fixed and split_size is not None:
-            return plan_file(self.total_size, split_size)
-        part_size, note = choose_part_size(self.total_size, split_size)
-        return plan_file(self.total_size, part_size, note)
+        return plan_bytes(self.total_size, split_size, fixed)
 
     def read(self, part: Part) -> bytes:
         return _pread_exact(self.path, part.offset, part.length)
@@ -202,10 +199,7 @@ class S3ObjectSource:
             raise (known or BadInput(f"cannot read source object {self.url}: {describe(exc)}")) from exc
 
     def plan(self, split_size: int | None, fixed: bool) -> Plan:
-        if fixed and split_size is not None:
-            return plan_file(self.total_size, split_size)
-        part_size, note = choose_part_size(self.total_size, split_size)
-        return plan_file(self.total_size, part_size, note)
+        return plan_bytes(self.total_size, split_size, fixed)
 
     def _changed(self, what: str) -> StateConflict:
         return StateConflict(f"the source object {self.url} changed {what} (its ETag is no longer {self.etag})",

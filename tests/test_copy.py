@@ -17,7 +17,7 @@ import pytest
 
 from s3_multipart_upload.plan import MiB
 from tests.conftest import ACCESS_KEY_B, SECRET_KEY_B, S3Server, run_cli
-from tests.s3proxy import S3Proxy
+from tests.s3proxy import Fault, S3Proxy
 
 pytestmark = pytest.mark.integration
 
@@ -219,23 +219,28 @@ def test_bad_source_url_and_missing_source(moto_server: S3Server, aws_env: dict[
     assert r.returncode == 2 and f"source object s3://{dst}/nothing-here does not exist" in r.stderr
 
 
-def test_a_store_that_answers_uploadpartcopy_without_copying_is_caught(moto_server: S3Server, aws_env: dict[str, str],
-                                                                       tmp_path: Path) -> None:
-    """The proxy answers part 2's UploadPartCopy with a plausible 200 and copies nothing."""
-    from tests.s3proxy import Fault
-
-    fake = ('<?xml version="1.0" encoding="UTF-8"?><CopyPartResult><ETag>"0123456789abcdef0123456789abcdef"</ETag>'
-            "<LastModified>2026-11-22T00:00:00.000Z</LastModified></CopyPartResult>")
-    src_bucket, src_key, _ = put_source(moto_server, 3 * 5 * MiB, seed=67)
-    dst = new_bucket(moto_server)
-    proxy = S3Proxy(moto_server.endpoint, rule=lambda seen, i: Fault(status=200, body=fake)
-                    if seen.part_number == 2 else None)
+def _copy_through_a_faulty_store(server: S3Server, env: dict[str, str], tmp_path: Path, rule: Any,
+                                 seed: int) -> tuple[Any, str]:
+    """A server-side copy of a 3-part object through a proxy applying ``rule``: (the CLI's result, dest bucket)."""
+    src_bucket, src_key, _ = put_source(server, 3 * 5 * MiB, seed=seed)
+    dst = new_bucket(server)
+    proxy = S3Proxy(server.endpoint, rule=rule)
     try:
         r = run_cli(["copy", "--source", f"s3://{src_bucket}/{src_key}", "-b", dst, "-k", "c", "-m",
                      str(tmp_path / "m.json"), "-a", str(tmp_path / "p.jsonl"), "-s", "5M",
-                     "--endpoint-url", proxy.endpoint], aws_env)
+                     "--endpoint-url", proxy.endpoint], env)
     finally:
         proxy.close()
+    return r, dst
+
+
+def test_a_store_that_answers_uploadpartcopy_without_copying_is_caught(moto_server: S3Server, aws_env: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    """The proxy answers part 2's UploadPartCopy with a plausible 200 and copies nothing."""
+    fake = ('<?xml version="1.0" encoding="UTF-8"?><CopyPartResult><ETag>"0123456789abcdef0123456789abcdef"</ETag>'
+            "<LastModified>2026-11-22T00:00:00.000Z</LastModified></CopyPartResult>")
+    r, dst = _copy_through_a_faulty_store(moto_server, aws_env, tmp_path, lambda seen, i: Fault(
+        status=200, body=fake) if seen.part_number == 2 else None, seed=67)
     assert r.returncode == 1, r.stderr
     assert "after UploadPartCopy the server holds parts 2" in r.stderr and "--through-client" in r.stderr
     with pytest.raises(moto_server.client().exceptions.ClientError):
@@ -246,18 +251,9 @@ def test_a_store_that_copies_the_wrong_bytes_is_caught_by_the_spot_check(moto_se
                                                                           aws_env: dict[str, str],
                                                                           tmp_path: Path) -> None:
     """Part 2's UploadPartCopy is sent with part 1's range: sizes and ETags look right, the bytes are not."""
-    from tests.s3proxy import Fault
-
-    src_bucket, src_key, _ = put_source(moto_server, 3 * 5 * MiB, seed=68)
-    dst = new_bucket(moto_server)
     wrong = {"x-amz-copy-source-range": f"bytes=0-{5 * MiB - 1}"}
-    proxy = S3Proxy(moto_server.endpoint, rule=lambda seen, i: Fault(headers=wrong) if seen.part_number == 2 else None)
-    try:
-        r = run_cli(["copy", "--source", f"s3://{src_bucket}/{src_key}", "-b", dst, "-k", "c", "-m",
-                     str(tmp_path / "m.json"), "-a", str(tmp_path / "p.jsonl"), "-s", "5M",
-                     "--endpoint-url", proxy.endpoint], aws_env)
-    finally:
-        proxy.close()
+    r, dst = _copy_through_a_faulty_store(moto_server, aws_env, tmp_path, lambda seen, i: Fault(
+        headers=wrong) if seen.part_number == 2 else None, seed=68)
     assert r.returncode == 1, r.stderr
     assert f"differs from the source at bytes={5 * MiB}-" in r.stderr and "the wrong object was deleted" in r.stderr
     assert json.loads((tmp_path / "m.json").read_text())["status"] == "in_progress"

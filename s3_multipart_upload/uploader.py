@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -98,7 +99,6 @@ class UploadResult:
     parts_sent: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
 
 
 class Throttle:
@@ -155,6 +155,7 @@ class Uploader:
         self._stop = threading.Event()
         self._where = f"s3://{request.bucket}/{request.key}"
         self._meta: Meta | None = None  # the run's meta file, once read or written
+        self._etags_not_md5 = False  # set when a part ETag is not the MD5 of the bytes sent
         self.throttle = Throttle(max(1, request.threads), on_slow_down=self.progress.throttled)
 
     def _on_retry(self, what: str, attempt: int, exc: BaseException, wait: float) -> None:
@@ -212,11 +213,12 @@ class Uploader:
         req = self.req
         started = time.monotonic()
         meta = read_meta(req.meta_path)
+        if meta is not None and req.restart:
+            self._check_meta(meta, check_source=False)  # --restart is how a changed file starts over
+            self._set_aside(meta)
+            meta = None
         if meta is not None:
             self._check_meta(meta)
-            if req.restart:
-                self._set_aside(meta)
-                meta = None
         if meta is not None and meta.status == COMPLETED:
             log.info("Upload of %s is already complete (meta file %s); nothing to send.", self._where, req.meta_path)
             return UploadResult(req.bucket, req.key, meta.upload_id, req.source.total_size, meta.part_count or 0,
@@ -247,14 +249,14 @@ class Uploader:
         result.seconds = time.monotonic() - started
         return result
 
-    def _check_meta(self, meta: Meta) -> None:
+    def _check_meta(self, meta: Meta, check_source: bool = True) -> None:
         req = self.req
         if (meta.bucket, meta.key) != (req.bucket, req.key):
             raise StateConflict(
                 f"meta file {req.meta_path} belongs to the upload of s3://{meta.bucket}/{meta.key}, not {self._where}",
                 "give the same -b and -k as that upload, or another -m and -a path for this one",
             )
-        if meta.source is not None:
+        if check_source and meta.source is not None:
             req.source.check_unchanged(meta.source, req.meta_path)
 
     def _set_aside(self, meta: Meta) -> None:
@@ -268,7 +270,6 @@ class Uploader:
         if meta.upload_id and meta.status == IN_PROGRESS:
             log.warning("--restart: the old multipart upload %s still holds its parts on the server; "
                         "abort it with `s3-multipart-upload abort` or a lifecycle rule.", meta.upload_id)
-        return None
 
     def dry_run(self) -> dict[str, Any]:
         """The plan of this run, from the command and the local files only: sends nothing."""
@@ -534,9 +535,12 @@ class Uploader:
                 **digest.upload_part_args(),  # type: ignore[arg-type]
             )
             etag = response["ETag"].strip('"')
-            if digest.md5_hex is not None and checksums.is_md5_etag(etag) and etag != digest.md5_hex:
-                raise IntegrityError(f"part {part.number} of {self._where}: the server's ETag {etag} is not the "
-                                     f"MD5 of the bytes sent ({digest.md5_hex})")
+            if digest.md5_hex is not None and etag != digest.md5_hex and not self._etags_not_md5:
+                # The server checked Content-MD5 on arrival; an ETag that is not the MD5 means a store that
+                # makes ETags another way (SSE-KMS, SSE-C, some S3-compatible stores), not damaged bytes.
+                self._etags_not_md5 = True
+                log.warning("The server's part ETags are not the MD5s of the parts (SSE-KMS or a store of its own "
+                            "kind): each part is still verified by Content-MD5, the object's ETag cannot be.")
             return etag
 
         what = "UploadPartCopy" if req.source.server_side_copy(part) is not None else "UploadPart"
@@ -687,8 +691,10 @@ class Uploader:
         if size != plan.total_size:
             raise IntegrityError(f"{self._where} is {size} bytes on the server, but the local data is "
                                  f"{plan.total_size}", "rerun with --restart to upload it again")
-        if len(part_etags) == 1 and checksums.is_md5_etag(etag) and req.checksum == "MD5":
-            expected: str | None = part_etags[0]
+        if self._etags_not_md5:
+            expected: str | None = None
+        elif len(part_etags) == 1 and checksums.is_md5_etag(etag) and req.checksum == "MD5":
+            expected = part_etags[0]
         else:
             expected = checksums.composite_etag(part_etags) if len(part_etags) > 1 else None
         for label, got in (("HEAD", etag), ("CompleteMultipartUpload", result.etag or "")):
@@ -709,8 +715,6 @@ class Uploader:
 
 
 def _md5_of(source: Source, plan: Plan) -> str:
-    import hashlib
-
     h = hashlib.md5(usedforsecurity=False)
     for part in plan.parts:
         h.update(source.read(part))

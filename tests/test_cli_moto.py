@@ -156,3 +156,15 @@ def test_aborted_upload_exits_4_and_restart_starts_over_keeping_the_old_log(s3: 
     assert obj(s3, "k") == f.read_bytes()
     kept = [p for p in os.listdir(tmp_path) if p.startswith("p.jsonl.") and p.endswith(".old")]
     assert len(kept) == 1 and upload_id in (tmp_path / kept[0]).read_text()
+
+
+def test_restart_after_the_file_changed_uploads_the_new_bytes(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 11 * MiB)
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    _start_by_hand(s3, f, meta, parts, "k", upload=[1], log=[1])
+    write_random(f, 12 * MiB, seed=99)
+    args = upload_args(BUCKET, "k", f, meta, parts)
+    assert invoke(*args).exit_code == 3
+    r = invoke(*args, "--restart")
+    assert r.exit_code == 0, r.output
+    assert obj(s3, "k") == f.read_bytes()

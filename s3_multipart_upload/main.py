@@ -73,7 +73,8 @@ class ByteSize(click.ParamType):  # type: ignore[type-arg]
 
 
 def _rerun_command() -> str:
-    return shlex.join([PROG, *sys.argv[1:]])
+    """The command that resumes this run: the same one, less --restart (which would start over)."""
+    return shlex.join([PROG, *(arg for arg in sys.argv[1:] if arg != "--restart")])
 
 
 def _report(exc: UploadError) -> None:

@@ -97,8 +97,9 @@ def test_retries_are_bounded_then_exit_75(faulty, bucket: str, aws_env: dict[str
     f = write_random(tmp_path / "f.bin", 15 * MiB, seed=13)
     parts = tmp_path / "p.jsonl"
     r = run_cli(upload_args(bucket, "k", f, tmp_path / "m.json", parts, "-s", "5M", "-t", "1", "--retries", "3",
-                            endpoint=proxy.endpoint), aws_env)
+                            "--restart", endpoint=proxy.endpoint), aws_env)
     assert r.returncode == 75, r.stderr
+    assert "--restart" not in r.stderr.split("to resume, rerun:")[1]  # resuming must not start over
     assert proxy.part_puts()[2] == 3
     assert "after 3 tries" in r.stderr and "to resume, rerun: s3-multipart-upload upload" in r.stderr
     assert {json.loads(x)["partNumber"] for x in parts.read_text().splitlines()} == {1}

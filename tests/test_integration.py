@@ -91,3 +91,22 @@ def test_historical_state_files_resume(s3_server: S3Server, bucket: str, aws_env
     assert r.returncode == 0, r.stderr
     assert sent_parts(r.stderr) == [2]
     assert stored(s3_server, bucket, "old") == data
+
+
+@pytest.mark.parametrize("entry", ["console-script", "python-m", "main.py"])
+def test_every_documented_way_to_run_it(s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path,
+                                        entry: str) -> None:
+    import os
+    import sys
+
+    repo = Path(__file__).parent.parent
+    cmd = {"console-script": [str(Path(sys.executable).parent / "s3-multipart-upload")],
+           "python-m": [sys.executable, "-m", "s3_multipart_upload"],
+           "main.py": [sys.executable, str(repo / "s3_multipart_upload" / "main.py")]}[entry]
+    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=8)
+    args = upload_args(bucket, entry, f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M",
+                       endpoint=s3_server.endpoint)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | aws_env
+    r = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert stored(s3_server, bucket, entry) == f.read_bytes()

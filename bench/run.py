@@ -139,6 +139,7 @@ class Measured:
     sys_s: float
     max_rss_mib: float
     log: str  # path of the output
+    minor_faults: float = math.nan
 
     @property
     def cpu_s(self) -> float:
@@ -179,7 +180,8 @@ def measured(argv: list[str], env: dict[str, str], timeout: float, log_path: Pat
         return float(m.group(1)) if m else math.nan
 
     return Measured(rc, wall, num(r"User time \(seconds\): ([\d.]+)"), num(r"System time \(seconds\): ([\d.]+)"),
-                    num(r"Maximum resident set size \(kbytes\): (\d+)") / 1024, str(log_path))
+                    num(r"Maximum resident set size \(kbytes\): (\d+)") / 1024, str(log_path),
+                    num(r"Minor \(reclaiming a frame\) page faults: (\d+)"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +249,8 @@ class Run:
     mib_s: float
     error: str = ""
     sha256_ok: bool | None = None
+    head_s: float = math.nan  # the harness's HEAD after the run (rclone serve s3 MD5s the object for it)
+    minor_faults: float = math.nan
 
 
 @dataclass
@@ -396,12 +400,15 @@ class Bench:
         s3 = self.client(self.server.endpoint)
         err = ""
         sha_ok: bool | None = None
+        head_s = math.nan
         try:
             m = measured(argv, env, self.timeout_for(size), self.logs / f"{key}.log")
             if m.rc != 0:
                 err = f"exit {m.rc}: " + Path(m.log).read_text(errors="replace")[-400:].strip()
             else:
+                t_head = time.perf_counter()
                 head = s3.head_object(Bucket=BUCKET, Key=key)
+                head_s = time.perf_counter() - t_head
                 if head["ContentLength"] != size or stored.stat().st_size != size:
                     err = f"size {head['ContentLength']} (on disk {stored.stat().st_size}), expected {size}"
                 elif check_sha and (name, file.name) not in self.checked_sha:
@@ -424,7 +431,7 @@ class Bench:
                     p.unlink()
         ok = not err
         run = Run(name, mode, rnd, ok, m.wall_s, m.cpu_s, m.user_s, m.sys_s, m.max_rss_mib,
-                  size / MiB / m.wall_s if ok else math.nan, err, sha_ok)
+                  size / MiB / m.wall_s if ok else math.nan, err, sha_ok, head_s, m.minor_faults)
         status = "ok" if ok else f"FAILED: {err}"
         log(f"  {name:<20} {mode:<6} r{rnd}: {m.wall_s:7.2f} s  {run.mib_s:7.1f} MiB/s  cpu {m.cpu_s:6.2f} s  "
             f"rss {m.max_rss_mib:6.0f} MiB  {status}")
@@ -459,6 +466,8 @@ def summarise(runs: list[Run], tools: list[str], size: int) -> dict[str, Any]:
                 "cpu_s": cpu,
                 "cpu_s_per_gib": cpu / (size / GiB) if cpu is not None else None,
                 "max_rss_mib": median([r.max_rss_mib for r in good]),
+                "head_s": median([r.head_s for r in good]),
+                "minor_faults": median([r.minor_faults for r in good]),
             },
             "sha256_ok": next((r.sha256_ok for r in mine if r.sha256_ok is not None), None),
         }
@@ -577,10 +586,12 @@ def resume_test(b: Bench, data: Path) -> dict[str, Any]:
             run2 = [s for s in proxy.seen if s.part_number is not None]
             stamp = re.search(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO\] Will upload (\d+) chunks", text, re.M)
             done = re.search(r"(\d+) parts have already been uploaded", text)
+            adopted = re.search(r"Adopted (\d+) parts", text)
             res["run2"] = {
                 "rc": m.rc, "wall_s": m.wall_s, "cpu_s": m.cpu_s, "max_rss_mib": m.max_rss_mib,
                 "part_requests": len(run2), "part_bytes": sum(s.size for s in run2),
-                "already_done": int(done.group(1)) if done else None,
+                "already_done": int(done.group(1)) if done else 0,
+                "adopted": int(adopted.group(1)) if adopted else 0,
                 "will_upload": int(stamp.group(2)) if stamp else None,
                 "startup_to_first_put_s": first_put[0] - t0 if first_put else None,
                 "startup_to_will_upload_log_s": (dt.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f")
@@ -731,12 +742,15 @@ def fmt(v: Any, nd: int = 1) -> str:
 
 
 def table(section: dict[str, Any], settings: Callable[[str], str], runs: int) -> list[str]:
-    lines = ["| tool | settings | wall s | MiB/s | CPU s | CPU s/GiB | peak RSS MiB | vs this tool | ok runs |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| tool | settings | wall s | (min-max) | MiB/s | CPU s | CPU s/GiB | peak RSS MiB | vs this tool "
+             "| ok runs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for tool, s in section.items():
         med = s.get("median") or {}
+        walls = [x["wall_s"] for x in s["runs"] if x["ok"]]
+        spread = f"{min(walls):.1f}-{max(walls):.1f}" if walls else "-"
         lines.append(
-            f"| {tool} | {settings(tool)} | {fmt(med.get('wall_s'), 2)} | {fmt(med.get('mib_s'))} | "
+            f"| {tool} | {settings(tool)} | {fmt(med.get('wall_s'), 2)} | {spread} | {fmt(med.get('mib_s'))} | "
             f"{fmt(med.get('cpu_s'), 2)} | {fmt(med.get('cpu_s_per_gib'), 2)} | {fmt(med.get('max_rss_mib'), 0)} | "
             f"{fmt(med.get('ratio_to_ours'), 2)} | {s['ok_runs']}/{len(s['runs'])} |")
     return lines
@@ -751,7 +765,8 @@ def markdown(r: dict[str, Any]) -> str:
     part_h, size_h = human(a["part_size"]), human(a["size"])
     out = [f"# Benchmark: {size_h} to `rclone serve s3` on 127.0.0.1 ({r['date']})", "",
            f"Machine: {mach['cores']} cores ({mach['cpu']}), {mach['memory_gib']} GiB RAM, Linux {mach['kernel']}, "
-           f"Python {mach['python']}. Load average before/after: {r['loadavg']['start']} / {r['loadavg']['end']}.",
+           f"Python {mach['python']}. Load average (1 min) before/after: {r['loadavg']['start']} / "
+           f"{r['loadavg']['end']} (the benchmark itself keeps about 2 busy).",
            "", "Versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".", "",
            f"Each number is the median of the runs (rounds interleaved, tool order rotated per round). "
            f"Server: rclone serve s3 (streaming multipart mode, the default) over a local disk folder; "
@@ -773,6 +788,16 @@ def markdown(r: dict[str, Any]) -> str:
         out += ["Every upload's size was checked (HEAD and the stored file); SHA-256 of the stored object "
                 "against the file, once per tool: " + ", ".join(f"{t} {SHA_TEXT[v]}" for t, v in sha.items())
                 + ".", ""]
+    # only after tools that sent no HEAD themselves: rclone serve s3 keeps the MD5 it computed for a HEAD
+    heads = [s["median"]["head_s"] for sec in ("equal", "best") for t, s in (r.get(sec) or {}).items()
+             if t not in (OURS, "rclone") and s.get("median") and s["median"].get("head_s") is not None]
+    if heads:
+        out += [f"A HEAD of the stored {size_h} object takes {statistics.median(heads):.2f} s on this server (median "
+                "of the harness's checks after the aws-cli, boto3 and s5cmd runs; rclone serve s3 computes the "
+                "object's MD5 for it, once). This "
+                "tool and rclone copyto each send one such HEAD after completing the upload (to check the object), "
+                "inside their wall time; aws-cli, boto3 and s5cmd send none.",
+                ""]
     lim = r.get("limits")
     if lim:
         cores = mach["cores"]
@@ -798,8 +823,10 @@ def markdown(r: dict[str, Any]) -> str:
                 f"| total | {r1['part_requests'] + r2['part_requests']} | {res['total_part_bytes']:,} |",
                 f"| bound: file + threads x part | | {res['bound_bytes']:,} |", "",
                 f"Within the bound: **{res['within_bound']}**; object SHA-256 equals the file: "
-                f"**{res['object_sha256_ok']}**. Rerun: {r2['already_done']} parts already done, "
-                f"{r2['will_upload']} sent; start-up (process start to the first part PUT at the proxy) "
+                f"**{res['object_sha256_ok']}**. Rerun: {r2['already_done']} parts done by the log, "
+                f"{r2.get('adopted', '-')} "
+                f"adopted (on the server, not in the log; checked against the local bytes), {r2['will_upload']} sent; "
+                "start-up (process start to the first part PUT at the proxy) "
                 f"**{fmt(r2['startup_to_first_put_s'], 2)} s** (to its 'Will upload' log line: "
                 f"{fmt(r2['startup_to_will_upload_log_s'], 2)} s). Part bytes are the requests' Content-Length: "
                 "a part cut off by the kill counts in full.", ""]
@@ -852,12 +879,13 @@ def chart(r: dict[str, Any], path: Path) -> None:
     if srv:
         ax.axhline(srv, color="grey", linestyle="--", linewidth=1,
                    label=f"what the server absorbs ({r['limits']['server']['tool']}): {srv:.0f}")
+    ax.set_ylim(0, max([*eq, *best, srv or 0, 1.0]) * 1.3)
     ax.set_xticks(list(x), tools)
     ax.set_ylabel("MiB/s (median)")
     m = r["machine"]
     ax.set_title(f"Upload of {human(a['size'])} to rclone serve s3 on 127.0.0.1, {r['date']}\n"
                  f"{m['cores']} cores, {m['memory_gib']} GiB RAM; higher is better", fontsize=10)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", fontsize=8, ncol=3)
     v = r["versions"]
     fig.text(0.01, 0.01, "versions: " + ", ".join(f"{k} {v[k]}" for k in
                                                    (OURS, "aws-cli", "boto3", "s5cmd", "rclone") if k in v),
@@ -888,7 +916,15 @@ def main() -> int:
     ap.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()), help="where the test data goes")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default bench/results)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs; big files are deleted)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: rewrite latest.md and throughput.png from latest.json in --out")
     args = ap.parse_args()
+    if args.report_only:
+        r = json.loads((args.out / "latest.json").read_text())
+        (args.out / "latest.md").write_text(markdown(r))
+        chart(r, args.out / "throughput.png")
+        log(f"rewrote {args.out}/latest.md and throughput.png from latest.json")
+        return 0
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     for s in sections:

@@ -34,7 +34,7 @@ class PartChecksum:
         return {} if self.algorithm == "MD5" else {f"Checksum{self.algorithm}": self.value}
 
 
-def compute(algorithm: str, data: bytes) -> PartChecksum:
+def compute(algorithm: str, data: bytes | memoryview) -> PartChecksum:
     if algorithm == "MD5":
         digest = hashlib.md5(data, usedforsecurity=False).digest()
         return PartChecksum("MD5", base64.b64encode(digest).decode(), digest.hex())

@@ -27,6 +27,10 @@ class Source(Protocol):
 
     def read(self, part: Part) -> bytes: ...
 
+    def read_into(self, part: Part, buffer: bytearray) -> memoryview:
+        """The part's bytes in ``buffer`` (at least ``part.length`` long), without a copy where it can."""
+        ...
+
     def identity(self) -> dict[str, Any]: ...
 
     def check_unchanged(self, recorded: dict[str, Any], meta_path: Path) -> None: ...
@@ -53,26 +57,53 @@ def _stat_regular_file(path: Path, what: str) -> os.stat_result:
     return st
 
 
-def _pread_exact(path: Path, offset: int, length: int) -> bytes:
+def _pread_into(path: Path, offset: int, view: memoryview) -> None:
+    """Fill ``view`` with the bytes of ``path`` at ``offset`` (short reads are allowed by POSIX: go on)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        data = os.pread(fd, length, offset)
-        if len(data) < length:  # short reads are allowed by POSIX; gather the rest
-            chunks = [data]
-            got = len(data)
-            while got < length:
-                more = os.pread(fd, length - got, offset + got)
-                if not more:
-                    raise StateConflict(
-                        f"{path} is shorter than when the upload was planned (read ended at byte {offset + got})",
-                        "the file changed during the upload; start again with --restart once it is final",
-                    )
-                chunks.append(more)
-                got += len(more)
-            data = b"".join(chunks)
-        return data
+        got = 0
+        while got < len(view):
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if n == 0:
+                raise StateConflict(
+                    f"{path} is shorter than when the upload was planned (read ended at byte {offset + got})",
+                    "the file changed during the upload; start again with --restart once it is final",
+                )
+            got += n
     finally:
         os.close(fd)
+
+
+class PartBody:
+    """A part's bytes as a read-only file for the HTTP client, over a buffer that is reused part after
+    part (botocore would otherwise wrap them in a BytesIO, and the buffer could not be reused)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._pos = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        chunk = bytes(self._view[self._pos:end])  # file objects hand out bytes; the HTTP client reads 16 KiB
+        self._pos = end
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, min(len(self._view), base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return len(self._view)
 
 
 def _changed_hint(meta_path: Path) -> str:
@@ -91,7 +122,12 @@ class FileSource:
         return plan_bytes(self.total_size, split_size, fixed)
 
     def read(self, part: Part) -> bytes:
-        return _pread_exact(self.path, part.offset, part.length)
+        return bytes(self.read_into(part, bytearray(part.length)))
+
+    def read_into(self, part: Part, buffer: bytearray) -> memoryview:
+        view = memoryview(buffer)[:part.length]
+        _pread_into(self.path, part.offset, view)
+        return view
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "file", "path": str(self.path), "size": self.total_size, "mtimeNs": self._mtime_ns}
@@ -138,7 +174,12 @@ class ChunkDirSource:
         return plan_chunks([st.st_size for st in self._stats], [str(p) for p in self._files])
 
     def read(self, part: Part) -> bytes:
-        return _pread_exact(self._files[part.number - 1], 0, part.length)
+        return bytes(self.read_into(part, bytearray(part.length)))
+
+    def read_into(self, part: Part, buffer: bytearray) -> memoryview:
+        view = memoryview(buffer)[:part.length]
+        _pread_into(self._files[part.number - 1], 0, view)
+        return view
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -224,6 +265,11 @@ class S3ObjectSource:
             raise StateConflict(f"the source object {self.url} returned {len(body)} bytes for {byte_range}",
                                 "it may have changed; rerun with --restart to copy it again")
         return bytes(body)
+
+    def read_into(self, part: Part, buffer: bytearray) -> memoryview:
+        view = memoryview(buffer)[:part.length]
+        view[:] = self.read(part)
+        return view
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "s3", "bucket": self.bucket, "key": self.key, "size": self.total_size, "eTag": self.etag,

@@ -450,8 +450,12 @@ class Uploader:
         etags = [done[p.number].etag for p in plan.parts]
         self._complete(plan, upload_id, done, result)
         try:
-            self._verify_object(plan, etags, result)
-            if plan.parts and req.source.server_side_copy(plan.parts[0]) is not None:
+            server_side = bool(plan.parts) and req.source.server_side_copy(plan.parts[0]) is not None
+            if self._completion_proves_content(etags, result, server_side):
+                log.debug("The completion answer's ETag is the composite of the parts sent: no HEAD needed.")
+            else:
+                self._verify_object(plan, etags, result)
+            if server_side:
                 self._spot_check_copy(plan)
         except IntegrityError as exc:
             raise self._delete_wrong_object(exc) from exc
@@ -691,11 +695,26 @@ class Uploader:
             result.etag = etag
         return ok
 
+    def _completion_proves_content(self, part_etags: list[str], result: UploadResult, server_side: bool) -> bool:
+        """Whether CompleteMultipartUpload's answer already proves the object, so that a HEAD adds nothing.
+
+        With Content-MD5 the server verified every part's bytes on arrival (this run's, earlier runs',
+        or parts adopted after an MD5 check), and an answer ETag equal to md5(part ETags)-N says that
+        exactly those parts, in order, make the object: its content, and so its size, are the file's.
+        Stores that answer otherwise (and copies, whose parts no checksum covered) get the HEAD check.
+        """
+        if self.req.checksum != "MD5" or server_side or len(part_etags) < 2 or not result.etag:
+            return False
+        return result.etag == checksums.composite_etag(part_etags)
+
     def _verify_object(self, plan: Plan, part_etags: list[str], result: UploadResult) -> None:
         req = self.req
         try:
             head = self._call("HeadObject", lambda c: c.head_object(Bucket=req.bucket, Key=req.key))
         except Exception as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise IntegrityError(f"{self._where} is not there after the server said it completed it",
+                                     "rerun with --restart to upload it again") from exc
             raise self._fail(exc) from exc
         size, etag = head["ContentLength"], head["ETag"].strip('"')
         if size != plan.total_size:

@@ -10,7 +10,7 @@ import pytest
 
 from s3_multipart_upload.plan import MiB
 from tests.conftest import S3Server, run_cli, sent_parts, upload_args, write_random
-from tests.s3proxy import Fault, S3Proxy
+from tests.s3proxy import Fault, S3Proxy, Seen
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +110,49 @@ def test_every_documented_way_to_run_it(s3_server: S3Server, bucket: str, aws_en
     r = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert stored(s3_server, bucket, entry) == f.read_bytes()
+
+
+def _completes(seen: Seen) -> bool:
+    return seen.method == "POST" and "uploadId" in seen.query
+
+
+@pytest.mark.parametrize(("store", "checksum", "heads"), [
+    ("moto", "MD5", 0),  # answers md5(part ETags)-N: proof enough
+    ("moto", "CRC32", 1),  # parts not covered by a checksum every store checks
+    ("rclone", "MD5", 1),  # rclone without streaming answers the whole object's MD5: HEAD it
+])
+def test_a_completion_answer_that_proves_the_object_saves_the_head(
+        s3_server: S3Server, moto_server: S3Server, aws_env: dict[str, str], tmp_path: Path, store: str,
+        checksum: str, heads: int) -> None:
+    """With Content-MD5 on every part, a completion ETag equal to md5(part ETags)-N proves the object;
+    otherwise the object is checked with a HEAD."""
+    server = moto_server if store == "moto" else s3_server
+    bucket = f"b-{store}-{checksum.lower()}-{tmp_path.name[-6:].lower().replace('_', '-')}"
+    server.client().create_bucket(Bucket=bucket)
+    proxy = S3Proxy(server.endpoint)
+    try:
+        f = write_random(tmp_path / "f.bin", 12 * MiB, seed=9)
+        r = run_cli(upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M",
+                                "--checksum", checksum, endpoint=proxy.endpoint), aws_env)
+        assert r.returncode == 0, r.stderr
+        assert sum(1 for s in proxy.seen if s.method == "HEAD") == heads
+        assert stored(server, bucket, "k") == f.read_bytes()
+    finally:
+        proxy.close()
+
+
+def test_a_completion_answer_that_proves_nothing_is_checked(s3_server: S3Server, bucket: str,
+                                                            aws_env: dict[str, str], tmp_path: Path) -> None:
+    """The proxy answers CompleteMultipartUpload with a success of its own and an ETag the parts do not make."""
+    fake = ('<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>'
+            '<ETag>"00000000000000000000000000000000-3"</ETag></CompleteMultipartUploadResult>')
+    proxy = S3Proxy(s3_server.endpoint, rule=lambda seen, i: Fault(status=200, body=fake) if _completes(seen) else None)
+    try:
+        f = write_random(tmp_path / "f.bin", 12 * MiB, seed=10)
+        r = run_cli(upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M",
+                                endpoint=proxy.endpoint), aws_env)
+    finally:
+        proxy.close()
+    assert r.returncode == 1, r.stderr
+    assert f"s3://{bucket}/k is not there after the server said it completed it" in r.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["status"] == "in_progress"

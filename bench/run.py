@@ -794,9 +794,10 @@ def markdown(r: dict[str, Any]) -> str:
     if heads:
         out += [f"A HEAD of the stored {size_h} object takes {statistics.median(heads):.2f} s on this server (median "
                 "of the harness's checks after the aws-cli, boto3 and s5cmd runs; rclone serve s3 computes the "
-                "object's MD5 for it, once). This "
-                "tool and rclone copyto each send one such HEAD after completing the upload (to check the object), "
-                "inside their wall time; aws-cli, boto3 and s5cmd send none.",
+                "object's MD5 for it, once). rclone copyto sends one such HEAD after completing the upload, inside "
+                "its wall time; this tool sends one only when the completion answer does not already prove the "
+                "object (here it does: the streaming server answers with the composite ETag); aws-cli, boto3 and "
+                "s5cmd send none.",
                 ""]
     lim = r.get("limits")
     if lim:

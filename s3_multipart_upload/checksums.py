@@ -30,9 +30,6 @@ class PartChecksum:
             return {"ContentMD5": self.value}
         return {f"Checksum{self.algorithm}": self.value}
 
-    def complete_part_args(self) -> dict[str, str]:
-        return {} if self.algorithm == "MD5" else {f"Checksum{self.algorithm}": self.value}
-
 
 def compute(algorithm: str, data: bytes | memoryview) -> PartChecksum:
     if algorithm == "MD5":

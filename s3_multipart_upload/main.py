@@ -140,8 +140,22 @@ def _setup_output(quiet: bool, verbose: bool) -> Reporter:
     return reporter
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # the same orderly stop as Ctrl-C
+class _StopOnSignal:
+    """SIGINT and SIGTERM: the first one is an orderly stop (KeyboardInterrupt in the main thread, wherever
+    it is); the second one exits at once, from here, whatever the main thread is waiting for. Every
+    finished part is already fsync'd in the log, so nothing is lost."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received += 1
+        if self.received == 1:
+            raise KeyboardInterrupt
+        _report(Interrupted("stopped at once; every finished part is in the parts log"))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(ExitCode.INTERRUPTED))
 
 
 def s3_options(fn: F) -> F:
@@ -284,9 +298,12 @@ def copy(source_url: str, source_endpoint_url: str | None, source_profile: str |
     dest = (options["endpoint_url"], options["profile"], options["region"])
     src = (source_endpoint_url or dest[0], source_profile or dest[1], source_region or dest[2])
     server_side = src == dest and not through_client
-    requests = Requester(ClientFactory(Endpoint(*src), pool_size=options["thread_count"] + 2),
-                         RetryPolicy(attempts=1))  # the transfer's own retries wrap every read
-    _transfer(S3ObjectSource(bucket, key, requests, server_side=server_side), **options)
+    if server_side and (bucket, key) == (options["bucket"], options["key"]):
+        raise BadInput(f"the source and the destination are the same object, s3://{bucket}/{key}",
+                       "give another -b/-k")
+    source = S3ObjectSource(bucket, key, ClientFactory(Endpoint(*src), pool_size=options["thread_count"] + 2),
+                            RetryPolicy(attempts=options["retries"]), server_side=server_side)
+    _transfer(source, **options)
 
 
 def _transfer(
@@ -307,7 +324,8 @@ def _transfer(
     display = _setup_output(quiet, verbose)
     events = JsonProgress(sys.stdout, display) if as_json else None
     reporter: Reporter = events or display
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    on_signal = _StopOnSignal()
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     log = logging.getLogger("s3_multipart_upload")
     try:
         result = Uploader(request, clients, reporter, retry=RetryPolicy(attempts=retries)).run()
@@ -316,6 +334,9 @@ def _transfer(
         if events is not None:
             _json_failure(events, exc, bucket, key)
         raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     reporter.close()
     if result.already_complete:
         log.info("Nothing to do: s3://%s/%s is already complete.", bucket, key)
@@ -363,7 +384,8 @@ def _show_plan(plan: dict[str, Any], as_json: bool) -> None:
         f"  to send:    {human(plan['bytesToSend'])}",
         f"  threads:    {plan['threads']}; memory bound {human(plan['memoryBound'])} (threads x part size)",
         f"  checksum:   {plan['checksum']}",
-        f"  requests:   {reqs}",
+        f"  requests:   {reqs}" + ("" if plan["status"] == "completed" else
+                                       ", and a HeadObject unless the completion answer proves the object"),
     ]
     click.echo("\n".join(lines))
 

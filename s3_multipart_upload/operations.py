@@ -210,7 +210,7 @@ def list_in_progress(requests: Requester, bucket: str, prefix: str = "", older_t
             continue
         key, upload_id = str(u["Key"]), str(u["UploadId"])
         try:
-            parts = requests.call("ListParts", functools.partial(_parts_of, bucket=bucket, key=key,
+            parts = requests.call("ListParts", functools.partial(list_all_parts, bucket=bucket, key=key,
                                                                  upload_id=upload_id))
         except Exception as exc:
             if classify(exc) is Kind.GONE:
@@ -225,10 +225,6 @@ def _uploads_page(bucket: str, prefix: str, key_marker: str, id_marker: str) -> 
         return client.list_multipart_uploads(Bucket=bucket, Prefix=prefix, KeyMarker=key_marker,
                                              UploadIdMarker=id_marker)
     return page
-
-
-def _parts_of(client: S3Client, bucket: str, key: str, upload_id: str) -> list[dict[str, Any]]:
-    return list_all_parts(client, bucket, key, upload_id)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import boto3
 import botocore.exceptions
 from botocore.config import Config
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
 from s3_multipart_upload.errors import ServerRefused, UploadError, UploadGone
@@ -99,7 +100,8 @@ def classify(exc: BaseException) -> Kind:
     if isinstance(exc, botocore.exceptions.ProfileNotFound):
         return Kind.REFUSED
     if isinstance(exc, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError
-                  | botocore.exceptions.ResponseStreamingError | ConnectionError | TimeoutError):
+                  | botocore.exceptions.ResponseStreamingError | botocore.exceptions.IncompleteReadError
+                  | ConnectionError | TimeoutError):
         # EndpointConnectionError, ConnectTimeout, ReadTimeout, ConnectionClosedError, reset by peer.
         return Kind.TRANSIENT
     return Kind.FATAL
@@ -203,12 +205,23 @@ class ClientFactory:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Per request: up to ``attempts`` tries within ``max_seconds``, waits random in [0, min(cap, base * 2^n)]."""
+    """Per request: up to ``attempts`` tries, waiting random times in [0, min(cap, base * 2^n)] and at most
+    ``max_seconds`` in all (time spent sending is not counted: a 5 GiB part may take longer than that)."""
 
     attempts: int = 10
     base: float = 0.5
     cap: float = 20.0
     max_seconds: float = 300.0
+
+
+class _waited(stop_base):
+    """Stop once the waits between tries add up to ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return retry_state.idle_for >= self.seconds
 
 
 RetryHook = Callable[[str, int, BaseException, float], None]  # (what, attempt, error, seconds to wait)
@@ -238,7 +251,7 @@ class Requester:
             try:
                 retrying = Retrying(
                     retry=retry_if_exception(lambda e: classify(e) is Kind.TRANSIENT),
-                    stop=stop_after_attempt(self.policy.attempts) | stop_after_delay(self.policy.max_seconds),
+                    stop=stop_after_attempt(self.policy.attempts) | _waited(self.policy.max_seconds),
                     wait=wait_random_exponential(multiplier=self.policy.base, max=self.policy.cap),
                     before_sleep=before_sleep,
                     sleep=self._sleep,
@@ -252,6 +265,9 @@ class Requester:
                     continue
                 raise
         raise AssertionError("unreachable: the credentials loop is bounded by ClientFactory.refresh")
+
+
+MAX_LIST_PAGES = 10_000  # one part a page is the worst a server may answer with
 
 
 def list_all_parts(client: S3Client, bucket: str, key: str, upload_id: str) -> list[dict[str, Any]]:
@@ -269,5 +285,3 @@ def list_all_parts(client: S3Client, bucket: str, key: str, upload_id: str) -> l
         marker = next_marker
     raise RuntimeError(f"ListParts for s3://{bucket}/{key} returned more pages than 10,000 parts can fill")
 
-
-MAX_LIST_PAGES = 10_000  # one part a page is the worst a server may answer with

@@ -13,15 +13,25 @@ import stat
 from pathlib import Path
 from typing import Any, Protocol
 
-from s3_multipart_upload.errors import BadInput, StateConflict
+from s3_multipart_upload.errors import BadInput, CredentialsExpired, StateConflict, TemporaryFailure
 from s3_multipart_upload.plan import Part, Plan, plan_bytes, plan_chunks
-from s3_multipart_upload.s3 import Requester, as_upload_error, describe, error_code
+from s3_multipart_upload.s3 import (
+    ClientFactory,
+    Kind,
+    Requester,
+    RetryPolicy,
+    as_upload_error,
+    classify,
+    describe,
+    error_code,
+)
 
 
 class Source(Protocol):
     """The bytes of the object to build, and the identity that tells whether they changed."""
 
     total_size: int
+    server_side: bool  # parts are copied by the store itself (UploadPartCopy), not sent
 
     def plan(self, split_size: int | None, fixed: bool) -> Plan: ...
 
@@ -36,6 +46,14 @@ class Source(Protocol):
     def check_unchanged(self, recorded: dict[str, Any], meta_path: Path) -> None: ...
 
     def paths(self) -> list[Path]: ...
+
+    def covers(self, path: Path) -> bool:
+        """Whether ``path`` is (or, once created, would be) part of the data: state files must not be."""
+        ...
+
+    def recheck(self) -> None:
+        """Raise StateConflict if the data changed since this object looked at it (before completing)."""
+        ...
 
     def server_side_copy(self, part: Part) -> dict[str, Any] | None:
         """UploadPartCopy arguments for ``part`` when the store copies it itself, else None."""
@@ -52,6 +70,9 @@ def _stat_regular_file(path: Path, what: str) -> os.stat_result:
     if stat.S_ISDIR(st.st_mode):
         raise BadInput(f"{what} {path} is a directory",
                        "give a file to -f, or use -d DIR -p PREFIX for a folder of chunk files")
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInput(f"{what} {path} is not a regular file (a pipe, socket or device)",
+                       "a resumable upload needs a file it can read again at any offset: save the data to a file")
     if not os.access(path, os.R_OK):
         raise BadInput(f"cannot read {what} {path}: permission denied", "check the file's permissions")
     return st
@@ -59,11 +80,21 @@ def _stat_regular_file(path: Path, what: str) -> os.stat_result:
 
 def _pread_into(path: Path, offset: int, view: memoryview) -> None:
     """Fill ``view`` with the bytes of ``path`` at ``offset`` (short reads are allowed by POSIX: go on)."""
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise StateConflict(f"{path} disappeared during the upload",
+                            "put the file back (the parts sent are kept), or start over with --restart") from None
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot read {path}: {exc.strerror}", "rerun once the file is readable") from None
     try:
         got = 0
         while got < len(view):
-            n = os.preadv(fd, [view[got:]], offset + got)
+            try:
+                n = os.preadv(fd, [view[got:]], offset + got)
+            except OSError as exc:
+                raise TemporaryFailure(f"cannot read {path} at byte {offset + got}: {exc.strerror}",
+                                       "rerun once the file is readable") from None
             if n == 0:
                 raise StateConflict(
                     f"{path} is shorter than when the upload was planned (read ended at byte {offset + got})",
@@ -111,12 +142,18 @@ def _changed_hint(meta_path: Path) -> str:
             f"(the old parts log is kept aside), or restore the original file (meta file {meta_path})")
 
 
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ino, a.st_dev) == (b.st_size, b.st_mtime_ns, b.st_ino, b.st_dev)
+
+
 class FileSource:
+    server_side = False
+
     def __init__(self, path: Path) -> None:
         self.path = path.resolve()
-        st = _stat_regular_file(self.path, "file")
-        self.total_size = st.st_size
-        self._mtime_ns = st.st_mtime_ns
+        self._stat = _stat_regular_file(self.path, "file")
+        self.total_size = self._stat.st_size
+        self._mtime_ns = self._stat.st_mtime_ns
 
     def plan(self, split_size: int | None, fixed: bool) -> Plan:
         return plan_bytes(self.total_size, split_size, fixed)
@@ -150,12 +187,27 @@ class FileSource:
     def paths(self) -> list[Path]:
         return [self.path]
 
+    def covers(self, path: Path) -> bool:
+        return path.resolve() == self.path
+
+    def recheck(self) -> None:
+        try:
+            now = self.path.stat()
+        except OSError:
+            now = None
+        if now is None or not _same_file(now, self._stat):
+            raise StateConflict(f"{self.path} changed or was replaced during the upload",
+                                "the object would mix two versions, so it was not completed; rerun with --restart "
+                                "once the file is final")
+
     def server_side_copy(self, part: Part) -> dict[str, Any] | None:
         return None
 
 
 class ChunkDirSource:
     """The files in ``folder`` whose names start with ``prefix``, sorted by name, one part each."""
+
+    server_side = False
 
     def __init__(self, folder: Path, prefix: str) -> None:
         self.folder = folder.resolve()
@@ -203,6 +255,21 @@ class ChunkDirSource:
     def paths(self) -> list[Path]:
         return list(self._files)
 
+    def covers(self, path: Path) -> bool:
+        path = path.resolve()
+        return path.parent == self.folder and path.name.startswith(self.prefix)
+
+    def recheck(self) -> None:
+        for path, then in zip(self._files, self._stats, strict=True):
+            try:
+                now = path.stat()
+            except OSError:
+                now = None
+            if now is None or not _same_file(now, then):
+                raise StateConflict(f"chunk file {path} changed or was replaced during the upload",
+                                    "the object would mix two versions, so it was not completed; rerun with "
+                                    "--restart once the chunks are final")
+
     def server_side_copy(self, part: Part) -> dict[str, Any] | None:
         return None
 
@@ -218,10 +285,12 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class S3ObjectSource:
     """An object in S3 (or another store) to copy. Every read is conditional on the ETag seen at the start."""
 
-    def __init__(self, bucket: str, key: str, requests: Requester, server_side: bool) -> None:
+    def __init__(self, bucket: str, key: str, clients: ClientFactory, policy: RetryPolicy, server_side: bool) -> None:
         self.bucket, self.key = bucket, key
         self.url = f"s3://{bucket}/{key}"
-        self._requests = requests
+        self._requests = Requester(clients, policy)
+        # Part reads run inside the transfer's own retries: one try each here, or the two would multiply.
+        self._reads = Requester(clients, RetryPolicy(attempts=1))
         self.server_side = server_side
         head = self._head()
         self.total_size = int(head["ContentLength"])
@@ -237,7 +306,13 @@ class S3ObjectSource:
                 raise BadInput(f"source object {self.url} does not exist", "check --source and the source "
                                "endpoint, profile and region") from None
             known = as_upload_error(exc, self.bucket, self.key)
-            raise (known or BadInput(f"cannot read source object {self.url}: {describe(exc)}")) from exc
+            if known is not None:
+                raise known from exc
+            if classify(exc) is Kind.CREDENTIALS:
+                raise CredentialsExpired(f"the credentials for the source {self.url} expired or were refused "
+                                         f"({describe(exc)})", "refresh them, then rerun the same command") from exc
+            raise TemporaryFailure(f"cannot read the source object {self.url}: {describe(exc)}",
+                                   "rerun the same command") from exc
 
     def plan(self, split_size: int | None, fixed: bool) -> Plan:
         return plan_bytes(self.total_size, split_size, fixed)
@@ -251,7 +326,7 @@ class S3ObjectSource:
             return b""
         byte_range = f"bytes={part.offset}-{part.offset + part.length - 1}"
         try:
-            response = self._requests.call(f"GetObject {self.url} {byte_range}", lambda c: c.get_object(
+            response = self._reads.call(f"GetObject {self.url} {byte_range}", lambda c: c.get_object(
                 Bucket=self.bucket, Key=self.key, Range=byte_range, IfMatch=self.etag))
             body = response["Body"].read()
         except Exception as exc:
@@ -288,6 +363,14 @@ class S3ObjectSource:
 
     def paths(self) -> list[Path]:
         return []
+
+    def covers(self, path: Path) -> bool:
+        return False
+
+    def recheck(self) -> None:
+        now = self._head()
+        if (str(now["ETag"]), int(now["ContentLength"])) != (self.etag, self.total_size):
+            raise self._changed("during the copy")
 
     def server_side_copy(self, part: Part) -> dict[str, Any] | None:
         if not self.server_side:

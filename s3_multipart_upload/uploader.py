@@ -9,6 +9,7 @@ The multipart upload is never aborted here: only ``abort`` does that.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -101,6 +102,10 @@ class UploadResult:
     seconds: float = 0.0
 
 
+class ObjectMissing(IntegrityError):
+    """The server said it completed the object, and it is not there."""
+
+
 class Throttle:
     """How many parts may be in flight: halved when the server says SlowDown, doubled back after a calm spell."""
 
@@ -154,8 +159,8 @@ class Uploader:
         self.requests = Requester(clients, self.retry, on_retry=self._on_retry, sleep=sleep)
         self._stop = threading.Event()
         self._where = f"s3://{request.bucket}/{request.key}"
-        self._meta: Meta | None = None  # the run's meta file, once read or written
         self._etags_not_md5 = False  # set when a part ETag is not the MD5 of the bytes sent
+        self._trust_log = True  # False when the log's lines cannot be tied to the file (historical META, adoption)
         self._buffers = threading.local()
         self.throttle = Throttle(max(1, request.threads), on_slow_down=self.progress.throttled)
 
@@ -202,11 +207,11 @@ class Uploader:
 
     def _check_paths(self) -> None:
         req = self.req
-        sources = {p.resolve() for p in req.source.paths()}
-        for path, flag in ((req.meta_path, "-m"), (req.parts_path, "-a")):
-            if path.resolve() in sources:
-                raise BadInput(f"{flag} {path} is the file to upload; it would be overwritten",
-                               f"give {flag} a path of its own, such as {path}.meta.json")
+        lock = req.meta_path.with_name(req.meta_path.name + ".lock")
+        for path, flag in ((req.meta_path, "-m"), (req.parts_path, "-a"), (lock, "-m")):
+            if req.source.covers(path):
+                raise BadInput(f"{flag} {path} is (or would be taken for) the data to upload",
+                               f"give {flag} a path of its own, outside the data (such as ../{path.name})")
         if req.meta_path.resolve() == req.parts_path.resolve():
             raise BadInput(f"-m and -a are the same file ({req.meta_path})", "give each a path of its own")
 
@@ -220,6 +225,10 @@ class Uploader:
             meta = None
         if meta is not None:
             self._check_meta(meta)
+            if meta.checksum_algorithm and meta.checksum_algorithm != req.checksum:
+                log.warning("This upload was started with --checksum %s; it keeps it (not %s).",
+                            meta.checksum_algorithm, req.checksum)
+                self.req = req = dataclasses.replace(req, checksum=meta.checksum_algorithm)
         if meta is not None and meta.status == COMPLETED:
             log.info("Upload of %s is already complete (meta file %s); nothing to send.", self._where, req.meta_path)
             return UploadResult(req.bucket, req.key, meta.upload_id, req.source.total_size, meta.part_count or 0,
@@ -233,16 +242,16 @@ class Uploader:
                                 "leave out --upload-id to resume the recorded one, or give another -m and -a path")
         if meta is None and req.upload_id is not None:
             meta = self._adopt(req.upload_id)
+            self._trust_log = False  # lines of that upload id in the log predate the lost META: check them
         plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None)
         if plan.note:
             log.warning("%s.", plan.note)
+        self._refuse_overwrite()
         if meta is None:
-            self._refuse_overwrite()
             meta = self._create(plan)
         else:
             log.info("Continuing multipart upload from %s.", req.meta_path)
         result = UploadResult(req.bucket, req.key, meta.upload_id, plan.total_size, len(plan.parts))
-        self._meta = meta
         if meta.upload_id is None:
             self._put_single(plan, meta, result)
         else:
@@ -296,9 +305,13 @@ class Uploader:
         todo = [p for p in plan.parts if p.number not in logged]
         single = (meta is None and len(plan.parts) == 1) or (meta is not None and meta.upload_id is None)
         threads = min(req.threads, max(1, len(todo)))
-        requests = {"PutObject": 1, "HeadObject": 1} if single else {
-            "CreateMultipartUpload": 0 if meta else 1, "ListParts": 0 if meta is None else 1,
-            "UploadPart": len(todo), "CompleteMultipartUpload": 1, "HeadObject": 1}
+        if meta is not None and meta.status == COMPLETED:
+            todo, requests = [], {}
+        elif single:
+            requests = {"PutObject": 1}
+        else:
+            requests = {"CreateMultipartUpload": 0 if meta else 1, "ListParts": 0 if meta is None else 1,
+                        "UploadPart": len(todo), "CompleteMultipartUpload": 1}
         return {
             "bucket": req.bucket, "key": req.key, "bytes": plan.total_size, "partSize": plan.part_size,
             "partSizeWhy": why, "parts": len(plan.parts), "lastPartSize": plan.parts[-1].length,
@@ -374,6 +387,8 @@ class Uploader:
         self.progress.started(plan.total_size, 1, 0, 0)
         began = time.monotonic()
 
+        sent_md5: list[str] = []
+
         def put(client: S3Client) -> str:
             copy = req.source.server_side_copy(part)
             if copy is not None:
@@ -387,16 +402,30 @@ class Uploader:
             if req.no_overwrite:
                 extra["IfNoneMatch"] = "*"
             etag = client.put_object(Bucket=req.bucket, Key=req.key, Body=data, **extra)["ETag"].strip('"')  # type: ignore[arg-type]
+            sent_md5[:] = [digest.md5_hex or ""]
             return etag
 
         try:
+            req.source.recheck()
             etag = self._call(f"PutObject {self._where}", put)
-            self._check_source_unchanged(meta)
         except Exception as exc:
+            if req.source.server_side and error_code(exc) in ("PreconditionFailed", "412"):
+                req.source.recheck()  # CopySourceIfMatch or --no-overwrite's If-None-Match: which one?
             raise self._overwrite_refused(exc) or self._fail(exc, 0, 1) from exc
         self.progress.part_done(1, etag, part.length, time.monotonic() - began)
         result.parts_sent, result.bytes_sent = 1, part.length
-        self._verify_object(plan, [etag], result)
+        try:
+            req.source.recheck()  # read and sent while the file was changing? (the object is then removed)
+            if sent_md5 and sent_md5[0] == etag:
+                result.etag = etag  # Content-MD5 made the server check these bytes; its ETag says they are ours
+            else:
+                self._verify_object(plan, [etag], result)
+            if req.source.server_side:
+                self._spot_check_copy(plan)
+        except IntegrityError as exc:
+            raise self._delete_wrong_object(exc) from exc
+        except StateConflict as exc:
+            raise self._delete_changed_object(exc) from exc
         self._mark_completed(meta, result)
 
     # -- multipart ---------------------------------------------------------------------------------
@@ -408,15 +437,16 @@ class Uploader:
     def _multipart(self, plan: Plan, meta: Meta, upload_id: str, result: UploadResult) -> None:
         req = self.req
         logged = read_parts(req.parts_path, upload_id)
+        trusted = self._trust_log and meta.source is not None
         try:
             listed = {p["PartNumber"]: ListedPart(p["PartNumber"], p["ETag"].strip('"'), p["Size"])
                       for p in self._list_parts(upload_id)}
         except Exception as exc:
-            if classify(exc) is Kind.GONE and self._already_built(plan, logged, result):
+            if classify(exc) is Kind.GONE and self._already_built(plan, logged if trusted else {}, result):
                 self._mark_completed(meta, result)
                 return
             raise self._fail(exc) from exc
-        decision = reconcile(plan.parts, logged, listed, trust_log=meta.source is not None)
+        decision = reconcile(plan.parts, logged, listed, trust_log=trusted)
         if decision.logged_not_listed:
             log.warning("%d parts in the log are not on the server and will be sent again: %s.",
                         len(decision.logged_not_listed), ranges(decision.logged_not_listed))
@@ -441,6 +471,11 @@ class Uploader:
             if result.parts_adopted:
                 log.info("Adopted %d parts the server holds but the log lacked (size and MD5 match).",
                          result.parts_adopted)
+            if meta.source is None:  # historical META: its parts are now checked; record the file from here on
+                meta.source = req.source.identity()
+                meta.part_count = len(plan.parts)
+                meta.checksum_algorithm = req.checksum
+                write_meta(req.meta_path, meta)
             to_send.sort(key=lambda p: p.number)
             log.info("Will upload %d chunks.", len(to_send))
             self.progress.started(plan.total_size, len(plan.parts),
@@ -450,7 +485,7 @@ class Uploader:
         etags = [done[p.number].etag for p in plan.parts]
         self._complete(plan, upload_id, done, result)
         try:
-            server_side = bool(plan.parts) and req.source.server_side_copy(plan.parts[0]) is not None
+            server_side = req.source.server_side
             if self._completion_proves_content(etags, result, server_side):
                 log.debug("The completion answer's ETag is the composite of the parts sent: no HEAD needed.")
             else:
@@ -462,7 +497,7 @@ class Uploader:
         self._mark_completed(meta, result)
 
     def _matches_local(self, part: Part, held: ListedPart) -> bool:
-        if self.req.source.server_side_copy(part) is not None:
+        if self.req.source.server_side:
             return False  # copying again on the server is cheaper than reading the source to check
         if not checksums.is_md5_etag(held.etag):
             return False  # the store's ETags are not MD5s: cannot verify, so send again
@@ -470,26 +505,46 @@ class Uploader:
 
     def _send_all(self, parts: list[Part], upload_id: str, parts_log: PartsLog, done: dict[int, PartRecord],
                   result: UploadResult, total: int) -> None:
+        """Send ``parts`` from the pool, at most Throttle.allowed() in flight. The first Ctrl-C (or SIGTERM)
+        stops scheduling and lets the parts in flight finish; a second one stops at once (the CLI's signal
+        handler exits the process; here it raises Interrupted(at_once=True))."""
         if not parts:
             return
-        threads = max(1, self.req.threads)
         pending = iter(parts)
         failure: BaseException | None = None
         interrupted = False
-        pool = cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="part")
+        pool = cf.ThreadPoolExecutor(max_workers=self.req.threads, thread_name_prefix="part")
         in_flight: dict[cf.Future[PartRecord], Part] = {}
-        try:
-            def fill() -> None:
-                while not self._stop.is_set() and len(in_flight) < self.throttle.allowed():
-                    part = next(pending, None)
-                    if part is None:
-                        return
-                    in_flight[pool.submit(self._send_part, part, upload_id, parts_log)] = part
 
+        def fill() -> None:
+            while not self._stop.is_set() and len(in_flight) < self.throttle.allowed():
+                part = next(pending, None)
+                if part is None:
+                    return
+                in_flight[pool.submit(self._send_part, part, upload_id, parts_log)] = part
+
+        try:
             fill()
             while in_flight:
                 try:
                     finished, _ = cf.wait(in_flight, timeout=0.25, return_when=cf.FIRST_COMPLETED)
+                    for future in finished:
+                        part = in_flight[future]
+                        try:
+                            record = future.result()
+                        except Exception as exc:
+                            if failure is None:
+                                failure = exc
+                                self._stop.set()
+                                if len(in_flight) > 1:
+                                    log.warning("Part %d failed (%s); letting the %d parts in flight finish.",
+                                                part.number, describe(exc), len(in_flight) - 1)
+                        else:
+                            done[record.number] = record
+                            result.parts_sent += 1
+                            result.bytes_sent += part.length
+                        del in_flight[future]
+                    fill()
                 except KeyboardInterrupt:
                     if interrupted:
                         raise Interrupted(f"stopped at once; {len(done)} of {total} parts are done and logged",
@@ -498,28 +553,8 @@ class Uploader:
                     self._stop.set()
                     log.warning("Stopping: waiting for the %d parts in flight to finish "
                                 "(press Ctrl-C again to stop at once).", len(in_flight))
-                    continue
-                for future in finished:
-                    part = in_flight.pop(future)
-                    try:
-                        record = future.result()
-                    except Exception as exc:
-                        if failure is None:
-                            failure = exc
-                            self._stop.set()
-                            if in_flight:
-                                log.warning("Part %d failed (%s); letting the %d parts in flight finish.",
-                                            part.number, describe(exc), len(in_flight))
-                        continue
-                    done[record.number] = record
-                    result.parts_sent += 1
-                    result.bytes_sent += part.length
-                fill()
-        except KeyboardInterrupt:
-            raise Interrupted(f"stopped at once; {len(done)} of {total} parts are done and logged",
-                              at_once=True) from None
         finally:
-            pool.shutdown(wait=not interrupted or not in_flight, cancel_futures=True)
+            pool.shutdown(wait=not in_flight, cancel_futures=True)
         if failure is not None:
             raise self._fail(failure, len(done), total) from failure
         if interrupted:
@@ -550,7 +585,7 @@ class Uploader:
                             "kind): each part is still verified by Content-MD5, the object's ETag cannot be.")
             return etag
 
-        what = "UploadPartCopy" if req.source.server_side_copy(part) is not None else "UploadPart"
+        what = "UploadPartCopy" if req.source.server_side else "UploadPart"
         etag = self._call(f"{what} {part.number}", send)
         record = PartRecord(etag, part.number, upload_id, part.length)
         parts_log.append(record)  # on disk before the part counts as done
@@ -577,19 +612,24 @@ class Uploader:
             raise
         etag = str(response.get("CopyPartResult", {}).get("ETag", "")).strip('"')
         if not etag or (part.length > 0 and etag == EMPTY_MD5):
-            self._check_source_unchanged(self._meta)  # a source that shrank under us explains an empty copy
+            self.req.source.recheck()  # a source that shrank under us explains an empty copy
             raise IntegrityError(f"UploadPartCopy of part {part.number} for {self._where} answered without copying "
                                  f"(ETag {etag or 'missing'})", "this store's UploadPartCopy cannot be trusted; "
                                  "rerun with --restart --through-client")
         return etag
 
-    def _check_source_unchanged(self, meta: Meta | None) -> None:
-        """A last look at a source that can change under us (an S3 object) before the object is made."""
-        if meta is not None and meta.source is not None and meta.source.get("kind") == "s3":
-            self.req.source.check_unchanged(meta.source, self.req.meta_path)
+    def _delete_changed_object(self, exc: StateConflict) -> StateConflict:
+        """The one-part object was sent while its source changed: remove it rather than keep a mixed one."""
+        try:
+            self._call("DeleteObject", lambda c: c.delete_object(Bucket=self.req.bucket, Key=self.req.key))
+        except Exception:
+            return StateConflict(f"{exc.message}; {self._where} may hold a mix of versions: delete it", exc.hint)
+        return StateConflict(f"{exc.message}; the object just sent was deleted", exc.hint)
 
     def _delete_wrong_object(self, exc: IntegrityError) -> IntegrityError:
         """The object this run just completed is not the source: no object is better than a wrong one."""
+        if isinstance(exc, ObjectMissing):
+            return exc
         req = self.req
         try:
             self._call("DeleteObject", lambda c: c.delete_object(Bucket=req.bucket, Key=req.key))
@@ -627,8 +667,8 @@ class Uploader:
 
     def _complete(self, plan: Plan, upload_id: str, done: dict[int, PartRecord], result: UploadResult) -> None:
         req = self.req
-        self._check_source_unchanged(self._meta)
-        if plan.parts and req.source.server_side_copy(plan.parts[0]) is not None:
+        req.source.recheck()  # a file edited, or an object overwritten, during the run: do not complete
+        if req.source.server_side:
             self._check_copied_sizes(plan, upload_id)
         parts: list[dict[str, Any]] = []
         for p in plan.parts:
@@ -656,6 +696,13 @@ class Uploader:
                 raise refused from exc
             if classify(exc) is Kind.GONE and self._already_built(plan, done, result):
                 return  # a retried completion whose first try went through
+            if error_code(exc) == "EntityTooSmall":
+                raise StateConflict(
+                    f"the server refused to complete {self._where}: a part other than the last is below its "
+                    f"minimum size (S3: 5 MiB); this upload's parts are {human(plan.part_size)} "
+                    f"({plan.part_size} bytes, as recorded in {req.meta_path})",
+                    "rerun with --restart to upload again with valid parts (the default is 32 MiB)",
+                ) from exc
             if error_code(exc) == "InvalidPart":
                 raise UploadGone(
                     f"the server refused to assemble {self._where} from the parts it lists (InvalidPart): its "
@@ -683,7 +730,11 @@ class Uploader:
         if head["ContentLength"] != plan.total_size:
             return False
         etag = head["ETag"].strip('"')
-        if len(done) == len(plan.parts) and etag == checksums.composite_etag([done[p.number].etag for p in plan.parts]):
+        if checksums.is_composite_etag(etag) and len(done) < len(plan.parts):
+            log.info("Checking the MD5 of every part of %s against the object's ETag.", self._where)
+            ok = etag == checksums.composite_etag([checksums.md5_hex(req.source.read(p)) for p in plan.parts])
+        elif len(done) == len(plan.parts) and etag == checksums.composite_etag(
+                [done[p.number].etag for p in plan.parts]):
             ok = True
         elif checksums.is_md5_etag(etag):
             log.info("Checking the MD5 of %s against the whole local file.", self._where)
@@ -713,8 +764,12 @@ class Uploader:
             head = self._call("HeadObject", lambda c: c.head_object(Bucket=req.bucket, Key=req.key))
         except Exception as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                raise IntegrityError(f"{self._where} is not there after the server said it completed it",
-                                     "rerun with --restart to upload it again") from exc
+                raise ObjectMissing(f"{self._where} is not there after the server said it completed it",
+                                    "rerun with --restart to upload it again") from exc
+            if error_code(exc) in ("403", "AccessDenied"):
+                log.warning("Could not check %s after completing it: these credentials may not read it (%s).",
+                            self._where, describe(exc))
+                return
             raise self._fail(exc) from exc
         size, etag = head["ContentLength"], head["ETag"].strip('"')
         if size != plan.total_size:

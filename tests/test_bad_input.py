@@ -77,6 +77,11 @@ CASES: list[Case] = [
     ("missing file", lambda c: c.args(source=c.tmp / "nope.bin"), 2, ["nope.bin does not exist"]),
     ("directory as -f", lambda c: ["upload", "-b", c.bucket, "-k", "k", "-f", str(c.tmp), "-m", str(c.meta),
                                    "-a", str(c.parts)], 2, ["is a directory", "-d DIR -p PREFIX"]),
+    ("a named pipe as -f", lambda c: c.args(source=_fifo(c.tmp / "pipe")), 2,
+     ["is not a regular file", "save the data to a file"]),
+    ("META inside the chunk folder", lambda c: c.args("-p", "", source=chunks(c, [6 * MiB]),
+                                                      meta=c.tmp / "chunks" / "m.json"), 2,
+     ["-m", "is (or would be taken for) the data to upload"]),
     ("empty -d folder", lambda c: c.args("-p", "x", source=chunks(c, [])), 2, ["no file in", "starting with 'x'"]),
     ("no file with the prefix", lambda c: c.args("-p", "zz", source=chunks(c, [6 * MiB])), 2,
      ["no file in", "'zz'", "check -d and -p"]),
@@ -91,8 +96,8 @@ CASES: list[Case] = [
     ("threads 0", lambda c: c.args("-t", "0"), 2, ["Invalid value for '-t'"]),
     ("threads negative", lambda c: c.args("-t", "-3"), 2, ["Invalid value for '-t'"]),
     ("threads absurd", lambda c: c.args("-t", "100000"), 2, ["Invalid value for '-t'", "1<=x<=256"]),
-    ("META is the file", lambda c: c.args(meta=c.file), 2, ["-m", "is the file to upload"]),
-    ("PARTS is the file", lambda c: c.args(parts=c.file), 2, ["-a", "is the file to upload"]),
+    ("META is the file", lambda c: c.args(meta=c.file), 2, ["-m", "is (or would be taken for) the data to upload"]),
+    ("PARTS is the file", lambda c: c.args(parts=c.file), 2, ["-a", "is (or would be taken for) the data to upload"]),
     ("META equals PARTS", lambda c: c.args(parts=c.meta), 2, ["-m and -a are the same file"]),
     ("META folder missing", lambda c: c.args(meta=c.tmp / "no" / "m.json"), 2, ["does not exist", "create"]),
     ("META folder not writable", lambda c: c.args(meta=Path("/sys/m.json")), 2,
@@ -118,6 +123,11 @@ CASES: list[Case] = [
     ("upload aborted on the server", lambda c: (_abort(c, c.start_upload()), c.args())[1], 4,
      ["no longer exists on the server", "--restart"]),
 ]
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
 
 
 def _garble(path: Path) -> None:

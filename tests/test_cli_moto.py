@@ -168,3 +168,46 @@ def test_restart_after_the_file_changed_uploads_the_new_bytes(s3: Any, tmp_path:
     r = invoke(*args, "--restart")
     assert r.exit_code == 0, r.output
     assert obj(s3, "k") == f.read_bytes()
+
+
+def test_a_historical_upload_completed_before_the_file_changed_is_not_taken_for_done(s3: Any, tmp_path: Path) -> None:
+    """META of the old tool (no file identity), object completed from v1, file now v2 of the same size."""
+    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=1)
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="k")["UploadId"]
+    data = f.read_bytes()
+    done = []
+    for n, off in enumerate(range(0, len(data), 5 * MiB), start=1):
+        etag = s3.upload_part(Bucket=BUCKET, Key="k", UploadId=upload_id, PartNumber=n,
+                              Body=data[off:off + 5 * MiB])["ETag"]
+        done.append({"PartNumber": n, "ETag": etag})
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="k", UploadId=upload_id, MultipartUpload={"Parts": done})
+    meta.write_text(json.dumps({"bucket": BUCKET, "key": "k", "uploadId": upload_id, "splitSize": 5 * MiB}))
+    parts.write_text("".join(json.dumps({"eTag": d["ETag"].strip('"'), "partNumber": d["PartNumber"],
+                                         "uploadId": upload_id}) + "\n" for d in done))
+    write_random(f, 11 * MiB, seed=2)
+    r = invoke(*upload_args(BUCKET, "k", f, meta, parts))
+    assert r.exit_code == 4, r.output
+    assert json.loads(meta.read_text()).get("status", "in_progress") != "completed"
+
+
+def test_the_checksum_of_an_upload_is_kept_on_resume(s3: Any, tmp_path: Path) -> None:
+    import base64
+    import zlib
+
+    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=3)
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    source = FileSource(f)
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="k", ChecksumAlgorithm="CRC32")["UploadId"]
+    write_meta(meta, Meta(BUCKET, "k", upload_id, 5 * MiB, source=source.identity(), part_count=3,
+                          checksum_algorithm="CRC32"))
+    first = source.read(source.plan(5 * MiB, fixed=True).parts[0])
+    crc = base64.b64encode(zlib.crc32(first).to_bytes(4, "big")).decode()
+    etag = s3.upload_part(Bucket=BUCKET, Key="k", UploadId=upload_id, PartNumber=1, Body=first,
+                          ChecksumCRC32=crc)["ETag"].strip('"')
+    with PartsLog(parts) as plog:
+        plog.append(PartRecord(etag, 1, upload_id, 5 * MiB))
+    r = invoke(*upload_args(BUCKET, "k", f, meta, parts))  # no --checksum: MD5 by default
+    assert r.exit_code == 0, r.output
+    assert "started with --checksum CRC32; it keeps it" in r.stderr
+    assert obj(s3, "k") == f.read_bytes()

@@ -259,3 +259,12 @@ def test_a_store_that_copies_the_wrong_bytes_is_caught_by_the_spot_check(moto_se
     assert json.loads((tmp_path / "m.json").read_text())["status"] == "in_progress"
     with pytest.raises(moto_server.client().exceptions.ClientError):
         moto_server.client().head_object(Bucket=dst, Key="c")
+
+
+def test_copying_an_object_onto_itself_is_refused(moto_server: S3Server, aws_env: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    src_bucket, src_key, _ = put_source(moto_server, 1 * MiB, seed=69)
+    r = run_cli(["copy", "--source", f"s3://{src_bucket}/{src_key}", "-b", src_bucket, "-k", src_key, "-m",
+                 str(tmp_path / "m.json"), "-a", str(tmp_path / "p.jsonl"), "--endpoint-url", moto_server.endpoint],
+                aws_env)
+    assert r.returncode == 2 and "the source and the destination are the same object" in r.stderr

@@ -241,3 +241,24 @@ def test_one_process_per_meta_file(faulty, bucket: str, aws_env: dict[str, str],
     finally:
         first.kill()
         first.wait()
+
+
+@pytest.mark.parametrize("change", ["append", "touch"])
+def test_a_file_changed_during_the_run_is_not_completed(faulty, bucket: str, aws_env: dict[str, str],  # type: ignore[no-untyped-def]
+                                                        tmp_path: Path, s3_server: S3Server, change: str) -> None:
+    proxy = faulty(delay=0.3)
+    f = write_random(tmp_path / "f.bin", 30 * MiB, seed=19)
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    proc = _popen(upload_args(bucket, "k", f, meta, parts, "-s", "5M", "-t", "2", endpoint=proxy.endpoint), aws_env)
+    _wait_for(lambda: len(_lines(parts)) >= 1)
+    if change == "append":
+        with f.open("ab") as fh:
+            fh.write(b"more data")
+    else:
+        os.utime(f)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "changed" in err and "--restart" in err
+    assert json.loads(meta.read_text())["status"] == "in_progress"
+    with pytest.raises(s3_server.client().exceptions.ClientError):
+        s3_server.client().head_object(Bucket=bucket, Key="k")

@@ -149,7 +149,7 @@ def test_dry_run_prints_the_plan_and_sends_nothing(s3_server: S3Server, bucket: 
         assert r.returncode == 0, r.stderr
         for line in ("data:       22 MiB (23068672 bytes)", "part size:  5 MiB (as asked (-s))",
                      "parts:      5, the last 2 MiB", "memory bound 20 MiB (threads x part size)",
-                     "requests:   1 CreateMultipartUpload, 5 UploadPart, 1 CompleteMultipartUpload, 1 HeadObject"):
+                     "requests:   1 CreateMultipartUpload, 5 UploadPart, 1 CompleteMultipartUpload, and a HeadObject"):
             assert line in r.stdout
         plan = json.loads(run_cli([*args, "--json"], aws_env).stdout)
         assert (plan["parts"], plan["partSize"], plan["memoryBound"], plan["bytesToSend"]) == (
@@ -195,3 +195,16 @@ def test_no_overwrite(s3_server: S3Server, bucket: str, aws_env: dict[str, str],
         assert r.returncode == 0, r.stderr
     finally:
         proxy.close()
+
+
+def test_upload_id_checks_old_log_lines_against_the_file(s3_server: S3Server, bucket: str, aws_env: dict[str, str],
+                                                         files: tuple[Path, Path, Path]) -> None:
+    """META lost, the file edited in place (same size), the old parts log still there: nothing is trusted."""
+    f, meta, parts = files
+    upload_id = begin(s3_server, bucket, f, meta, parts, upload=(1, 2), log=(1, 2))
+    meta.unlink()
+    write_random(f, 22 * MiB, seed=43)
+    r = cli(s3_server, aws_env, *upload_args(bucket, "k", f, meta, parts, "--upload-id", upload_id))
+    assert r.returncode == 0, r.stderr
+    assert sent_parts(r.stderr) == [1, 2, 3, 4, 5]
+    assert s3_server.client().get_object(Bucket=bucket, Key="k")["Body"].read() == f.read_bytes()

@@ -99,6 +99,8 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester)
     else:
         done_parts = len(logged)
         done_bytes = sum(r.size if r.size is not None else part_size for r in logged.values())
+        if total is not None:
+            done_bytes = min(done_bytes, total)  # historical lines carry no size; the last part is shorter
     remote = recorded.get("kind") == "s3"  # a copy's source: its ETag is checked by every run, not here
     status = Status(
         meta_file=str(meta_path), bucket=meta.bucket, key=meta.key, upload_id=meta.upload_id, state=meta.status,

@@ -193,9 +193,13 @@ def read_parts(path: Path, upload_id: str) -> dict[int, PartRecord]:
     except IsADirectoryError:
         raise BadInput(f"parts file {path} is a directory", "give a file path to -a") from None
     lines = data.split(b"\n")
-    torn_tail = lines.pop()  # b"" when the file ends with a newline, as every complete line does
-    if torn_tail:
-        log.warning("Ignoring the unfinished last line of %s (the previous run stopped while writing it).", path)
+    tail = lines.pop()  # b"" when the file ends with a newline, as every complete line does
+    if tail:
+        if _whole_record(tail):
+            lines.append(tail)  # a whole record that only lacks its newline (older logs): keep it
+        else:
+            log.warning("Ignoring the unfinished last line of %s (the previous run stopped while writing it).",
+                        path)
     parts: dict[int, PartRecord] = {}
     for lineno, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -204,6 +208,14 @@ def read_parts(path: Path, upload_id: str) -> dict[int, PartRecord]:
         if record.upload_id == upload_id:
             parts[record.number] = record
     return parts
+
+
+def _whole_record(raw: bytes) -> bool:
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and {"eTag", "partNumber", "uploadId"} <= doc.keys()
 
 
 def _parse_part_line(raw: bytes, path: Path, lineno: int) -> PartRecord:
@@ -241,8 +253,11 @@ class PartsLog:
         if tail.endswith(b"\n"):
             return
         cut = tail.rfind(b"\n")
-        new_size = start + cut + 1 if cut >= 0 else start
-        os.truncate(self.path, new_size)
+        if _whole_record(tail[cut + 1:]):
+            self._file.write(b"\n")  # a whole record without its newline: end it, do not cut it
+            self._file.flush()
+        else:
+            os.truncate(self.path, start + cut + 1 if cut >= 0 else start)
         os.fsync(self._file.fileno())
 
     def append(self, record: PartRecord) -> None:

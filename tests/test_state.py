@@ -106,3 +106,13 @@ def test_the_lock_lets_one_holder_in(tmp_path: Path) -> None:
         pass
     with meta_lock(path):
         pass
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"eTag": "x", "partNumber": 1, "uploadId": "U"}\n{"eTag": "y", "partNumber": 2, "uploadId": "U"}')
+    assert set(read_parts(path, "U")) == {1, 2}
+    with PartsLog(path) as log:
+        log.append(PartRecord("z", 3, "U", 5))
+    assert set(read_parts(path, "U")) == {1, 2, 3}
+    assert path.read_text().count("\n") == 3

@@ -274,6 +274,9 @@ class ChunkDirSource:
         return None
 
 
+READ_CHUNK = 1024 * 1024
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/key`` -> (bucket, key)."""
     if not url.startswith("s3://") or "/" not in url[5:] or url[5:].startswith("/") or url.endswith("/"):
@@ -322,13 +325,17 @@ class S3ObjectSource:
                              "the copy would mix two versions; rerun with --restart to copy the new version")
 
     def read(self, part: Part) -> bytes:
+        return bytes(self.read_into(part, bytearray(part.length)))
+
+    def read_into(self, part: Part, buffer: bytearray) -> memoryview:
+        """A ranged GET, conditional on the ETag, streamed into ``buffer`` (memory: the buffer, plus 1 MiB)."""
+        view = memoryview(buffer)[:part.length]
         if part.length == 0:
-            return b""
+            return view
         byte_range = f"bytes={part.offset}-{part.offset + part.length - 1}"
         try:
             response = self._reads.call(f"GetObject {self.url} {byte_range}", lambda c: c.get_object(
                 Bucket=self.bucket, Key=self.key, Range=byte_range, IfMatch=self.etag))
-            body = response["Body"].read()
         except Exception as exc:
             if error_code(exc) in ("PreconditionFailed", "412", "InvalidRange", "416"):
                 raise self._changed("during the copy") from exc
@@ -336,14 +343,17 @@ class S3ObjectSource:
         # Some stores (rclone serve s3) ignore If-Match: the ETag of what was served says which version it was.
         if response.get("ETag") not in (None, self.etag):
             raise self._changed("during the copy")
-        if len(body) != part.length:
-            raise StateConflict(f"the source object {self.url} returned {len(body)} bytes for {byte_range}",
-                                "it may have changed; rerun with --restart to copy it again")
-        return bytes(body)
-
-    def read_into(self, part: Part, buffer: bytearray) -> memoryview:
-        view = memoryview(buffer)[:part.length]
-        view[:] = self.read(part)
+        body = response["Body"]
+        got = 0
+        while got < part.length:
+            chunk = body.read(min(READ_CHUNK, part.length - got))
+            if not chunk:
+                break
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+        if got != part.length or body.read(1):
+            raise StateConflict(f"the source object {self.url} did not return exactly {part.length} bytes for "
+                                f"{byte_range}", "it may have changed; rerun with --restart to copy it again")
         return view
 
     def identity(self) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from s3_multipart_upload.s3 import (
     is_throttling,
     list_all_parts,
 )
-from s3_multipart_upload.sources import ChunkDirSource, PartBody, Source
+from s3_multipart_upload.sources import ChunkDirSource, PartBody, S3ObjectSource, Source
 from s3_multipart_upload.state import (
     ABORTED,
     COMPLETED,
@@ -406,7 +406,6 @@ class Uploader:
             return etag
 
         try:
-            req.source.recheck()
             etag = self._call(f"PutObject {self._where}", put)
         except Exception as exc:
             if req.source.server_side and error_code(exc) in ("PreconditionFailed", "412"):
@@ -415,7 +414,8 @@ class Uploader:
         self.progress.part_done(1, etag, part.length, time.monotonic() - began)
         result.parts_sent, result.bytes_sent = 1, part.length
         try:
-            req.source.recheck()  # read and sent while the file was changing? (the object is then removed)
+            if not isinstance(req.source, S3ObjectSource):  # one conditional GET or CopyObject cannot mix versions
+                req.source.recheck()  # read and sent while the file was changing? (the object is then removed)
             if sent_md5 and sent_md5[0] == etag:
                 result.etag = etag  # Content-MD5 made the server check these bytes; its ETag says they are ours
             else:

@@ -1,0 +1,363 @@
+"""The service layer of the upload controller: every rule lives here, once.
+
+Both endpoint families (api.py: the plain presigned-upload API keyed by object key, and the
+file-centric upload controller API) are thin routers over these methods. A caller is a
+principal; an upload belongs to the principal that created it, and to anyone else it does not
+exist (404).
+
+Object keys: the key-centric family writes under ``{prefix}users/{principal}/{key}``, so one
+principal can neither read nor overwrite another's objects; a file's upload goes to
+``{prefix}files/{file_id}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from s3_multipart_upload.checksums import composite_etag
+from s3_multipart_upload.errors import BadInput
+from s3_multipart_upload.plan import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, choose_part_size
+from s3_multipart_upload.service import db
+from s3_multipart_upload.service.db import (
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    PENDING,
+    TRANSITIONS,
+    UPLOADED,
+    Database,
+    files,
+    multipart_uploads,
+)
+from s3_multipart_upload.service.storage import Presigned, Storage, StorageError
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_BYTES = 1024
+FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class ServiceError(Exception):
+    """An answer other than success: HTTP status, a stable machine code, and a sentence for people."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _Gone(Exception):
+    """S3 no longer has the multipart upload the database says is pending."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(upload_id)
+        self.upload_id = upload_id
+
+    def error(self) -> ServiceError:
+        return ServiceError(409, "UploadGone", f"the S3 multipart upload {self.upload_id} no longer exists (aborted, "
+                                               "or expired by a lifecycle rule); it is now failed: start a new upload")
+
+
+def not_found(upload_id: str) -> ServiceError:
+    return ServiceError(404, "NoSuchUpload", f"no upload {upload_id!r} (or it belongs to someone else)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    part_size: int = 16 * 2**20  # for files whose size is not declared; a declared size may raise it
+    key_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Upload:
+    upload_id: str
+    file_id: str | None
+    bucket: str
+    key: str
+    owner: str
+    status: str
+    part_size: int
+    size: int | None
+    etag: str | None
+    object_size: int | None
+    created_at: str | None
+    updated_at: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Upload:
+        return cls(row.s3_upload_id, row.file_id, row.bucket, row.key, row.owner, row.status, row.part_size,
+                   row.size, row.etag, row.object_size, db.iso(row.created_at), db.iso(row.updated_at))
+
+    @property
+    def user_key(self) -> str:
+        """The key as its owner named it (key-centric family): without the service's namespace."""
+        marker = f"users/{self.owner}/"
+        return self.key.split(marker, 1)[1] if marker in self.key else self.key
+
+
+def check_key(key: str) -> None:
+    if not key:
+        raise ServiceError(422, "InvalidKey", "the key is empty")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise ServiceError(422, "InvalidKey", f"the key is {len(key.encode('utf-8', 'surrogatepass'))} bytes; "
+                                              f"S3 allows at most {MAX_KEY_BYTES}")
+    if _CONTROL.search(key):
+        raise ServiceError(422, "InvalidKey", "the key contains control characters")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ServiceError(422, "InvalidKey", "the key is not valid UTF-8 text") from None
+    if key.startswith("/") or any(seg in (".", "..") for seg in key.split("/")):
+        raise ServiceError(422, "InvalidKey", "the key may not start with / nor contain . or .. segments")
+
+
+def check_file_id(file_id: str) -> None:
+    if not FILE_ID.fullmatch(file_id):
+        raise ServiceError(422, "InvalidFileId", "a file id is 1 to 255 letters, digits, '.', '_' or '-', "
+                                                 "starting with a letter or digit")
+
+
+def check_part_number(part_number: int) -> None:
+    if not 1 <= part_number <= MAX_PARTS:
+        raise ServiceError(422, "InvalidPartNumber", f"part numbers go from 1 to {MAX_PARTS}, not {part_number}")
+
+
+class Service:
+    def __init__(self, database: Database, storage: Storage, settings: Settings | None = None) -> None:
+        self.db = database
+        self.storage = storage
+        self.settings = settings or Settings()
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    def user_key(self, principal: str, key: str) -> str:
+        check_key(key)
+        full = f"{self.settings.key_prefix}users/{principal}/{key}"
+        check_key(full)  # the namespace counts against the 1,024 bytes too
+        return full
+
+    def file_key(self, file_id: str) -> str:
+        check_file_id(file_id)
+        return f"{self.settings.key_prefix}files/{file_id}"
+
+    # -- single objects ---------------------------------------------------------------------------
+
+    def presign_put(self, principal: str, key: str, content_type: str | None) -> tuple[str, Presigned]:
+        return key, self.storage.presign_put(self.user_key(principal, key), content_type)
+
+    def presign_get(self, principal: str, key: str) -> Presigned:
+        full = self.user_key(principal, key)
+        if self._storage(lambda: self.storage.head(full)) is None:
+            raise ServiceError(404, "NoSuchKey", f"no object {key!r}")
+        return self.storage.presign_get(full)
+
+    # -- uploads ----------------------------------------------------------------------------------
+
+    def _part_size(self, size: int | None, part_size: int | None) -> int:
+        if part_size is not None and not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise ServiceError(422, "InvalidPartSize", f"part_size must be {MIN_PART_SIZE} to {MAX_PART_SIZE} "
+                                                       f"bytes, not {part_size}")
+        if size is None:
+            return part_size or self.settings.part_size
+        try:
+            chosen, _note = choose_part_size(size, part_size or self.settings.part_size)
+        except BadInput as exc:
+            raise ServiceError(422, "InvalidSize", exc.message) from None
+        return chosen
+
+    def init_upload(self, principal: str, key: str, content_type: str | None = None, size: int | None = None,
+                    part_size: int | None = None) -> Upload:
+        """A multipart upload of ``key`` in the principal's namespace (key-centric family)."""
+        full = self.user_key(principal, key)
+        chosen = self._part_size(size, part_size)
+        upload_id = self._storage(lambda: self.storage.create(full, content_type))
+        with self.db.transaction() as conn:
+            self._insert(conn, upload_id, None, full, principal, chosen, size, content_type)
+            return self._get(conn, principal, upload_id)
+
+    def create_for_file(self, principal: str, file_id: str, size: int | None = None, part_size: int | None = None,
+                        content_type: str | None = None) -> Upload:
+        """A new upload for a file, unless it has one that is pending, uploaded or accepted (409)."""
+        key = self.file_key(file_id)
+        chosen = self._part_size(size, part_size)
+        with self.db.transaction() as conn:
+            self._claim_file(conn, principal, file_id)  # locks the file's row until this transaction ends
+            active = conn.execute(sa.select(multipart_uploads.c.s3_upload_id, multipart_uploads.c.status).where(
+                multipart_uploads.c.file_id == file_id, multipart_uploads.c.status.in_(ACTIVE))).first()
+            if active is not None:
+                raise ServiceError(409, "UploadExists", f"file {file_id!r} already has an upload that is "
+                                                        f"{active.status} ({active.s3_upload_id})")
+            upload_id = self._storage(lambda: self.storage.create(key, content_type))
+            try:
+                self._insert(conn, upload_id, file_id, key, principal, chosen, size, content_type)
+                conn.execute(files.update().where(files.c.file_id == file_id).values(s3_upload_id=upload_id))
+            except Exception:
+                self._abort_quietly(key, upload_id)
+                raise
+            log.info("Upload %s created for file %s by %s.", upload_id, file_id, principal)
+            return self._get(conn, principal, upload_id)
+
+    def pending_for_file(self, principal: str, file_id: str, status: str = PENDING) -> Upload | None:
+        check_file_id(file_id)
+        if status not in db.STATUSES:
+            raise ServiceError(422, "InvalidStatus", f"status is one of {', '.join(db.STATUSES)}")
+        with self.db.read() as conn:
+            owner = conn.execute(sa.select(files.c.owner).where(files.c.file_id == file_id)).scalar()
+            if owner is None or owner != principal:
+                return None  # another principal's file looks like a file with no upload
+            row = conn.execute(sa.select(multipart_uploads).where(
+                multipart_uploads.c.file_id == file_id, multipart_uploads.c.status == status)
+                .order_by(multipart_uploads.c.created_at.desc())).first()
+            return Upload.from_row(row) if row is not None else None
+
+    def get(self, principal: str, upload_id: str) -> Upload:
+        with self.db.read() as conn:
+            return self._get(conn, principal, upload_id)
+
+    def part_url(self, principal: str, upload_id: str, part_number: int, key: str | None = None) -> Presigned:
+        check_part_number(part_number)
+        upload = self.get(principal, upload_id)
+        self._check_user_key(upload, key)
+        if upload.status != PENDING:
+            raise ServiceError(409, "NotPending", f"upload {upload_id} is {upload.status}: no more parts")
+        if upload.size is not None:
+            parts = max(1, -(-upload.size // upload.part_size))
+            if part_number > parts:
+                raise ServiceError(422, "InvalidPartNumber", f"upload {upload_id} has {parts} parts of "
+                                   f"{upload.part_size} bytes; there is no part {part_number}")
+        return self.storage.presign_part(upload.key, upload_id, part_number)
+
+    def list_parts(self, principal: str, upload_id: str, key: str | None = None) -> list[dict[str, Any]]:
+        upload = self.get(principal, upload_id)
+        self._check_user_key(upload, key)
+        if upload.status != PENDING:
+            return []  # completed or aborted uploads hold no parts
+        try:
+            listed = self._storage(lambda: self.storage.list_parts(upload.key, upload_id), upload)
+        except _Gone as gone:
+            self._mark_failed(upload_id)
+            raise gone.error() from gone
+        return [{"PartNumber": int(p["PartNumber"]), "ETag": str(p["ETag"]).strip('"'), "Size": int(p["Size"])}
+                for p in listed]
+
+    def change_status(self, principal: str, upload_id: str, status: str, parts: dict[int, str] | None = None,
+                      key: str | None = None) -> Upload:
+        """The one way an upload's status changes. uploaded completes it on S3; cancelled and failed abort it."""
+        if status not in db.STATUSES:
+            raise ServiceError(422, "InvalidStatus", f"status is one of {', '.join(db.STATUSES)}")
+        if status == UPLOADED and not parts:
+            raise ServiceError(422, "MissingParts", "completing an upload needs its parts: part number -> ETag")
+        if status != UPLOADED and parts:
+            raise ServiceError(422, "UnexpectedParts", "parts go only with status uploaded")
+        for number in parts or {}:
+            check_part_number(number)
+        gone: _Gone | None = None
+        with self.db.transaction() as conn:
+            upload = self._get(conn, principal, upload_id, lock=True)
+            self._check_user_key(upload, key)
+            if status not in TRANSITIONS[upload.status]:
+                allowed = ", ".join(TRANSITIONS[upload.status]) or "none: it is final"
+                raise ServiceError(409, "InvalidTransition", f"upload {upload_id} is {upload.status} and cannot "
+                                                             f"become {status} (allowed: {allowed})")
+            values: dict[str, Any] = {"status": status, "updated_at": db.now()}
+            try:
+                if status == UPLOADED:
+                    assert parts is not None
+                    values.update(self._complete(upload, parts))
+                elif status in (CANCELLED, FAILED):
+                    self._storage(lambda: self.storage.abort(upload.key, upload_id), gone_ok=True)
+            except _Gone as exc:
+                gone, values = exc, {"status": FAILED, "updated_at": db.now()}  # recorded, then answered
+            conn.execute(multipart_uploads.update().where(multipart_uploads.c.s3_upload_id == upload_id)
+                         .values(**values))
+            log.info("Upload %s: %s -> %s by %s.", upload_id, upload.status, values["status"], principal)
+            changed = self._get(conn, principal, upload_id)
+        if gone is not None:
+            raise gone.error() from gone
+        return changed
+
+    # -- inside -----------------------------------------------------------------------------------
+
+    def _complete(self, upload: Upload, parts: dict[int, str]) -> dict[str, Any]:
+        if upload.size is not None:
+            expected = max(1, -(-upload.size // upload.part_size))
+            missing = sorted(set(range(1, expected + 1)) - set(parts))
+            if missing or len(parts) != expected:
+                raise ServiceError(422, "WrongParts", f"upload {upload.upload_id} has {expected} parts; the "
+                                                      f"request gives {len(parts)}" +
+                                                      (f" and lacks part {missing[0]}" if missing else ""))
+        for number, etag in parts.items():
+            if not etag or len(etag) > 255 or _CONTROL.search(etag):
+                raise ServiceError(422, "InvalidETag", f"part {number}'s ETag is not an ETag")
+        try:
+            etag = self._storage(lambda: self.storage.complete(upload.key, upload.upload_id, parts), upload)
+        except _Gone:
+            # A completion that went through, and whose answer was lost (a retry of ours, or of the store's
+            # client): the object is there, made of exactly these parts.
+            head = self._storage(lambda: self.storage.head(upload.key))
+            if head is None or head[1] != composite_etag([parts[n].strip('"') for n in sorted(parts)]):
+                raise
+            etag = head[1]
+        head = self._storage(lambda: self.storage.head(upload.key))
+        size, head_etag = head if head is not None else (None, None)
+        return {"etag": etag or head_etag, "object_size": size}
+
+    def _storage(self, call: Any, upload: Upload | None = None, gone_ok: bool = False) -> Any:
+        try:
+            return call()
+        except StorageError as exc:
+            if exc.code == "NoSuchUpload" and gone_ok:
+                return None
+            if exc.code == "NoSuchUpload" and upload is not None:
+                raise _Gone(upload.upload_id) from exc
+            raise ServiceError(exc.status, exc.code, exc.message) from exc
+
+    def _mark_failed(self, upload_id: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(multipart_uploads.update().where(
+                multipart_uploads.c.s3_upload_id == upload_id, multipart_uploads.c.status == PENDING)
+                .values(status=FAILED, updated_at=db.now()))
+
+    def _abort_quietly(self, key: str, upload_id: str) -> None:
+        try:
+            self.storage.abort(key, upload_id)
+        except StorageError:
+            log.warning("Could not abort S3 upload %s of %s after a failed insert.", upload_id, key)
+
+    def _claim_file(self, conn: Connection, principal: str, file_id: str) -> None:
+        insert = sqlite_insert(files) if self.db.is_sqlite else postgresql_insert(files)
+        conn.execute(insert.values(file_id=file_id, owner=principal, created_at=db.now())
+                     .on_conflict_do_nothing(index_elements=["file_id"]))
+        owner = conn.execute(sa.select(files.c.owner).where(files.c.file_id == file_id).with_for_update()).scalar()
+        if owner != principal:
+            raise ServiceError(404, "NoSuchFile", f"no file {file_id!r} (or it belongs to someone else)")
+
+    def _insert(self, conn: Connection, upload_id: str, file_id: str | None, key: str, owner: str, part_size: int,
+                size: int | None, content_type: str | None) -> None:
+        stamp = db.now()
+        conn.execute(multipart_uploads.insert().values(
+            s3_upload_id=upload_id, file_id=file_id, bucket=self.storage.bucket, key=key, owner=owner,
+            status=PENDING, part_size=part_size, size=size, content_type=content_type, created_at=stamp,
+            updated_at=stamp))
+
+    def _get(self, conn: Connection, principal: str, upload_id: str, lock: bool = False) -> Upload:
+        query = sa.select(multipart_uploads).where(multipart_uploads.c.s3_upload_id == upload_id)
+        row = conn.execute(query.with_for_update() if lock else query).first()
+        if row is None or row.owner != principal:
+            raise not_found(upload_id)
+        return Upload.from_row(row)
+
+    def _check_user_key(self, upload: Upload, key: str | None) -> None:
+        """The key-centric endpoints name the key too: it must be this upload's."""
+        if key is not None and (upload.file_id is not None or upload.user_key != key):
+            raise not_found(upload.upload_id)

@@ -1,0 +1,126 @@
+"""The controller's side of S3: it holds the credentials, creates and completes uploads, and signs URLs.
+
+Presigned URLs are returned to the caller and never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from s3_multipart_upload.s3 import Kind, classify, error_code
+from s3_multipart_upload.s3 import list_all_parts as _list_all_parts
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+T = TypeVar("T")
+# Refusals that are about the service's own credentials or bucket, not about what the caller asked.
+SERVICE_SIDE = frozenset({"AccessDenied", "403", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                          "AllAccessDisabled", "InvalidBucketName"})
+
+
+class StorageError(Exception):
+    """S3 said no; ``status`` is what the API answers with, ``code`` is S3's error code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Presigned:
+    url: str
+    method: str
+    expires_at: str
+
+
+class Storage:
+    def __init__(self, bucket: str, endpoint_url: str | None = None, profile: str | None = None,
+                 region: str | None = None, url_expiry: int = 900) -> None:
+        self.bucket = bucket
+        self.url_expiry = url_expiry
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+        config = Config(
+            signature_version="s3v4",
+            retries={"max_attempts": 4, "mode": "standard"},  # a request of the service: short retries
+            connect_timeout=10, read_timeout=120,
+            request_checksum_calculation="when_required", response_checksum_validation="when_required",
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+        )
+        self.client: S3Client = session.client("s3", endpoint_url=endpoint_url, config=config)
+
+    def _presign(self, operation: str, params: dict[str, Any], method: str) -> Presigned:
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.url_expiry)
+        url = self.client.generate_presigned_url(operation, Params={"Bucket": self.bucket, **params},
+                                                 ExpiresIn=self.url_expiry, HttpMethod=method)
+        return Presigned(url, method, expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    def presign_part(self, key: str, upload_id: str, part_number: int) -> Presigned:
+        return self._presign("upload_part", {"Key": key, "UploadId": upload_id, "PartNumber": part_number}, "PUT")
+
+    def presign_put(self, key: str, content_type: str | None) -> Presigned:
+        params: dict[str, Any] = {"Key": key}
+        if content_type:
+            params["ContentType"] = content_type
+        return self._presign("put_object", params, "PUT")
+
+    def presign_get(self, key: str) -> Presigned:
+        return self._presign("get_object", {"Key": key}, "GET")
+
+    def create(self, key: str, content_type: str | None) -> str:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if content_type:
+            args["ContentType"] = content_type
+        return _mapped("CreateMultipartUpload", key, lambda: self.client.create_multipart_upload(**args)["UploadId"])
+
+    def complete(self, key: str, upload_id: str, parts: dict[int, str]) -> str:
+        listed = [{"PartNumber": n, "ETag": f'"{etag.strip(chr(34))}"'} for n, etag in sorted(parts.items())]
+        response = _mapped("CompleteMultipartUpload", key, lambda: self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}))  # type: ignore[typeddict-item]
+        return str(response.get("ETag", "")).strip('"')
+
+    def abort(self, key: str, upload_id: str) -> None:
+        _mapped("AbortMultipartUpload", key,
+                lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id))
+
+    def list_parts(self, key: str, upload_id: str) -> list[dict[str, Any]]:
+        return _mapped("ListParts", key, lambda: _list_all_parts(self.client, self.bucket, key, upload_id))
+
+    def head(self, key: str) -> tuple[int, str] | None:
+        """(size, ETag) of the object at ``key``, or None if there is none."""
+        try:
+            head = _mapped("HeadObject", key, lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+        except StorageError as exc:
+            if exc.code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(head["ContentLength"]), str(head["ETag"]).strip('"')
+
+
+def _mapped(operation: str, key: str, call: Callable[[], T]) -> T:
+    """Run ``call``, turning botocore's failures into StorageError: S3's 4xx answers are the caller's problem
+    (400/404/409); anything else means the store is unavailable to the service (503)."""
+    try:
+        return call()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        code = error_code(exc) or type(exc).__name__
+        kind = classify(exc)
+        where = f"{operation} of {key!r}"
+        if kind is Kind.GONE:
+            raise StorageError(409, code, f"{where}: the S3 multipart upload no longer exists") from exc
+        if code in ("404", "NoSuchKey", "NotFound"):
+            raise StorageError(404, code, f"{where}: no such object") from exc
+        if kind is Kind.REFUSED and code not in SERVICE_SIDE:
+            raise StorageError(400, code, f"{where} refused by S3: {code}") from exc
+        # The store is down, or it refuses the service's own credentials or bucket: not the caller's fault.
+        raise StorageError(503, code, f"{where} failed in the storage backend: {code}") from exc

@@ -190,3 +190,9 @@ def sent_parts(stderr: str) -> list[int]:
     import re
 
     return sorted(int(m) for m in re.findall(r"Done uploading (\d+) - ", stderr))
+
+
+# The upload controller's fixtures: a PostgreSQL server and fresh databases (tests/pg.py), and the service as a
+# real process (tests/service_fixtures.py).
+from tests.pg import database_url, postgres_server  # noqa: E402, F401
+from tests.service_fixtures import module_service, service, start_service  # noqa: E402, F401

@@ -28,7 +28,16 @@ from rich.table import Table
 
 from s3_multipart_upload import __version__
 from s3_multipart_upload.checksums import ALGORITHMS
-from s3_multipart_upload.errors import BadInput, ExitCode, Interrupted, UploadError
+from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, ControllerClients, read_token
+from s3_multipart_upload.errors import (
+    BadInput,
+    ExitCode,
+    Interrupted,
+    ServerRefused,
+    StateConflict,
+    TemporaryFailure,
+    UploadError,
+)
 from s3_multipart_upload.operations import abort as abort_upload
 from s3_multipart_upload.operations import (
     abort_until_gone,
@@ -47,11 +56,23 @@ from s3_multipart_upload.progress import (
     NullProgress,
     Reporter,
 )
-from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy
+from s3_multipart_upload.s3 import (
+    ClientFactory,
+    Endpoint,
+    Kind,
+    Requester,
+    RetryPolicy,
+    as_upload_error,
+    classify,
+    describe,
+    error_code,
+)
 from s3_multipart_upload.sources import ChunkDirSource, FileSource, S3ObjectSource, Source, parse_s3_url
+from s3_multipart_upload.state import read_meta
 from s3_multipart_upload.uploader import Uploader, UploadRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 DEFAULT_THREADS = 8
 MAX_THREADS = 256
 PROG = "s3-multipart-upload"
@@ -195,9 +216,8 @@ def cli() -> None:
 def transfer_options(fn: F) -> F:
     """The options upload and copy share: state files, parts, retries, output."""
     for decorator in reversed([
-        click.option("-b", "--bucket", required=True, help="S3 bucket."),
-        click.option("-k", "--key", required=True,
-                     help="S3 key of the object to build (the full name, with its prefix)."),
+        click.option("-b", "--bucket", help="S3 bucket."),
+        click.option("-k", "--key", help="S3 key of the object to build (the full name, with its prefix)."),
         click.option("-m", "--meta-file-path", required=True, type=click.Path(path_type=Path),
                      help="The upload's meta file (JSON): created on the first run, read on every rerun."),
         click.option("-a", "--parts-file-path", required=True, type=click.Path(path_type=Path),
@@ -253,16 +273,107 @@ Exit codes: 0 done, 2 bad input, 3 local state conflict, 4 upload gone (use --re
 @click.option("-d", "--directory", type=click.Path(path_type=Path),
               help="Instead of -f: a folder of pre-split chunk files, uploaded as the parts of one object.")
 @click.option("-p", "--prefix", help="With -d: upload the files whose names start with PREFIX, sorted by name.")
+@click.option("--controller", metavar="URL",
+              help="Upload through this upload controller (s3-multipart-upload serve) instead of with AWS "
+                   "credentials: it chooses the bucket, key and part size and signs a URL per part. Needs --file-id.")
+@click.option("--file-id", help="With --controller: the id of the file to upload, as the controller knows it.")
+@click.option("--token-file", type=click.Path(path_type=Path),
+              help=f"With --controller: a file holding the API token (or set {TOKEN_ENV}).")
 @transfer_options
 @handle_errors
-def upload(file_path: Path | None, directory: Path | None, prefix: str | None, **options: Any) -> None:
+def upload(file_path: Path | None, directory: Path | None, prefix: str | None, controller: str | None,
+           file_id: str | None, token_file: Path | None, **options: Any) -> None:
     """Upload a file (or a folder of chunk files) as one S3 object, resumably.
 
     Splits the file into parts and sends them from THREADS threads. META_FILE records the
     upload and PARTS_FILE every finished part; if the run is interrupted, run the same
-    command again and it sends only what is missing.
+    command again and it sends only what is missing. With --controller, no AWS credentials
+    are needed: an upload controller signs a URL for each part.
     """
-    _transfer(_source(file_path, directory, prefix), **options)
+    source = _source(file_path, directory, prefix)
+    if controller is not None or file_id is not None or token_file is not None:
+        _through_controller(source, controller, file_id, token_file, options)
+        return
+    _need_bucket_and_key(options)
+    _transfer(source, **options)
+
+
+def _need_bucket_and_key(options: dict[str, Any]) -> None:
+    for name, flag in (("bucket", "-b' / '--bucket"), ("key", "-k' / '--key")):
+        if not options[name]:
+            raise click.UsageError(f"Missing option '{flag}'.")
+
+
+def _through_controller(source: Source, controller: str | None, file_id: str | None, token_file: Path | None,
+                        options: dict[str, Any]) -> None:
+    """upload --controller: ask the controller for the file's upload (resume it, or create it), then run the
+    usual engine with a client that goes through the controller's presigned URLs."""
+    if controller is None or file_id is None:
+        raise BadInput("--controller URL and --file-id ID go together", "give both, or neither")
+    not_here = [flag for flag, name in (("-b", "bucket"), ("-k", "key"), ("--upload-id", "upload_id"),
+                                        ("--endpoint-url", "endpoint_url"), ("--profile", "profile"),
+                                        ("--region", "region"), ("--no-overwrite", "no_overwrite"))
+                if options[name]]
+    if not_here:
+        raise BadInput(f"{', '.join(not_here)} cannot go with --controller: the controller chooses the bucket and "
+                       "key and holds the credentials", f"leave out {', '.join(not_here)}")
+    if options["checksum"].upper() != "MD5":
+        raise BadInput("through a controller, parts are checked with Content-MD5 only",
+                       "leave out --checksum (S3 refuses unsigned x-amz-checksum headers on presigned URLs)")
+    if not isinstance(source, FileSource):
+        raise BadInput("--controller uploads a file: give -f FILE (not -d)")
+    api = ControllerAPI(controller, read_token(token_file, os.environ.get(TOKEN_ENV)),
+                        pool_size=options["thread_count"] + 2)
+    extra = {"controller": api.base_url, "fileId": file_id}
+    meta_path: Path = options["meta_file_path"]
+    meta = read_meta(meta_path)
+    requests = Requester(ControllerClients(api, ""), RetryPolicy(attempts=options["retries"]))
+    where = f"file {file_id} at {api.base_url}"
+    if meta is not None and not options["restart"]:
+        if any(meta.extra.get(k) != v for k, v in extra.items()):
+            raise StateConflict(f"meta file {meta_path} is not that of {where}",
+                                "give the same --controller and --file-id as that upload, or another -m and -a path")
+        bucket, key, upload_id, split = meta.bucket, meta.key, None, meta.split_size
+        clients = ControllerClients(api, meta.upload_id or "")
+    elif options["dry_run"]:
+        raise BadInput("--dry-run with --controller shows an upload in progress (its meta file); the controller "
+                       "chooses the part size of a new one", "leave out --dry-run")
+    else:
+        upload = _controller_call(requests, lambda: api.pending(file_id), where)
+        if upload is None:
+            size = source.plan(options["split_size"], fixed=False).total_size
+            try:
+                upload = _controller_call(requests, lambda: api.create(file_id, size, options["split_size"]), where)
+            except ServerRefused as exc:
+                if exc.__cause__ is None or error_code(exc.__cause__) != "UploadExists":
+                    raise
+                upload = _controller_call(requests, lambda: api.pending(file_id), where)  # a twin run won the race
+                if upload is None:
+                    raise StateConflict(f"{where} already has an upload ({exc.message})",
+                                        "nothing to send; the controller says which upload it is") from exc
+        bucket, key, upload_id, split = upload["bucket"], upload["key"], upload["upload_id"], upload["part_size"]
+        clients = ControllerClients(api, upload_id)
+        log = logging.getLogger("s3_multipart_upload")
+        log.debug("Controller upload %s of %s: s3://%s/%s in parts of %s.", upload_id, where, bucket, key,
+                  human(split))
+    _transfer(source, **{**options, "bucket": bucket, "key": key, "upload_id": upload_id, "split_size": split},
+              clients=clients, meta_extra=extra)
+
+
+def _controller_call(requests: Requester, call: Callable[[], T], where: str) -> T:
+    """A request to the controller outside the engine: same retries, same error classes."""
+    try:
+        return requests.call("controller", lambda _client: call())
+    except Exception as exc:
+        known = as_upload_error(exc, "", "")
+        kind = classify(exc)
+        if kind is Kind.TRANSIENT:
+            raise TemporaryFailure(f"{where} did not answer ({describe(exc)})",
+                                   "check that the controller is up, then rerun the same command") from exc
+        if kind is Kind.REFUSED:
+            raise ServerRefused(f"{where} refused: {describe(exc)}",
+                                "check --controller, --file-id and the token") from exc
+        raise known or UploadError(f"{where}: {describe(exc)}") from exc
 
 
 @cli.command(epilog="""\b
@@ -303,6 +414,7 @@ def copy(source_url: str, source_endpoint_url: str | None, source_profile: str |
                        "give another -b/-k")
     source = S3ObjectSource(bucket, key, ClientFactory(Endpoint(*src), pool_size=options["thread_count"] + 2),
                             RetryPolicy(attempts=options["retries"]), server_side=server_side)
+    _need_bucket_and_key(options)
     _transfer(source, **options)
 
 
@@ -310,14 +422,15 @@ def _transfer(
     source: Source, bucket: str, key: str, meta_file_path: Path, parts_file_path: Path, thread_count: int,
     split_size: int | None, checksum: str, retries: int, restart: bool, upload_id: str | None, no_overwrite: bool,
     dry_run: bool, as_json: bool, endpoint_url: str | None, profile: str | None, region: str | None, quiet: bool,
-    verbose: bool,
+    verbose: bool, clients: ClientFactory | None = None, meta_extra: dict[str, Any] | None = None,
 ) -> None:
     request = UploadRequest(
         bucket=bucket, key=key, source=source, meta_path=meta_file_path, parts_path=parts_file_path,
         threads=thread_count, split_size=split_size, checksum=checksum.upper(), restart=restart,
-        upload_id=upload_id, no_overwrite=no_overwrite,
+        upload_id=upload_id, no_overwrite=no_overwrite, meta_extra=meta_extra or {},
     )
-    clients = ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=thread_count + 2)
+    if clients is None:
+        clients = ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=thread_count + 2)
     if dry_run:
         _show_plan(Uploader(request, clients).dry_run(), as_json)
         return

@@ -113,6 +113,11 @@ class PartBody:
         self._view = view
         self._pos = 0
 
+    @property
+    def view(self) -> memoryview:
+        """The bytes, for an HTTP client that sends a buffer as it is (no copy)."""
+        return self._view
+
     def read(self, size: int | None = -1) -> bytes:
         end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
         chunk = bytes(self._view[self._pos:end])  # file objects hand out bytes; the HTTP client reads 16 KiB

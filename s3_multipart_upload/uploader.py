@@ -84,6 +84,7 @@ class UploadRequest:
     restart: bool = False
     upload_id: str | None = None  # adopt this multipart upload (META was lost)
     no_overwrite: bool = False  # complete only if no object exists at the key
+    meta_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in META; a rerun must match
 
 
 @dataclass
@@ -240,7 +241,9 @@ class Uploader:
         if meta is not None and req.upload_id is not None and meta.upload_id != req.upload_id:
             raise StateConflict(f"meta file {req.meta_path} records upload {meta.upload_id}, not {req.upload_id}",
                                 "leave out --upload-id to resume the recorded one, or give another -m and -a path")
-        if meta is None and req.upload_id is not None:
+        adopted = meta is None and req.upload_id is not None
+        if adopted:
+            assert req.upload_id is not None
             meta = self._adopt(req.upload_id)
             self._trust_log = False  # lines of that upload id in the log predate the lost META: check them
         plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None)
@@ -249,7 +252,7 @@ class Uploader:
         self._refuse_overwrite()
         if meta is None:
             meta = self._create(plan)
-        else:
+        elif not adopted:
             log.info("Continuing multipart upload from %s.", req.meta_path)
         result = UploadResult(req.bucket, req.key, meta.upload_id, plan.total_size, len(plan.parts))
         if meta.upload_id is None:
@@ -266,6 +269,11 @@ class Uploader:
                 f"meta file {req.meta_path} belongs to the upload of s3://{meta.bucket}/{meta.key}, not {self._where}",
                 "give the same -b and -k as that upload, or another -m and -a path for this one",
             )
+        for name, value in req.meta_extra.items():
+            if meta.extra.get(name) != value:
+                raise StateConflict(f"meta file {req.meta_path} records {name} {meta.extra.get(name)!r}, "
+                                    f"not {value!r}", "give the same options as that upload, or another -m and -a "
+                                    "path for this one")
         if check_source and meta.source is not None:
             req.source.check_unchanged(meta.source, req.meta_path)
 
@@ -336,11 +344,15 @@ class Uploader:
         first = next((p for p in held if p["PartNumber"] == 1), None)
         split = int(first["Size"]) if first is not None else None
         plan = req.source.plan(split if split is not None else req.split_size, fixed=split is not None)
-        log.info("Adopting multipart upload %s of %s: the server holds %d parts; parts of %s.",
-                 upload_id, self._where, len(held), human(plan.part_size))
+        if held:
+            log.info("Adopting multipart upload %s of %s: the server holds %d parts; parts of %s.",
+                     upload_id, self._where, len(held), human(plan.part_size))
+        else:
+            log.info("Taking up multipart upload %s of %s (no parts on the server yet); parts of %s.",
+                     upload_id, self._where, human(plan.part_size))
         meta = Meta(bucket=req.bucket, key=req.key, upload_id=upload_id, split_size=plan.part_size,
                     source=req.source.identity(), part_count=len(plan.parts), checksum_algorithm=req.checksum,
-                    created_at=_now_iso(), extra={"adopted": True})
+                    created_at=_now_iso(), extra={"adopted": True, **req.meta_extra})
         write_meta(req.meta_path, meta)
         return meta
 
@@ -373,7 +385,7 @@ class Uploader:
         meta = Meta(
             bucket=req.bucket, key=req.key, upload_id=upload_id, split_size=plan.part_size,
             source=req.source.identity(), part_count=len(plan.parts), checksum_algorithm=req.checksum,
-            created_at=_now_iso(),
+            created_at=_now_iso(), extra=dict(req.meta_extra),
         )
         if upload_id is not None:
             write_meta(req.meta_path, meta)  # a single PutObject has nothing to resume: META comes at the end

@@ -41,6 +41,7 @@ class Fault:
     corrupt: bool = False  # forward the request with one body byte flipped, as a bad link would
     body: str | None = None  # answer with this body (and ``status``) instead of an S3 error
     headers: dict[str, str] | None = None  # forward with these request headers replaced (moto checks no signature)
+    hold: float = 0.0  # hold the request this long, then forward it as it is (until a presigned URL expires)
 
 
 Rule = Callable[[Seen, int], Fault | None]  # (request, index of the request) -> fault or None
@@ -85,6 +86,9 @@ class S3Proxy:
                 fault = proxy.rule(seen, index) if proxy.rule else None
                 if proxy.delay and seen.part_number is not None:
                     time.sleep(proxy.delay)
+                if fault is not None and fault.hold:
+                    time.sleep(fault.hold)
+                    fault = None
                 if fault is not None and fault.cut_after is not None:
                     self.rfile.read(min(fault.cut_after, length))
                     self.connection.shutdown(socket.SHUT_RDWR)

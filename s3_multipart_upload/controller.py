@@ -1,0 +1,240 @@
+"""Client mode: upload through an upload controller (``upload --controller URL --file-id ID``), no AWS credentials.
+
+The controller (``s3-multipart-upload serve``) creates the multipart upload and signs one URL
+per part; this side PUTs the bytes to S3 with a plain HTTP client (urllib3, which botocore
+already brings). The engine is the same as for direct uploads: ``ControllerS3`` answers the
+few S3 calls the engine makes (UploadPart, ListParts, CompleteMultipartUpload, HeadObject)
+through the controller, and fails the way botocore fails, so retries, error classes, the
+parts log and resume all work unchanged.
+
+Neither the token nor a presigned URL is ever logged or written to the state files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+import botocore.exceptions
+import urllib3
+
+from s3_multipart_upload.errors import BadInput
+from s3_multipart_upload.s3 import ClientFactory, Endpoint
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "S3MU_CONTROLLER_TOKEN"
+_S3_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+# The controller's codes that mean "this upload is no more" to the engine (exit 4 unless already built).
+_GONE = {"NoSuchUpload", "UploadGone", "NotPending"}
+_EXPIRED = {"AccessDenied", "RequestExpired", "ExpiredToken"}
+
+
+def _error(status: int, code: str, message: str, operation: str) -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},  # type: ignore[typeddict-item]
+        operation)
+
+
+def read_token(token_file: Path | None, env_value: str | None) -> str:
+    if token_file is not None:
+        try:
+            token = token_file.read_text("utf-8").strip()
+        except OSError as exc:
+            raise BadInput(f"cannot read the token file {token_file}: {exc.strerror}",
+                           "give --token-file a readable file that holds the controller's API token") from exc
+        if not token:
+            raise BadInput(f"the token file {token_file} is empty", "put the controller's API token in it")
+        return token
+    if env_value:
+        return env_value.strip()
+    raise BadInput("--controller needs an API token", f"give --token-file FILE, or set {TOKEN_ENV}")
+
+
+class ControllerAPI:
+    """The controller's JSON API over one pooled HTTP client (thread-safe)."""
+
+    def __init__(self, base_url: str, token: str, pool_size: int = 10, timeout: float = 60.0) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise BadInput(f"--controller {base_url!r} is not an http(s) URL", "give the controller's base URL, "
+                           "such as https://uploads.example.org or http://127.0.0.1:8080")
+        self.base_url = base_url.rstrip("/")
+        self._auth = {"Authorization": f"Bearer {token}"}
+        self.http = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=True,
+                                        timeout=urllib3.Timeout(connect=10, read=timeout), retries=False)
+
+    def call(self, method: str, path: str, operation: str, body: Any = None,
+             query: dict[str, str] | None = None) -> Any:
+        url = self.base_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        headers = dict(self._auth)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        response = _send(self.http, method, url, data, headers, operation, where=f"the controller {self.base_url}")
+        text = response.data
+        if response.status >= 300:
+            try:
+                doc = json.loads(text)
+                detail = doc.get("detail")
+                code = str(doc.get("code") or response.status)
+                message = detail if isinstance(detail, str) else json.dumps(detail)
+            except (ValueError, AttributeError):
+                code, message = str(response.status), text[:200].decode("utf-8", "replace")
+            if response.status == 401:
+                message = f"the controller refused the API token ({message})"
+            raise _error(response.status, code, message, operation)
+        return json.loads(text) if text else None
+
+    # -- the file-centric endpoints ---------------------------------------------------------------
+
+    def pending(self, file_id: str) -> dict[str, Any] | None:
+        found = self.call("GET", f"/files/{_seg(file_id)}/multipart_uploads", "GetPendingUpload",
+                          query={"status": "pending"})
+        return cast("dict[str, Any] | None", found)
+
+    def create(self, file_id: str, size: int, part_size: int | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"size": size}
+        if part_size is not None:
+            body["part_size"] = part_size
+        return cast("dict[str, Any]", self.call("POST", f"/files/{_seg(file_id)}/multipart_uploads",
+                                                "CreateMultipartUpload", body=body))
+
+    def get(self, upload_id: str) -> dict[str, Any]:
+        return cast("dict[str, Any]", self.call("GET", f"/multipart_uploads/{_seg(upload_id)}", "GetUpload"))
+
+
+def _seg(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _send(http: urllib3.PoolManager, method: str, url: str, body: Any, headers: dict[str, str], operation: str,
+          where: str) -> urllib3.BaseHTTPResponse:
+    """One request; connection failures become the builtin errors the engine retries."""
+    try:
+        return http.request(method, url, body=body, headers=headers, redirect=False, preload_content=True)
+    except urllib3.exceptions.TimeoutError as exc:
+        raise TimeoutError(f"{operation}: no answer from {where} in time") from exc
+    except urllib3.exceptions.HTTPError as exc:
+        # The URL may be a presigned one: name the host only.
+        raise ConnectionError(f"{operation}: connection to {where} failed ({type(exc).__name__})") from exc
+
+
+class ControllerS3:
+    """The S3 calls of the engine for one upload, made through the controller and its presigned URLs."""
+
+    def __init__(self, api: ControllerAPI, upload_id: str) -> None:
+        self.api = api
+        self.upload_id = upload_id
+        self.urls_refreshed = 0  # presigned URLs that had expired (403) and were asked for again
+
+    def _check_upload(self, upload_id: str) -> None:
+        if upload_id != self.upload_id:
+            raise AssertionError(f"this client serves upload {self.upload_id}, not {upload_id}")
+
+    def list_parts(self, *, UploadId: str, PartNumberMarker: int = 0, **_: Any) -> dict[str, Any]:
+        self._check_upload(UploadId)
+        upload = self.api.get(UploadId)
+        if upload["status"] != "pending":
+            raise _error(404, "NoSuchUpload", f"upload {UploadId} is {upload['status']} at the controller",
+                         "ListParts")
+        if PartNumberMarker:
+            return {"Parts": [], "IsTruncated": False}  # the controller answers with every part at once
+        listed = self.api.call("GET", f"/multipart_uploads/{_seg(UploadId)}/parts", "ListParts")
+        return {"Parts": listed["parts"], "IsTruncated": False}
+
+    def upload_part(self, *, UploadId: str, PartNumber: int, Body: Any, ContentMD5: str | None = None,
+                    **args: Any) -> dict[str, Any]:
+        self._check_upload(UploadId)
+        if any(name.startswith("Checksum") for name in args):
+            raise BadInput("through a controller, parts are checked with Content-MD5 only",
+                           "leave out --checksum (S3 refuses unsigned x-amz-checksum headers on presigned URLs)")
+        view = Body.view if hasattr(Body, "view") else Body
+        headers = {"Content-Length": str(len(view))}
+        if ContentMD5:
+            headers["Content-MD5"] = ContentMD5
+        for attempt in (1, 2):
+            signed = self.api.call("POST", f"/multipart_uploads/{_seg(UploadId)}/part/{PartNumber}/presigned_post",
+                                   "GetPartUrl")
+            response = _send(self.api.http, signed.get("method", "PUT"), signed["url"], view, headers,
+                             f"UploadPart {PartNumber}", where=_host(signed["url"]))
+            code = _s3_code(response.data) if response.status >= 300 else None
+            if attempt == 1 and (response.status == 403 or code in _EXPIRED):
+                # Expired (the part waited, or the clocks differ): a fresh URL, once. S3 answers 403
+                # AccessDenied "Request has expired"; some stores answer 400 AccessDenied.
+                self.urls_refreshed += 1
+                log.warning("Part %d: the presigned URL was refused (%d %s); asking the controller for a fresh "
+                            "one.", PartNumber, response.status, code or "")
+                continue
+            if response.status >= 300:
+                code = code or str(response.status)
+                raise _error(response.status, code, f"S3 answered {response.status} {code} to the part's "
+                                                    "presigned PUT", "UploadPart")
+            etag = response.headers.get("ETag")
+            if not etag:
+                raise _error(502, "MissingETag", "S3 answered the part's PUT without an ETag", "UploadPart")
+            return {"ETag": etag}
+        raise AssertionError("unreachable: two tries")
+
+    def complete_multipart_upload(self, *, UploadId: str, MultipartUpload: dict[str, Any],
+                                  **_: Any) -> dict[str, Any]:
+        self._check_upload(UploadId)
+        parts = {str(p["PartNumber"]): str(p["ETag"]).strip('"') for p in MultipartUpload["Parts"]}
+        try:
+            done = self.api.call("PATCH", f"/multipart_uploads/{_seg(UploadId)}", "CompleteMultipartUpload",
+                                 body={"status": "uploaded", "parts": parts})
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in _GONE or code == "InvalidTransition":
+                # Already completed by an earlier try, or cancelled: the engine checks which (HeadObject).
+                raise _error(404, "NoSuchUpload", str(exc.response["Error"].get("Message")),
+                             "CompleteMultipartUpload") from exc
+            raise
+        return {"ETag": done.get("etag") or ""}
+
+    def head_object(self, **_: Any) -> dict[str, Any]:
+        upload = self.api.get(self.upload_id)
+        if upload["status"] not in ("uploaded", "accepted") or upload.get("object_size") is None:
+            raise _error(404, "NotFound", f"upload {self.upload_id} is {upload['status']}: no object yet",
+                         "HeadObject")
+        return {"ContentLength": int(upload["object_size"]), "ETag": f'"{upload.get("etag") or ""}"'}
+
+    def delete_object(self, **_: Any) -> NoReturn:
+        raise _error(403, "AccessDenied", "the controller does not delete objects; ask its operators",
+                     "DeleteObject")
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"{name} is not available through an upload controller")
+
+
+def _host(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _s3_code(body: bytes) -> str | None:
+    match = _S3_ERROR_CODE.search(body[:4096])
+    return match.group(1).decode("ascii", "replace") if match else None
+
+
+class ControllerClients(ClientFactory):
+    """What the engine asks for clients: here, always the one controller-backed client of this upload."""
+
+    def __init__(self, api: ControllerAPI, upload_id: str) -> None:
+        super().__init__(Endpoint(), pool_size=0)
+        self.api = api
+        self.upload_id = upload_id
+
+    def _build(self) -> S3Client:
+        return cast("S3Client", ControllerS3(self.api, self.upload_id))
+
+    def refresh(self, seen_generation: int) -> bool:
+        return False  # no AWS credentials here: a refused token is final (exit 5)

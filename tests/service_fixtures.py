@@ -92,6 +92,7 @@ def service_env(s3: S3Server) -> dict[str, str]:
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",
+        "PYTHONUNBUFFERED": "1",  # the log file is read while the service runs
     }
 
 
@@ -173,5 +174,6 @@ def module_service(request: pytest.FixtureRequest, s3_server: S3Server,
     """One service per test module and database; tests share its bucket and database."""
     folder = tmp_path_factory.mktemp(f"service-{request.param}")
     url = fresh_database_url(request.param, request, folder)
-    with run_service(s3_server, new_bucket(s3_server), url, folder) as running:
+    # --verbose: debug lines too, so that the tests that read the log see everything it could leak.
+    with run_service(s3_server, new_bucket(s3_server), url, folder, "--verbose") as running:
         yield running

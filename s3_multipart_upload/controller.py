@@ -200,6 +200,20 @@ class ControllerS3:
             raise
         return {"ETag": done.get("etag") or ""}
 
+    def abort_multipart_upload(self, *, UploadId: str, **_: Any) -> dict[str, Any]:
+        self._check_upload(UploadId)
+        try:
+            self.api.call("PATCH", f"/multipart_uploads/{_seg(UploadId)}", "AbortMultipartUpload",
+                          body={"status": "cancelled"})
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (*_GONE, "InvalidTransition"):
+                upload = self.api.get(UploadId)
+                if upload["status"] in ("cancelled", "failed"):
+                    raise _error(404, "NoSuchUpload", f"upload {UploadId} is {upload['status']}",
+                                 "AbortMultipartUpload") from exc
+            raise
+        return {}
+
     def head_object(self, **_: Any) -> dict[str, Any]:
         upload = self.api.get(self.upload_id)
         if upload["status"] not in ("uploaded", "accepted") or upload.get("object_size") is None:

@@ -198,6 +198,20 @@ def _requester(endpoint_url: str | None, profile: str | None, region: str | None
     return Requester(ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=pool))
 
 
+def _requester_for(meta_path: Path, token_file: Path | None, endpoint_url: str | None, profile: str | None,
+                   region: str | None) -> Requester:
+    """S3 directly, or, for an upload made through a controller (its META says which), that controller."""
+    meta = read_meta(meta_path)
+    controller = meta.extra.get("controller") if meta is not None else None
+    if meta is None or not isinstance(controller, str):
+        if token_file is not None:
+            raise BadInput(f"--token-file is for uploads through a controller, and {meta_path} is not one",
+                           "leave out --token-file")
+        return _requester(endpoint_url, profile, region)
+    api = ControllerAPI(controller, read_token(token_file, os.environ.get(TOKEN_ENV)))
+    return Requester(ControllerClients(api, meta.upload_id or ""))
+
+
 def _emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, default=str))
 
@@ -510,12 +524,15 @@ Examples:
 @click.option("-m", "--meta-file-path", required=True, type=click.Path(path_type=Path), help="The upload's meta file.")
 @click.option("-a", "--parts-file-path", type=click.Path(path_type=Path), help="The upload's parts log.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--token-file", type=click.Path(path_type=Path),
+              help=f"For an upload through a controller: the API token (or set {TOKEN_ENV}).")
 @s3_options
 @handle_errors
-def status(meta_file_path: Path, parts_file_path: Path | None, as_json: bool, endpoint_url: str | None,
-           profile: str | None, region: str | None) -> None:
+def status(meta_file_path: Path, parts_file_path: Path | None, as_json: bool, token_file: Path | None,
+           endpoint_url: str | None, profile: str | None, region: str | None) -> None:
     """Show where an upload stands: from its files, and from the server (ListParts). Sends no data."""
-    st = upload_status(meta_file_path, parts_file_path, _requester(endpoint_url, profile, region))
+    requests = _requester_for(meta_file_path, token_file, endpoint_url, profile, region)
+    st = upload_status(meta_file_path, parts_file_path, requests)
     if as_json:
         _emit_json(st.to_json())
         return
@@ -554,16 +571,20 @@ Examples:
 @click.option("-m", "--meta-file-path", required=True, type=click.Path(path_type=Path), help="The upload's meta file.")
 @click.option("-a", "--parts-file-path", type=click.Path(path_type=Path),
               help="The upload's parts log (kept as it is, for the record).")
+@click.option("--token-file", type=click.Path(path_type=Path),
+              help=f"For an upload through a controller: the API token (or set {TOKEN_ENV}); the controller "
+                   "marks the upload cancelled.")
 @s3_options
 @handle_errors
-def abort(meta_file_path: Path, parts_file_path: Path | None, endpoint_url: str | None, profile: str | None,
-          region: str | None) -> None:
+def abort(meta_file_path: Path, parts_file_path: Path | None, token_file: Path | None, endpoint_url: str | None,
+          profile: str | None, region: str | None) -> None:
     """Abort the multipart upload META_FILE records, freeing the parts' storage; marks META aborted.
 
     Repeats the abort until ListParts finds nothing, as S3 advises. Safe to run twice.
     """
     del parts_file_path
-    outcome = abort_upload(meta_file_path, _requester(endpoint_url, profile, region))
+    requests = _requester_for(meta_file_path, token_file, endpoint_url, profile, region)
+    outcome = abort_upload(meta_file_path, requests)
     click.echo({"aborted": f"Aborted the upload in {meta_file_path}; its parts are deleted on the server.",
                 "already_aborted": f"The upload in {meta_file_path} was already aborted.",
                 "completed": f"The upload in {meta_file_path} is complete; there is nothing to abort."}[outcome])

@@ -222,3 +222,37 @@ def test_no_token_nor_signed_url_in_output_or_state(start_service: StartService,
     assert "X-Amz-Signature" not in everything and "X-Amz-Credential" not in everything
     events = [json.loads(line)["event"] for line in r.stdout.splitlines()]
     assert events.count("retry") == 2 and events[-1] == "summary"  # the SlowDowns were seen and retried
+
+
+def test_status_and_abort_go_through_the_controller(start_service: StartService, proxy: S3Proxy,
+                                                    tmp_path: Path) -> None:
+    svc = start_service(f"sqlite:///{tmp_path / 'c.db'}", "--part-size", "5M", endpoint=proxy.endpoint)
+    f = write_random(tmp_path / "data.bin", 3 * PART, seed=16)
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    env = client_env(tmp_path)
+    proxy.rule = lambda seen, i: Fault(500, "InternalError") if seen.part_number == 3 else None
+    r = run_cli([*controller_args(svc, "op-1", f, meta, parts, "-t", "1"), "--retries", "1"], env)
+    assert r.returncode == 75, r.stderr
+
+    token = ["--token-file", str(svc.token_file())]
+    r = run_cli(["status", "-m", str(meta), "-a", str(parts), "--json", *token], env)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert (st["server"], st["server_parts"], st["parts_done"], st["parts_total"]) == ("in_progress", 2, 2, 3)
+
+    r = run_cli(["status", "-m", str(meta)], env)  # no token: says how to give one
+    assert r.returncode == 2 and "S3MU_CONTROLLER_TOKEN" in r.stderr
+
+    r = run_cli(["abort", "-m", str(meta), *token], env)
+    assert r.returncode == 0, r.stderr
+    assert upload_of(svc, "op-1", "cancelled") is not None
+    assert upload_of(svc, "op-1", "pending") is None
+    r = run_cli(["abort", "-m", str(meta), *token], env)
+    assert r.returncode == 0 and "already aborted" in r.stdout
+
+    proxy.rule = None
+    r = run_cli(controller_args(svc, "op-1", f, meta, parts), env)
+    assert r.returncode == 4 and "--restart" in r.stderr
+    r = run_cli([*controller_args(svc, "op-1", f, meta, parts), "--restart"], env)  # a new upload for the file
+    assert r.returncode == 0, r.stderr
+    assert object_bytes(svc, "files/op-1") == f.read_bytes()

@@ -181,9 +181,13 @@ class Service:
         full = self.user_key(principal, key)
         chosen = self._part_size(size, part_size)
         upload_id = self._storage(lambda: self.storage.create(full, content_type))
-        with self.db.transaction() as conn:
-            self._insert(conn, upload_id, None, full, principal, chosen, size, content_type)
-            return self._get(conn, principal, upload_id)
+        try:
+            with self.db.transaction() as conn:
+                self._insert(conn, upload_id, None, full, principal, chosen, size, content_type)
+                return self._get(conn, principal, upload_id)
+        except Exception:
+            self._abort_quietly(full, upload_id)  # no S3 upload without its row
+            raise
 
     def create_for_file(self, principal: str, file_id: str, size: int | None = None, part_size: int | None = None,
                         content_type: str | None = None) -> Upload:

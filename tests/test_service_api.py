@@ -449,3 +449,39 @@ def test_presigned_urls_never_reach_the_log(module_service: ServiceProcess) -> N
     assert module_service.s3.secret_key not in log
     for token in module_service.tokens.values():
         assert token not in log
+
+
+# -- inputs the fuzzer found answered with 500 -------------------------------------------------------------------
+
+
+def test_an_upload_id_with_a_nul_is_no_such_upload(module_service: ServiceProcess) -> None:
+    """PostgreSQL text cannot hold NUL: such an id used to reach the query and fail there (500)."""
+    ids = {"key": "k", "upload_id": "a\x00b"}
+    with module_service.client() as c:
+        for response in (
+            c.get("/multipart_uploads/a%00b"),
+            c.get("/multipart_uploads/a%00b/parts"),
+            c.patch("/multipart_uploads/a%00b", json={"status": "cancelled"}),
+            c.post("/multipart_uploads/a%00b/part/1/presigned_post"),
+            c.get("/uploads/multipart/parts", params=ids),
+            c.post("/uploads/multipart/part-url", json=ids | {"part_number": 1}),
+            c.post("/uploads/multipart/complete", json=ids | {"parts": [{"PartNumber": 1, "ETag": "abc"}]}),
+            c.request("DELETE", "/uploads/multipart/abort", json=ids),
+        ):
+            refused(response, 404, "NoSuchUpload")
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/uploads/url", '{"key": "a\\ud800b"}'),
+    ("/uploads/multipart/init", '{"key": "k", "content_type": "text/\\udfff"}'),
+    ("/uploads/multipart/part-url", '{"key": "k", "upload_id": "a\\ud800b", "part_number": 1}'),
+    ("/uploads/multipart/complete", '{"key": "k", "upload_id": "1", "parts": [{"PartNumber": 1, "ETag": "\\ud800"}]}'),
+])
+def test_a_lone_surrogate_in_a_json_body_is_422(module_service: ServiceProcess, path: str, body: str) -> None:
+    """JSON can spell a lone surrogate (\\ud800), which is no text: the 422 that says so used to fail to encode
+    itself (500)."""
+    with module_service.client() as c:
+        response = c.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
+        refused(response, 422)
+        assert response.json()["detail"][0]["type"] == "string_unicode"
+        assert ok(c.get("/health")) == {"status": "ok"}

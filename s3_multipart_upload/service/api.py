@@ -8,9 +8,12 @@ Every route needs ``Authorization: Bearer TOKEN`` (401 without a known one), exc
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -171,6 +174,13 @@ def create_app(service: Service, tokens: Tokens) -> FastAPI:
     app = FastAPI(title="s3-multipart-upload controller", version=__version__,
                   description="Hands out presigned URLs for multipart uploads to S3 and keeps each upload's status.")
     app.state.tokens = tokens
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own answer, but ASCII-escaped: the errors echo the input, and JSON input can hold a lone
+        # surrogate ("\ud800"), which cannot be encoded as UTF-8 (FastAPI's handler then fails with a 500).
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())})
+        return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:

@@ -355,6 +355,8 @@ class Service:
             updated_at=stamp))
 
     def _get(self, conn: Connection, principal: str, upload_id: str, lock: bool = False) -> Upload:
+        if "\x00" in upload_id:  # no upload has one, and PostgreSQL would refuse the query (text holds no NUL)
+            raise not_found(upload_id)
         query = sa.select(multipart_uploads).where(multipart_uploads.c.s3_upload_id == upload_id)
         row = conn.execute(query.with_for_update() if lock else query).first()
         if row is None or row.owner != principal:

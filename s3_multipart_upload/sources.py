@@ -118,9 +118,16 @@ class PartBody:
         """The bytes, for an HTTP client that sends a buffer as it is (no copy)."""
         return self._view
 
-    def read(self, size: int | None = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
-        chunk = bytes(self._view[self._pos:end])  # file objects hand out bytes; the HTTP client reads 16 KiB
+    def read(self, size: int | None = -1) -> bytes | memoryview:
+        """``size`` bytes as a view of the buffer, not a copy: urllib3 reads the body 16 KiB at a time and
+        sends each piece as it is, so a ``bytes`` copy of every piece (a whole extra copy of the part)
+        bought nothing. A read of the rest (no size: how moto and werkzeug take a body) gets ``bytes``."""
+        if size is None or size < 0:
+            rest = bytes(self._view[self._pos:])
+            self._pos = len(self._view)
+            return rest
+        end = min(len(self._view), self._pos + size)
+        chunk = self._view[self._pos:end]
         self._pos = end
         return chunk
 

@@ -8,10 +8,11 @@ server (UploadPartCopy) without its bytes passing through this machine.
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from s3_multipart_upload.errors import BadInput, CredentialsExpired, StateConflict, TemporaryFailure
 from s3_multipart_upload.plan import Part, Plan, plan_bytes, plan_chunks
@@ -26,6 +27,8 @@ from s3_multipart_upload.s3 import (
     error_code,
 )
 
+PartBuffer: TypeAlias = bytearray | mmap.mmap  # where a part's bytes are read to, reused part after part
+
 
 class Source(Protocol):
     """The bytes of the object to build, and the identity that tells whether they changed."""
@@ -37,7 +40,7 @@ class Source(Protocol):
 
     def read(self, part: Part) -> bytes: ...
 
-    def read_into(self, part: Part, buffer: bytearray) -> memoryview:
+    def read_into(self, part: Part, buffer: PartBuffer) -> memoryview:
         """The part's bytes in ``buffer`` (at least ``part.length`` long), without a copy where it can."""
         ...
 
@@ -173,7 +176,7 @@ class FileSource:
     def read(self, part: Part) -> bytes:
         return bytes(self.read_into(part, bytearray(part.length)))
 
-    def read_into(self, part: Part, buffer: bytearray) -> memoryview:
+    def read_into(self, part: Part, buffer: PartBuffer) -> memoryview:
         view = memoryview(buffer)[:part.length]
         _pread_into(self.path, part.offset, view)
         return view
@@ -240,7 +243,7 @@ class ChunkDirSource:
     def read(self, part: Part) -> bytes:
         return bytes(self.read_into(part, bytearray(part.length)))
 
-    def read_into(self, part: Part, buffer: bytearray) -> memoryview:
+    def read_into(self, part: Part, buffer: PartBuffer) -> memoryview:
         view = memoryview(buffer)[:part.length]
         _pread_into(self._files[part.number - 1], 0, view)
         return view
@@ -339,7 +342,7 @@ class S3ObjectSource:
     def read(self, part: Part) -> bytes:
         return bytes(self.read_into(part, bytearray(part.length)))
 
-    def read_into(self, part: Part, buffer: bytearray) -> memoryview:
+    def read_into(self, part: Part, buffer: PartBuffer) -> memoryview:
         """A ranged GET, conditional on the ETag, streamed into ``buffer`` (memory: the buffer, plus 1 MiB)."""
         view = memoryview(buffer)[:part.length]
         if part.length == 0:

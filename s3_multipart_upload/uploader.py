@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import mmap
 import threading
 import time
 from collections.abc import Callable
@@ -604,11 +605,16 @@ class Uploader:
         self.progress.part_done(part.number, etag, part.length, time.monotonic() - began)
         return record
 
-    def _buffer(self, size: int) -> bytearray:
-        """This thread's part buffer: threads x part size in all, allocated once, reused part after part."""
-        buffer: bytearray | None = getattr(self._buffers, "buffer", None)
+    def _buffer(self, size: int) -> mmap.mmap:
+        """This thread's part buffer: threads x part size in all, allocated once, reused part after part.
+
+        A private anonymous mapping rather than a bytearray: it starts on a page boundary, and the kernel
+        copies file pages into a page-aligned buffer faster (os.preadv of 1 GiB from the page cache into
+        reused buffers: about 0.13 CPU s, against 0.22-0.25 s into bytearrays, whose bytes start 16 bytes
+        into a page). Its pages come zeroed from the kernel when first touched, without a memset."""
+        buffer: mmap.mmap | None = getattr(self._buffers, "buffer", None)
         if buffer is None or len(buffer) < size:
-            buffer = self._buffers.buffer = bytearray(size)
+            buffer = self._buffers.buffer = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE)
         return buffer
 
     def _copy_part(self, client: S3Client, part: Part, upload_id: str, copy: dict[str, Any]) -> str:

@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/run.py [--size 1G] [--runs 3] [--threads 8] [--part-size 32M]
 
-Starts `rclone serve s3` on 127.0.0.1, makes a random test file, uploads it with this tool,
-`aws s3 cp`, boto3 `upload_file`, s5cmd and `rclone copyto` (same part size and concurrency, then
-each tool at its own defaults), measures each run under `/usr/bin/time -v`, measures the
-machine's limits, a kill-and-resume, and start-up cost at 10,000 parts, then writes
+Starts `rclone serve s3` on 127.0.0.1, makes a random test file, uploads it with this tool (and
+with this tool's `--checksum CRC32`, the engine without its MD5 pass), `aws s3 cp`, boto3
+`upload_file`, s5cmd and `rclone copyto` (same part size and concurrency, then each tool at its
+own defaults), measures each run under `/usr/bin/time -v`, measures the machine's limits, a
+kill-and-resume, and start-up cost at 10,000 parts, checks issue 5's targets, then writes
 bench/results/{latest.json, <date>.json, latest.md, throughput.png}. See bench/README.md.
 """
 
@@ -46,11 +47,18 @@ GiB = 1024 * MiB
 BUCKET = "bench"
 REGION = "us-east-1"
 OURS = "s3-multipart-upload"
-TOOLS = (OURS, "aws-cli", "boto3", "s5cmd", "rclone")
+# This tool with --checksum CRC32: the engine without its MD5 pass. rclone serve s3 does not verify
+# x-amz-checksum-crc32 (only Content-MD5), so here nothing checks the parts' bytes on arrival: a measurement,
+# not a setting to use on such stores.
+OURS_CRC32 = "s3-multipart-upload --checksum CRC32"
+TOOLS = (OURS, OURS_CRC32, "aws-cli", "boto3", "s5cmd", "rclone")
+OTHERS = ("aws-cli", "boto3", "s5cmd", "rclone")  # the other tools, which the targets compare this tool with
+LABELS = {OURS_CRC32: f"{OURS_CRC32} (not verified by this server)"}  # the tables' name of a tool
 
 # What each tool does when given no settings (the versions measured; see --help of each).
 DEFAULTS_TEXT = {
     OURS: "-t 8 -s 32M, Content-MD5 per part",
+    OURS_CRC32: "-t 8 -s 32M, x-amz-checksum-crc32 per part instead of Content-MD5",
     "aws-cli": "8 MiB parts, 10 requests (max_concurrent_requests)",
     "boto3": "TransferConfig(): 8 MiB parts, 10 threads",
     "s5cmd": "-p 50 (MiB) -c 5",
@@ -333,6 +341,13 @@ class Bench:
                 left -= len(b)
         self.file_sha = h.hexdigest()
 
+    def warm(self) -> None:
+        """Read the test file into the page cache again before a run. The page cache of this kind of machine
+        (a VM) drops pages of a file nobody reads within minutes, although RAM is free (seen with fincore),
+        and a run that reads part of the file from disk would measure the disk."""
+        with open(self.file, "rb") as f:
+            subprocess.run(["cat"], stdin=f, stdout=subprocess.DEVNULL, timeout=300, check=True)
+
     # -- one upload by one tool
 
     def command(self, tool: str, mode: str, key: str, endpoint: str, file: Path,
@@ -340,12 +355,14 @@ class Bench:
         """argv and environment of one upload; ``mode`` is "equal" (threads, part) or "best" (defaults)."""
         equal = mode != "best"
         env = self.env()
-        if tool == OURS:
+        if tool in (OURS, OURS_CRC32):
             argv = [str(VENV_BIN / "s3-multipart-upload"), "upload", "--endpoint-url", endpoint, "-b", BUCKET,
                     "-k", key, "-f", str(file), "-m", str(self.state / f"{key}.meta.json"),
                     "-a", str(self.state / f"{key}.parts.jsonl"), "-q"]
             if equal:
                 argv += ["-t", str(threads), "-s", str(part)]
+            if tool == OURS_CRC32:
+                argv += ["--checksum", "CRC32"]
         elif tool == "aws-cli":
             conf = self.work / f"aws-config-{mode}-{threads}-{part}"
             if not conf.exists():
@@ -402,6 +419,8 @@ class Bench:
         sha_ok: bool | None = None
         head_s = math.nan
         try:
+            if file == self.file:
+                self.warm()
             m = measured(argv, env, self.timeout_for(size), self.logs / f"{key}.log")
             if m.rc != 0:
                 err = f"exit {m.rc}: " + Path(m.log).read_text(errors="replace")[-400:].strip()
@@ -433,7 +452,7 @@ class Bench:
         run = Run(name, mode, rnd, ok, m.wall_s, m.cpu_s, m.user_s, m.sys_s, m.max_rss_mib,
                   size / MiB / m.wall_s if ok else math.nan, err, sha_ok, head_s, m.minor_faults)
         status = "ok" if ok else f"FAILED: {err}"
-        log(f"  {name:<20} {mode:<6} r{rnd}: {m.wall_s:7.2f} s  {run.mib_s:7.1f} MiB/s  cpu {m.cpu_s:6.2f} s  "
+        log(f"  {name:<36} {mode:<6} r{rnd}: {m.wall_s:7.2f} s  {run.mib_s:7.1f} MiB/s  cpu {m.cpu_s:6.2f} s  "
             f"rss {m.max_rss_mib:6.0f} MiB  {status}")
         if not ok:
             self.errors.append(f"{name} {mode} round {rnd}: {err}")
@@ -750,13 +769,81 @@ def table(section: dict[str, Any], settings: Callable[[str], str], runs: int) ->
         walls = [x["wall_s"] for x in s["runs"] if x["ok"]]
         spread = f"{min(walls):.1f}-{max(walls):.1f}" if walls else "-"
         lines.append(
-            f"| {tool} | {settings(tool)} | {fmt(med.get('wall_s'), 2)} | {spread} | {fmt(med.get('mib_s'))} | "
+            f"| {LABELS.get(tool, tool)} | {settings(tool)} | {fmt(med.get('wall_s'), 2)} | {spread} | "
+            f"{fmt(med.get('mib_s'))} | "
             f"{fmt(med.get('cpu_s'), 2)} | {fmt(med.get('cpu_s_per_gib'), 2)} | {fmt(med.get('max_rss_mib'), 0)} | "
             f"{fmt(med.get('ratio_to_ours'), 2)} | {s['ok_runs']}/{len(s['runs'])} |")
     return lines
 
 
 SHA_TEXT = {True: "ok", False: "FAILED", None: "not checked"}
+
+
+def _median_of(r: dict[str, Any], section: str, tool: str, what: str) -> float | None:
+    value = (((r.get(section) or {}).get(tool) or {}).get("median") or {}).get(what)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 5's targets, for this tool at its defaults (Content-MD5) and for its --checksum CRC32 variant:
+    median MiB/s at equal settings >= the fastest other tool's; at its defaults >= every other tool at its
+    defaults; CPU s per GiB (equal settings) <= aws s3 cp's; peak RSS <= threads x part size + 100 MiB."""
+    a = r["settings"]
+    rss_bound = a["threads"] * a["part_size"] / MiB + 100
+    out: list[dict[str, Any]] = []
+
+    def add(tool: str, target: str, value: float | None, bound: float | None, bound_text: str, higher: bool,
+            unit: str, nd: int) -> None:
+        met = None if value is None or bound is None else (value >= bound if higher else value <= bound)
+        out.append({"tool": tool, "target": target, "value": value, "bound": bound, "bound_text": bound_text,
+                    "met": met, "unit": unit, "nd": nd})
+
+    for tool in (OURS, OURS_CRC32):
+        for section, target in (("equal", f"median MiB/s at {a['threads']} x {human(a['part_size'])} >= the fastest "
+                                           "other tool's"),
+                                ("best", "median MiB/s at its defaults >= every other tool's at their defaults")):
+            rates = {t: _median_of(r, section, t, "mib_s") for t in OTHERS}
+            known = {t: v for t, v in rates.items() if v is not None}
+            fastest = max(known, key=lambda t: known[t]) if known else None
+            add(tool, target, _median_of(r, section, tool, "mib_s"), known.get(fastest) if fastest else None,
+                f"{fastest} {known[fastest]:.0f}" if fastest else "-", True, "MiB/s", 0)
+        aws = _median_of(r, "equal", "aws-cli", "cpu_s_per_gib")
+        add(tool, f"CPU s per GiB at {a['threads']} x {human(a['part_size'])} <= aws s3 cp's",
+            _median_of(r, "equal", tool, "cpu_s_per_gib"), aws, f"aws-cli {aws:.2f}" if aws is not None else "-",
+            False, "CPU s/GiB", 2)
+        add(tool, f"peak RSS at {a['threads']} x {human(a['part_size'])} <= threads x part size + 100 MiB",
+            _median_of(r, "equal", tool, "max_rss_mib"), rss_bound, f"{rss_bound:.0f} MiB", False, "MiB", 0)
+    rs = (r.get("scale") or {}).get("rss")
+    if rs and rs.get("ok"):
+        bound = rs["memory_bound_mib"] + 100
+        add(OURS, f"peak RSS of the {human(rs['size'])} sparse upload <= threads x part size + 100 MiB",
+            rs.get("max_rss_mib"), bound, f"{bound:.0f} MiB", False, "MiB", 0)
+    return out
+
+
+VERDICT = {True: "**met**", False: "**not met**", None: "not measured"}
+
+
+def verdict_lines(r: dict[str, Any]) -> list[str]:
+    ts = targets(r)
+    if not ts:
+        return []
+    lines = ["## Targets (issue 5)", "",
+             f"For {OURS} at its defaults (Content-MD5 on every part, which this server verifies):", ""]
+    for t in ts:
+        if t["tool"] != OURS:
+            continue
+        value = "-" if t["value"] is None else f"{t['value']:.{t['nd']}f} {t['unit']}"
+        lines.append(f"- {t['target']}: {value} against {t['bound_text']}: {VERDICT[t['met']]}"
+                     + (f" ({t['value'] / t['bound']:.2f}x)" if t["value"] and t["bound"] and t["unit"] == "MiB/s"
+                        else "") + ".")
+    mine = [t for t in ts if t["tool"] == OURS_CRC32 and t["value"] is not None]
+    if mine:
+        parts = [f"{t['target'].split(' >= ')[0].split(' <= ')[0]}: {t['value']:.{t['nd']}f} against "
+                 f"{t['bound_text']}, {VERDICT[t['met']]}" for t in mine]
+        lines += ["", f"{OURS_CRC32} (the engine without its MD5 pass; this server does not verify CRC32, so this "
+                  "is a measurement, not a setting for such stores): " + "; ".join(parts) + "."]
+    return [*lines, ""]
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -773,7 +860,8 @@ def markdown(r: dict[str, Any]) -> str:
            f"the file is in the page cache. Command: `{r['command']}`", ""]
     if r.get("equal"):
         out += [f"## Equal settings: {a['threads']} parts in flight, {part_h} parts, {a['runs']} runs", ""]
-        out += table(r["equal"], lambda t: f"{a['threads']} x {part_h}", a["runs"])
+        out += table(r["equal"], lambda t: f"{a['threads']} x {part_h}" + (", CRC32" if t == OURS_CRC32 else ""),
+                     a["runs"])
         out += [""]
     if r.get("best"):
         out += [f"## Each tool at its own defaults, {a['best_runs']} runs", ""]
@@ -790,15 +878,18 @@ def markdown(r: dict[str, Any]) -> str:
                 + ".", ""]
     # only after tools that sent no HEAD themselves: rclone serve s3 keeps the MD5 it computed for a HEAD
     heads = [s["median"]["head_s"] for sec in ("equal", "best") for t, s in (r.get(sec) or {}).items()
-             if t not in (OURS, "rclone") and s.get("median") and s["median"].get("head_s") is not None]
+             if t not in (OURS, OURS_CRC32, "rclone") and s.get("median") and s["median"].get("head_s") is not None]
     if heads:
         out += [f"A HEAD of the stored {size_h} object takes {statistics.median(heads):.2f} s on this server (median "
                 "of the harness's checks after the aws-cli, boto3 and s5cmd runs; rclone serve s3 computes the "
                 "object's MD5 for it, once). rclone copyto sends one such HEAD after completing the upload, inside "
                 "its wall time; this tool sends one only when the completion answer does not already prove the "
-                "object (here it does: the streaming server answers with the composite ETag); aws-cli, boto3 and "
-                "s5cmd send none.",
+                "object (with Content-MD5 it does here: the streaming server answers with the composite ETag of "
+                "the part MD5s; with --checksum CRC32 this tool has no part MD5s to compare, so that variant sends "
+                "the HEAD, inside its wall time); aws-cli, boto3 and s5cmd send none.",
                 ""]
+    if r.get("equal") or r.get("best"):
+        out += verdict_lines(r)
     lim = r.get("limits")
     if lim:
         cores = mach["cores"]
@@ -859,20 +950,24 @@ def chart(r: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tools = list(TOOLS)
+    measured_tools = {t for sec in ("equal", "best") for t in (r.get(sec) or {})}
+    tools = [t for t in TOOLS if t in measured_tools] or list(TOOLS)
 
     def vals(sec: str) -> list[float]:
         return [(((r.get(sec) or {}).get(t) or {}).get("median") or {}).get("mib_s") or 0.0 for t in tools]
 
     eq, best = vals("equal"), vals("best")
-    fig, ax = plt.subplots(figsize=(10, 5.8))
+    fig, ax = plt.subplots(figsize=(11, 5.8))
     x = range(len(tools))
     w = 0.38
     a = r["settings"]
     b1 = ax.bar([i - w / 2 for i in x], eq, w, label=f"equal settings ({a['threads']} x {human(a['part_size'])})")
     b2 = ax.bar([i + w / 2 for i in x], best, w, label="each tool's defaults")
     for bars in (b1, b2):
-        for bar in bars:
+        for tool, bar in zip(tools, bars, strict=True):
+            if tool == OURS_CRC32:  # a measurement of the engine without MD5, not a tool's setting to compare
+                bar.set_hatch("//")
+                bar.set_alpha(0.6)
             if bar.get_height():
                 ax.annotate(f"{bar.get_height():.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                             ha="center", va="bottom", fontsize=8)
@@ -881,7 +976,8 @@ def chart(r: dict[str, Any], path: Path) -> None:
         ax.axhline(srv, color="grey", linestyle="--", linewidth=1,
                    label=f"what the server absorbs ({r['limits']['server']['tool']}): {srv:.0f}")
     ax.set_ylim(0, max([*eq, *best, srv or 0, 1.0]) * 1.3)
-    ax.set_xticks(list(x), tools)
+    names = {OURS_CRC32: f"{OURS}\n--checksum CRC32\n(not verified by this server)"}
+    ax.set_xticks(list(x), [names.get(t, t) for t in tools], fontsize=8)
     ax.set_ylabel("MiB/s (median)")
     m = r["machine"]
     ax.set_title(f"Upload of {human(a['size'])} to rclone serve s3 on 127.0.0.1, {r['date']}\n"
@@ -993,6 +1089,7 @@ def main() -> int:
     r["loadavg"]["end"] = loadavg()
     r["elapsed_s"] = round(time.monotonic() - started, 1)
     r["errors"] = b.errors
+    r["targets"] = targets(r)
 
     stamp = now.strftime("%Y-%m-%dT%H%M%S")
     text = json.dumps(r, indent=1, default=str)

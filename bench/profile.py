@@ -160,10 +160,11 @@ class Variant:
 
 
 def git_commit(folder: Path) -> str:
-    """'abc1234 subject' of the checkout in ``folder`` (with '+ changes' if its tracked files differ), or ''."""
+    """'abc1234 subject' of the checkout in ``folder`` (and '+ uncommitted changes' if its engine differs), or ''."""
     try:
         head = bench.run_quiet(["git", "-C", str(folder), "log", "-1", "--format=%h %s"]).strip()
-        dirty = bench.run_quiet(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"]).strip()
+        dirty = bench.run_quiet(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no", "--",
+                                 "s3_multipart_upload"]).strip()
     except bench.BenchError:
         return ""
     return head + (" + uncommitted changes" if dirty else "")
@@ -341,6 +342,37 @@ PHASE_ROWS = [
 ]
 
 
+def summary(r: dict[str, Any], args: argparse.Namespace, variants: list[Variant]) -> list[str]:
+    """A few sentences computed from the phase counters and the CPU runs."""
+    ph, cpu = r.get("phases") or {}, r.get("cpu") or {}
+    gib = args.size / GiB
+    ours = next((v for v in variants if v.code is None and v.checksum == "MD5"), None)
+    if ours is None or ours.label not in ph:
+        return []
+    m = ph[ours.label]
+    p = m["phases"]
+    proc = m["process"]
+    fixed = proc - p.get("part", 0.0)  # outside the part threads: imports, client creation, completion
+    around = p.get("part", 0.0) - sum(p.get(k, 0.0) for k in ("checksum", "read", "buffer", "send"))
+    lines = ["## Summary", "",
+             f"- MD5 (hashlib, OpenSSL) takes {p.get('checksum', 0) / gib:.2f} of this tool's "
+             f"{proc / gib:.2f} CPU s per GiB ({pct(p.get('checksum', 0), proc)}). The rest: reading the file "
+             f"{p.get('read', 0) / gib:.2f}, sending {p.get('send', 0) / gib:.2f}, botocore and the engine around "
+             f"each part {around / gib:.2f}. Outside the part threads, once per run: {fixed:.2f} s (imports "
+             f"{m['imports']:.2f} s, client creation, create and complete, exit)."]
+    crc = next((v for v in variants if v.code is None and v.checksum == "CRC32"), None)
+    if crc is not None and crc.label in ph:
+        c = ph[crc.label]
+        lines.append(f"- With `--checksum CRC32` the process takes {c['process'] / gib:.2f} CPU s per GiB (CRC32 "
+                     f"itself {c['phases'].get('checksum', 0) / gib:.2f}): the MD5 pass is the difference.")
+    base = next((v for v in variants if v.code is not None), None)
+    if base is not None and base.label in cpu and ours.label in cpu:
+        lines.append(f"- Against the baseline ({base.commit.split(' ')[0] if base.commit else base.code}): "
+                     f"{cpu[base.label]['cpu_s_per_gib']:.2f} -> {cpu[ours.label]['cpu_s_per_gib']:.2f} CPU s per GiB "
+                     f"(median of {args.runs} interleaved runs under /usr/bin/time).")
+    return [*lines, ""]
+
+
 def markdown(r: dict[str, Any], args: argparse.Namespace, variants: list[Variant]) -> str:
     size_h, part_h = bench.human(args.size), bench.human(args.part_size)
     gib = args.size / GiB
@@ -350,6 +382,7 @@ def markdown(r: dict[str, Any], args: argparse.Namespace, variants: list[Variant
            f"this tool {r['versions'][bench.OURS]}, botocore {r['versions']['botocore']}, rclone "
            f"{r['versions']['rclone']}. Server: `rclone serve s3` (streaming mode) on 127.0.0.1; the file is read "
            "into the page cache before every run. Reproduce: `" + r["command"] + "` (bench/profile.py).", "",
+           *summary(r, args, variants),
            "Variants: " + "; ".join(f"**{v.label}**: " + (f"the checkout in `{v.code}`" if v.code else "this checkout")
                                     + (f" ({v.commit})" if v.commit else "") + f", `--checksum {v.checksum}`"
                                     for v in variants) + ".", ""]
@@ -384,7 +417,10 @@ def markdown(r: dict[str, Any], args: argparse.Namespace, variants: list[Variant
         out += [f"## py-spy: samples of threads on CPU (`py-spy record {spy['flags']} -f raw`)", "",
                 "Each sample goes to the category of its innermost frame that names one (idle threads are not "
                 "sampled). py-spy shares the two cores with the upload, so wall times under it are not upload "
-                "speeds; the shares are of the samples. Samples: " + ", ".join(
+                "speeds; the shares are of the samples. Without `--native` py-spy does not stop the process for "
+                "each sample; with it (C frames too, `--native`), it stops all nine threads 200 times a second, "
+                "which on two cores stretched a 6 s upload to 13 s and counted threads waiting in poll() as "
+                "running. Samples: " + ", ".join(
                     f"{la} {vs[la]['samples']} ({vs[la]['wall_s']:.1f} s wall)" for la in labels) + ".", "",
                 "| category | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
         names = [n for n, _ in CATEGORIES] + [OTHER]
@@ -430,8 +466,24 @@ def main() -> int:
     ap.add_argument("--sections", default="cpu,phases,pyspy,startup")
     ap.add_argument("--keep-raw", type=Path, help="also save py-spy's raw output in this folder")
     ap.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
-    ap.add_argument("--out", type=Path, default=bench.RESULTS / "profile.md")
+    ap.add_argument("--out", type=Path, default=bench.RESULTS / "profile.md",
+                    help="the Markdown summary; the numbers go beside it as .json")
+    ap.add_argument("--report-only", action="store_true", help="measure nothing: rewrite --out from its .json")
     args = ap.parse_args()
+    if args.report_only:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        for key in ("size", "threads", "part_size", "runs", "rate", "native", "checksums"):
+            setattr(args, key, saved["args"][key])
+        for res in ((saved.get("pyspy") or {}).get("variants") or {}).values():
+            for k in ("categories", "own", "total"):
+                res[k] = collections.Counter(res[k])
+        variants = [Variant(v["label"], Path(v["code"]) if v["code"] else None, v["checksum"])
+                    for v in saved["variants"]]
+        for v, d in zip(variants, saved["variants"], strict=True):
+            v.commit = d["commit"]
+        args.out.write_text(markdown(saved, args, variants))
+        bench.log(f"rewrote {args.out} from {args.out.with_suffix('.json')}")
+        return 0
     sections = [s for s in args.sections.split(",") if s]
     checksums = [c.strip().upper() for c in args.checksums.split(",") if c.strip()]
     if not checksums or any(c not in ("MD5", "CRC32", "SHA256") for c in checksums):
@@ -472,6 +524,10 @@ def main() -> int:
     text = markdown(r, args, variants)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    r["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    r["variants"] = [{"label": v.label, "code": str(v.code) if v.code else None, "checksum": v.checksum,
+                      "commit": v.commit} for v in variants]
+    args.out.with_suffix(".json").write_text(json.dumps(r, indent=1))
     print(text)
     bench.log(f"wrote {args.out}")
     return 0

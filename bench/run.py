@@ -207,6 +207,14 @@ class Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the server process has used so far (/proc/PID/stat)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return math.nan
+
 
 @contextlib.contextmanager
 def rclone_server(name: str, data: Path, key: str, secret: str, extra: list[str], logdir: Path) -> Iterator[Server]:
@@ -259,6 +267,7 @@ class Run:
     sha256_ok: bool | None = None
     head_s: float = math.nan  # the harness's HEAD after the run (rclone serve s3 MD5s the object for it)
     minor_faults: float = math.nan
+    server_cpu_s: float = math.nan  # CPU the server spent during the run (the harness's own HEAD excluded)
 
 
 @dataclass
@@ -419,10 +428,13 @@ class Bench:
         err = ""
         sha_ok: bool | None = None
         head_s = math.nan
+        server_cpu = math.nan
         try:
             if file == self.file:
                 self.warm()
+            cpu0 = self.server.cpu_s()
             m = measured(argv, env, self.timeout_for(size), self.logs / f"{key}.log")
+            server_cpu = self.server.cpu_s() - cpu0
             if m.rc != 0:
                 err = f"exit {m.rc}: " + Path(m.log).read_text(errors="replace")[-400:].strip()
             else:
@@ -451,10 +463,10 @@ class Bench:
                     p.unlink()
         ok = not err
         run = Run(name, mode, rnd, ok, m.wall_s, m.cpu_s, m.user_s, m.sys_s, m.max_rss_mib,
-                  size / MiB / m.wall_s if ok else math.nan, err, sha_ok, head_s, m.minor_faults)
+                  size / MiB / m.wall_s if ok else math.nan, err, sha_ok, head_s, m.minor_faults, server_cpu)
         status = "ok" if ok else f"FAILED: {err}"
         log(f"  {name:<36} {mode:<6} r{rnd}: {m.wall_s:7.2f} s  {run.mib_s:7.1f} MiB/s  cpu {m.cpu_s:6.2f} s  "
-            f"rss {m.max_rss_mib:6.0f} MiB  {status}")
+            f"server cpu {server_cpu:5.2f} s  rss {m.max_rss_mib:6.0f} MiB  {status}")
         if not ok:
             self.errors.append(f"{name} {mode} round {rnd}: {err}")
         sync_disk()
@@ -468,6 +480,11 @@ class Bench:
             for tool in tools[k:] + tools[:k]:
                 all_runs.append(self.upload(tool, mode, r + 1, self.file, self.size))
         return summarise(all_runs, tools, self.size)
+
+
+def _nan_median(xs: list[float]) -> float:
+    known = [x for x in xs if not math.isnan(x)]
+    return statistics.median(known) if known else math.nan
 
 
 def summarise(runs: list[Run], tools: list[str], size: int) -> dict[str, Any]:
@@ -488,6 +505,7 @@ def summarise(runs: list[Run], tools: list[str], size: int) -> dict[str, Any]:
                 "max_rss_mib": median([r.max_rss_mib for r in good]),
                 "head_s": median([r.head_s for r in good]),
                 "minor_faults": median([r.minor_faults for r in good]),
+                "server_cpu_s_per_gib": _nan_median([r.server_cpu_s for r in good]) / (size / GiB),
             },
             "sha256_ok": next((r.sha256_ok for r in mine if r.sha256_ok is not None), None),
         }
@@ -762,9 +780,9 @@ def fmt(v: Any, nd: int = 1) -> str:
 
 
 def table(section: dict[str, Any], settings: Callable[[str], str], runs: int) -> list[str]:
-    lines = ["| tool | settings | wall s | (min-max) | MiB/s | CPU s | CPU s/GiB | peak RSS MiB | vs this tool "
-             "| ok runs |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| tool | settings | wall s | (min-max) | MiB/s | CPU s | CPU s/GiB | server CPU s/GiB | peak RSS MiB "
+             "| vs this tool | ok runs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for tool, s in section.items():
         med = s.get("median") or {}
         walls = [x["wall_s"] for x in s["runs"] if x["ok"]]
@@ -772,7 +790,8 @@ def table(section: dict[str, Any], settings: Callable[[str], str], runs: int) ->
         lines.append(
             f"| {LABELS.get(tool, tool)} | {settings(tool)} | {fmt(med.get('wall_s'), 2)} | {spread} | "
             f"{fmt(med.get('mib_s'))} | "
-            f"{fmt(med.get('cpu_s'), 2)} | {fmt(med.get('cpu_s_per_gib'), 2)} | {fmt(med.get('max_rss_mib'), 0)} | "
+            f"{fmt(med.get('cpu_s'), 2)} | {fmt(med.get('cpu_s_per_gib'), 2)} | "
+            f"{fmt(med.get('server_cpu_s_per_gib'), 2)} | {fmt(med.get('max_rss_mib'), 0)} | "
             f"{fmt(med.get('ratio_to_ours'), 2)} | {s['ok_runs']}/{len(s['runs'])} |")
     return lines
 

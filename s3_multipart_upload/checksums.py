@@ -61,5 +61,23 @@ def composite_etag(part_etags: list[str]) -> str | None:
     return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
 
 
+def composite_checksum(algorithm: str, part_values: list[str]) -> str | None:
+    """S3's checksum of a multipart object built from parts' additional checksums (base64): the checksum
+    of their concatenated digests, then ``-N``; None if a part has none or the algorithm is MD5."""
+    if algorithm == "MD5" or not part_values or not all(part_values):
+        return None
+    try:
+        joined = b"".join(base64.b64decode(v, validate=True) for v in part_values)
+    except ValueError:
+        return None
+    if algorithm == "CRC32":
+        digest = zlib.crc32(joined).to_bytes(4, "big")
+    elif algorithm == "SHA256":
+        digest = hashlib.sha256(joined).digest()
+    else:
+        return None
+    return f"{base64.b64encode(digest).decode()}-{len(part_values)}"
+
+
 def is_composite_etag(etag: str) -> bool:
     return bool(_COMPOSITE.match(etag.strip('"')))

@@ -162,6 +162,10 @@ class Uploader:
         self._stop = threading.Event()
         self._where = f"s3://{request.bucket}/{request.key}"
         self._etags_not_md5 = False  # set when a part ETag is not the MD5 of the bytes sent
+        self._listing_matches = False  # the listing before completion showed every part, its size and ETag
+        self._listed_checksums: list[str] = []  # that listing's additional checksums, in part order
+        self._completed_checksum = ""  # the completion answer's additional checksum, if any
+        self._unconfirmed = False  # set when an UploadPart answer did not echo the additional checksum
         self._trust_log = True  # False when the log's lines cannot be tied to the file (historical META, adoption)
         self._buffers = threading.local()
         self.throttle = Throttle(max(1, request.threads), on_slow_down=self.progress.throttled)
@@ -500,7 +504,7 @@ class Uploader:
         try:
             server_side = req.source.server_side
             if self._completion_proves_content(etags, result, server_side):
-                log.debug("The completion answer's ETag is the composite of the parts sent: no HEAD needed.")
+                log.debug("The completion answer names exactly the parts sent (composite ETag or checksum): no HEAD needed.")
             else:
                 self._verify_object(plan, etags, result)
             if server_side:
@@ -590,6 +594,14 @@ class Uploader:
                 **digest.upload_part_args(),  # type: ignore[arg-type]
             )
             etag = response["ETag"].strip('"')
+            if digest.md5_hex is None and not response.get(f"Checksum{req.checksum}") and not self._unconfirmed:
+                # S3 answers an additional checksum it verified with the same header; a store that says
+                # nothing most likely ignored it (rclone serve s3 and moto do), and nothing checked the part.
+                self._unconfirmed = True
+                log.warning("The server did not confirm part %d's %s checksum: it may not check "
+                            "x-amz-checksum-%s, and then nothing verifies the parts on arrival. --checksum MD5 "
+                            "(Content-MD5) is checked by every S3-compatible store.", part.number, req.checksum,
+                            req.checksum.lower())
             if digest.md5_hex is not None and etag != digest.md5_hex and not self._etags_not_md5:
                 # The server checked Content-MD5 on arrival; an ETag that is not the MD5 means a store that
                 # makes ETags another way (SSE-KMS, SSE-C, some S3-compatible stores), not damaged bytes.
@@ -692,14 +704,22 @@ class Uploader:
         for p in plan.parts:
             entry: dict[str, Any] = {"PartNumber": p.number, "ETag": f'"{done[p.number].etag}"'}
             parts.append(entry)
+        self._listing_matches = False
         if req.checksum != "MD5":
             # Additional checksums must be repeated in the completion; the log keeps ETags only, so ask
             # the server for the values it verified on arrival.
-            values = {p["PartNumber"]: p.get(f"Checksum{req.checksum}") for p in self._list_parts(upload_id)}
+            listed = {p["PartNumber"]: p for p in self._list_parts(upload_id)}
             for entry in parts:
-                value = values.get(entry["PartNumber"])
+                value = listed.get(entry["PartNumber"], {}).get(f"Checksum{req.checksum}")
                 if isinstance(value, str):
                     entry[f"Checksum{req.checksum}"] = value
+            # The same listing shows each part's size: with the completion's answer, that can make a HEAD
+            # of the object redundant (see _completion_proves_content).
+            self._listing_matches = len(listed) == len(plan.parts) and all(
+                p.number in listed and listed[p.number].get("Size") == p.length
+                and str(listed[p.number].get("ETag", "")).strip('"') == done[p.number].etag for p in plan.parts)
+            self._listed_checksums = [str(listed.get(p.number, {}).get(f"Checksum{req.checksum}") or "")
+                                      for p in plan.parts]
         conditional: dict[str, Any] = {}
         if req.no_overwrite:
             self._refuse_overwrite()  # stores that ignore If-None-Match on completion are checked here
@@ -730,6 +750,7 @@ class Uploader:
                 ) from exc
             raise self._fail(exc, len(done), len(plan.parts)) from exc
         result.etag = str(response.get("ETag", "")).strip('"') or None
+        self._completed_checksum = str(response.get(f"Checksum{req.checksum}") or "")
 
     def _overwrite_refused(self, exc: BaseException) -> StateConflict | None:
         if self.req.no_overwrite and error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
@@ -772,8 +793,20 @@ class Uploader:
         exactly those parts, in order, make the object: its content, and so its size, are the file's.
         Stores that answer otherwise (and copies, whose parts no checksum covered) get the HEAD check.
         """
-        if self.req.checksum != "MD5" or server_side or len(part_etags) < 2 or not result.etag:
+        if server_side or len(part_etags) < 2 or not result.etag:
             return False
+        if self.req.checksum == "MD5":
+            return result.etag == checksums.composite_etag(part_etags)
+        # An additional checksum (CRC32, SHA256): the listing taken for the completion showed every part
+        # with its size and logged ETag. An answer that names exactly those parts, by the composite of
+        # their checksums (S3 answers so) or of their MD5 ETags (stores that ignore x-amz-checksum-*),
+        # says the object is those parts in order: its size is the file's. A HEAD would show no more: it
+        # cannot check content that no part MD5 covered.
+        if not self._listing_matches:
+            return False
+        composite = checksums.composite_checksum(self.req.checksum, self._listed_checksums)
+        if composite and self._completed_checksum == composite:
+            return True
         return result.etag == checksums.composite_etag(part_etags)
 
     def _verify_object(self, plan: Plan, part_etags: list[str], result: UploadResult) -> None:

@@ -904,9 +904,9 @@ def markdown(r: dict[str, Any]) -> str:
                 "of the harness's checks after the aws-cli, boto3 and s5cmd runs; rclone serve s3 computes the "
                 "object's MD5 for it, once). rclone copyto sends one such HEAD after completing the upload, inside "
                 "its wall time; this tool sends one only when the completion answer does not already prove the "
-                "object (with Content-MD5 it does here: the streaming server answers with the composite ETag of "
-                "the part MD5s; with --checksum CRC32 this tool has no part MD5s to compare, so that variant sends "
-                "the HEAD, inside its wall time); aws-cli, boto3 and s5cmd send none.",
+                "object (it does here: the streaming server answers with the composite ETag of the parts, which "
+                "with Content-MD5 proves their content, and with --checksum CRC32, after the listing before "
+                "completion showed every part's size, the object's size); aws-cli, boto3 and s5cmd send none.",
                 ""]
     if r.get("equal") or r.get("best"):
         out += verdict_lines(r)

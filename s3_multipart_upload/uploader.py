@@ -504,7 +504,8 @@ class Uploader:
         try:
             server_side = req.source.server_side
             if self._completion_proves_content(etags, result, server_side):
-                log.debug("The completion answer names exactly the parts sent (composite ETag or checksum): no HEAD needed.")
+                log.debug("The completion answer names exactly the parts sent (by composite ETag or checksum): "
+                          "no HEAD needed.")
             else:
                 self._verify_object(plan, etags, result)
             if server_side:

@@ -120,7 +120,7 @@ def _completes(seen: Seen) -> bool:
     ("moto", "MD5", 0),  # answers md5(part ETags)-N: proof enough
     ("moto", "CRC32", 0),  # the listing taken for the completion showed each part's size; the answer names them
     ("rclone", "MD5", 1),  # rclone without streaming answers the whole object's MD5: HEAD it
-    ("rclone", "CRC32", 1),
+    ("rclone", "CRC32", 1),  # the same answer, which names no parts
 ])
 def test_a_completion_answer_that_proves_the_object_saves_the_head(
         s3_server: S3Server, moto_server: S3Server, aws_env: dict[str, str], tmp_path: Path, store: str,

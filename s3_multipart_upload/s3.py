@@ -21,7 +21,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
-from s3_multipart_upload.errors import ServerRefused, UploadError, UploadGone
+from s3_multipart_upload.errors import BadInput, ServerRefused, UploadError, UploadGone
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -124,6 +124,13 @@ def as_upload_error(exc: BaseException, bucket: str, key: str) -> UploadError | 
     """The final error to report for a failure that will not be retried, if it has a fixed meaning."""
     kind = classify(exc)
     where = f"s3://{bucket}/{key}"
+    if isinstance(exc, botocore.exceptions.ParamValidationError):
+        return BadInput(f"the request for {where} was refused before sending: {exc}", "check -b and -k")
+    if isinstance(exc, UnicodeEncodeError):
+        return BadInput(f"the key {key!r} cannot be sent: it is not valid UTF-8 ({exc.reason})",
+                        "give -k as UTF-8 text")
+    if isinstance(exc, ValueError) and str(exc).startswith("Invalid endpoint"):
+        return BadInput(f"{exc} (--endpoint-url)", "give a URL such as http://127.0.0.1:9000 or https://s3.example.com")
     if kind is Kind.GONE:
         return UploadGone(f"the multipart upload for {where} no longer exists on the server (aborted or expired)",
                           "rerun with --restart to start a new upload; the old parts log is kept aside")

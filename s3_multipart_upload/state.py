@@ -153,6 +153,8 @@ def check_writable_dir(path: Path, what: str) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise BadInput(f"the folder of the {what} {path} does not exist", f"create {folder} first")
+    if path.is_dir():
+        raise BadInput(f"the {what} {path} is a directory", f"give a file path, such as {path / 'upload.json'}")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
     except OSError as exc:

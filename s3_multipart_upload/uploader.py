@@ -152,20 +152,21 @@ class Uploader:
         clients: ClientFactory,
         progress: Reporter | None = None,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.req = request
         self.clients = clients
         self.progress = progress or NullProgress()
         self.retry = retry or RetryPolicy()
-        self.requests = Requester(clients, self.retry, on_retry=self._on_retry, sleep=sleep)
         self._stop = threading.Event()
+        self.requests = Requester(clients, self.retry, on_retry=self._on_retry, sleep=sleep or self._backoff)
         self._where = f"s3://{request.bucket}/{request.key}"
         self._etags_not_md5 = False  # set when a part ETag is not the MD5 of the bytes sent
         self._listing_matches = False  # the listing before completion showed every part, its size and ETag
         self._listed_checksums: list[str] = []  # that listing's additional checksums, in part order
         self._completed_checksum = ""  # the completion answer's additional checksum, if any
         self._unconfirmed = False  # set when an UploadPart answer did not echo the additional checksum
+        self._single_etag = ""  # --no-overwrite found this one-part data already at the key
         self._trust_log = True  # False when the log's lines cannot be tied to the file (historical META, adoption)
         self._buffers = threading.local()
         self.throttle = Throttle(max(1, request.threads), on_slow_down=self.progress.throttled)
@@ -174,6 +175,12 @@ class Uploader:
         if is_throttling(exc):
             self.throttle.slow_down()
         self.progress.retry(what, attempt, describe(exc), wait)
+
+    def _backoff(self, seconds: float) -> None:
+        """Wait before a retry; once the run is stopping (Ctrl-C, SIGTERM, a failed part), retry no more:
+        a part waiting out a backoff of up to 20 s would otherwise hold the stop that long, try after try."""
+        if self._stop.wait(seconds):
+            raise _Stopping()
 
     def _call(self, what: str, fn: Callable[[S3Client], T]) -> T:
         return self.requests.call(what, fn)
@@ -235,6 +242,9 @@ class Uploader:
                 log.warning("This upload was started with --checksum %s; it keeps it (not %s).",
                             meta.checksum_algorithm, req.checksum)
                 self.req = req = dataclasses.replace(req, checksum=meta.checksum_algorithm)
+            if req.split_size is not None and meta.split_size and req.split_size != meta.split_size:
+                log.warning("This upload was started with -s %s; it keeps it (not %s).", human(meta.split_size),
+                            human(req.split_size))
         if meta is not None and meta.status == COMPLETED:
             log.info("Upload of %s is already complete (meta file %s); nothing to send.", self._where, req.meta_path)
             return UploadResult(req.bucket, req.key, meta.upload_id, req.source.total_size, meta.part_count or 0,
@@ -254,8 +264,11 @@ class Uploader:
         plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None)
         if plan.note:
             log.warning("%s.", plan.note)
-        self._refuse_overwrite()
         if meta is None:
+            # --no-overwrite before a new upload. A resumed one is checked again at completion, and its own
+            # object (an earlier run completed it, then was killed) must not count as someone else's.
+            if self._refuse_overwrite(plan):
+                return self._identical_single(plan, started)
             meta = self._create(plan)
         elif not adopted:
             log.info("Continuing multipart upload from %s.", req.meta_path)
@@ -361,18 +374,34 @@ class Uploader:
         write_meta(req.meta_path, meta)
         return meta
 
-    def _refuse_overwrite(self) -> None:
-        """--no-overwrite: stop before sending anything if an object is already at the key."""
+    def _refuse_overwrite(self, plan: Plan | None = None) -> bool:
+        """--no-overwrite: stop before sending anything if an object is already at the key. True when ``plan``
+        is one part and the object is byte for byte that part (size and MD5 ETag): an earlier run's PutObject
+        went through and the run was killed before it could record it, so there is nothing to refuse."""
         if not self.req.no_overwrite:
-            return
+            return False
         try:
-            self._call("HeadObject", lambda c: c.head_object(Bucket=self.req.bucket, Key=self.req.key))
+            head = self._call("HeadObject", lambda c: c.head_object(Bucket=self.req.bucket, Key=self.req.key))
         except Exception as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return
+                return False
             raise self._fail(exc) from exc
+        if (plan is not None and len(plan.parts) == 1 and not self.req.source.server_side
+                and head.get("ContentLength") == plan.total_size
+                and str(head.get("ETag", "")).strip('"') == checksums.md5_hex(self.req.source.read(plan.parts[0]))):
+            self._single_etag = str(head["ETag"]).strip('"')
+            return True
         raise StateConflict(f"an object already exists at {self._where} and --no-overwrite was given",
                             "choose another key, or leave out --no-overwrite to replace it")
+
+    def _identical_single(self, plan: Plan, started: float) -> UploadResult:
+        log.info("%s already holds exactly this data (size and MD5); recording it as done.", self._where)
+        meta = self._create(plan)  # one part: no request, META only
+        result = UploadResult(self.req.bucket, self.req.key, None, plan.total_size, 1, etag=self._single_etag,
+                              already_complete=True)
+        self._mark_completed(meta, result)
+        result.seconds = time.monotonic() - started
+        return result
 
     def _create(self, plan: Plan) -> Meta:
         req = self.req
@@ -418,9 +447,10 @@ class Uploader:
             extra = digest.upload_part_args()
             if req.no_overwrite:
                 extra["IfNoneMatch"] = "*"
-            etag = client.put_object(Bucket=req.bucket, Key=req.key, Body=data, **extra)["ETag"].strip('"')  # type: ignore[arg-type]
+            put_answer = client.put_object(Bucket=req.bucket, Key=req.key, Body=data, **extra)  # type: ignore[arg-type]
+            self._check_confirmed(put_answer, digest, 1)
             sent_md5[:] = [digest.md5_hex or ""]
-            return etag
+            return str(put_answer["ETag"]).strip('"')
 
         try:
             etag = self._call(f"PutObject {self._where}", put)
@@ -550,6 +580,8 @@ class Uploader:
                         part = in_flight[future]
                         try:
                             record = future.result()
+                        except _Stopping:
+                            pass  # gave up its retries because the run is stopping: not done, not the cause
                         except Exception as exc:
                             if failure is None:
                                 failure = exc
@@ -595,14 +627,7 @@ class Uploader:
                 **digest.upload_part_args(),  # type: ignore[arg-type]
             )
             etag = response["ETag"].strip('"')
-            if digest.md5_hex is None and not response.get(f"Checksum{req.checksum}") and not self._unconfirmed:
-                # S3 answers an additional checksum it verified with the same header; a store that says
-                # nothing most likely ignored it (rclone serve s3 and moto do), and nothing checked the part.
-                self._unconfirmed = True
-                log.warning("The server did not confirm part %d's %s checksum: it may not check "
-                            "x-amz-checksum-%s, and then nothing verifies the parts on arrival. --checksum MD5 "
-                            "(Content-MD5) is checked by every S3-compatible store.", part.number, req.checksum,
-                            req.checksum.lower())
+            self._check_confirmed(response, digest, part.number)
             if digest.md5_hex is not None and etag != digest.md5_hex and not self._etags_not_md5:
                 # The server checked Content-MD5 on arrival; an ETag that is not the MD5 means a store that
                 # makes ETags another way (SSE-KMS, SSE-C, some S3-compatible stores), not damaged bytes.
@@ -617,6 +642,15 @@ class Uploader:
         parts_log.append(record)  # on disk before the part counts as done
         self.progress.part_done(part.number, etag, part.length, time.monotonic() - began)
         return record
+
+    def _check_confirmed(self, response: Any, digest: checksums.PartChecksum, number: int) -> None:
+        """S3 answers an additional checksum it verified with the same header; a store that says nothing most
+        likely ignored it (rclone serve s3 and moto do), and then nothing checked the bytes: say so, once."""
+        if digest.md5_hex is None and not response.get(f"Checksum{digest.algorithm}") and not self._unconfirmed:
+            self._unconfirmed = True
+            log.warning("The server did not confirm part %d's %s checksum: it may not check x-amz-checksum-%s, "
+                        "and then nothing verifies the parts on arrival. --checksum MD5 (Content-MD5) is checked "
+                        "by every S3-compatible store.", number, digest.algorithm, digest.algorithm.lower())
 
     def _buffer(self, size: int) -> mmap.mmap:
         """This thread's part buffer: threads x part size in all, allocated once, reused part after part.
@@ -848,6 +882,10 @@ class Uploader:
         write_meta(self.req.meta_path, meta)
         log.info("Completed %s: %s in %d parts, ETag %s.", self._where, human(result.size), result.parts_total,
                  result.etag)
+
+
+class _Stopping(Exception):
+    """A part gave up retrying because the run is stopping."""
 
 
 def _md5_of(source: Source, plan: Plan) -> str:

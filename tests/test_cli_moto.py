@@ -211,3 +211,79 @@ def test_the_checksum_of_an_upload_is_kept_on_resume(s3: Any, tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     assert "started with --checksum CRC32; it keeps it" in r.stderr
     assert obj(s3, "k") == f.read_bytes()
+
+
+def test_no_overwrite_rerun_after_a_kill_between_completion_and_meta_exits_0(s3: Any, tmp_path: Path) -> None:
+    """The object at the key is this upload's own result: --no-overwrite must not refuse it on the rerun."""
+    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=31)
+    meta = tmp_path / "m.json"
+    args = upload_args(BUCKET, "k", f, meta, tmp_path / "p.jsonl", "-s", "5M", "--no-overwrite")
+    assert invoke(*args).exit_code == 0
+    record = json.loads(meta.read_text())
+    record["status"] = "in_progress"  # as if killed after CompleteMultipartUpload, before META was rewritten
+    meta.write_text(json.dumps(record))
+    r = invoke(*args)
+    assert r.exit_code == 0, r.stderr
+    assert "already completed by an earlier run" in r.stderr and sent_parts(r.stderr) == []
+    assert json.loads(meta.read_text())["status"] == "completed"
+
+
+def test_no_overwrite_one_part_already_there_is_done_and_a_different_one_is_refused(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 1 * MiB, seed=32)
+    s3.put_object(Bucket=BUCKET, Key="same", Body=f.read_bytes())  # an earlier run's PutObject, killed before META
+    r = invoke(*upload_args(BUCKET, "same", f, tmp_path / "m.json", tmp_path / "p.jsonl", "--no-overwrite"))
+    assert r.exit_code == 0, r.stderr
+    assert "already holds exactly this data" in r.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["status"] == "completed"
+
+    s3.put_object(Bucket=BUCKET, Key="other", Body=b"someone else's")
+    r = invoke(*upload_args(BUCKET, "other", f, tmp_path / "m2.json", tmp_path / "p2.jsonl", "--no-overwrite"))
+    assert r.exit_code == 3
+    assert "an object already exists at s3://moto-bucket/other and --no-overwrite was given" in r.stderr
+    assert obj(s3, "other") == b"someone else's"
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("-b", "Bad_Bucket!", "was refused before sending"),
+    ("--endpoint-url", "notaurl", "Invalid endpoint: notaurl (--endpoint-url)"),
+])
+def test_names_botocore_refuses_before_sending_are_bad_input(s3: Any, tmp_path: Path, option: str, value: str,
+                                                             message: str) -> None:
+    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=33)
+    args = upload_args(BUCKET, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M")
+    args = [*args, option, value] if option != "-b" else [a if a != BUCKET else value for a in args]
+    r = invoke(*args)
+    assert r.exit_code == 2, r.stderr
+    assert message in r.stderr and "unexpected" not in r.stderr
+
+
+def test_a_parts_file_that_is_a_directory_is_refused_before_anything_is_sent(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=34)
+    (tmp_path / "st").mkdir()
+    r = invoke(*upload_args(BUCKET, "k", f, tmp_path / "m.json", tmp_path / "st", "-s", "5M"))
+    assert r.exit_code == 2
+    assert f"the parts file {tmp_path / 'st'} is a directory" in r.stderr
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_resume_says_it_keeps_the_part_size_it_started_with(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=35)
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    assert invoke(*upload_args(BUCKET, "k", f, meta, parts, "-s", "5M", "--dry-run")).exit_code == 0
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="k")["UploadId"]
+    write_meta(meta, Meta(bucket=BUCKET, key="k", upload_id=upload_id, split_size=5 * MiB,
+                          source=FileSource(f).identity(), part_count=3, checksum_algorithm="MD5"))
+    r = invoke(*upload_args(BUCKET, "k", f, meta, parts, "-s", "8M"))
+    assert r.exit_code == 0, r.stderr
+    assert "This upload was started with -s 5 MiB; it keeps it (not 8 MiB)." in r.stderr
+    assert sent_parts(r.stderr) == [1, 2, 3]
+    assert obj(s3, "k") == f.read_bytes()
+
+
+def test_a_one_part_upload_warns_when_the_store_ignores_its_crc32(s3: Any, tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 1 * MiB, seed=36)
+    r = invoke(*upload_args(BUCKET, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "--checksum", "CRC32"))
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.count("The server did not confirm part 1's CRC32 checksum") == 1
+    assert obj(s3, "k") == f.read_bytes()

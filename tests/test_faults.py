@@ -262,3 +262,19 @@ def test_a_file_changed_during_the_run_is_not_completed(faulty, bucket: str, aws
     assert json.loads(meta.read_text())["status"] == "in_progress"
     with pytest.raises(s3_server.client().exceptions.ClientError):
         s3_server.client().head_object(Bucket=bucket, Key="k")
+
+
+def test_a_signal_stops_parts_that_are_waiting_to_retry(faulty, bucket: str, aws_env: dict[str, str],  # type: ignore[no-untyped-def]
+                                                        tmp_path: Path) -> None:
+    """The server fails every part (500): each waits out backoffs of up to 20 s between tries. SIGINT must stop the
+    run (exit 130) without serving those waits; before the fix the run went on for its tries and exited 75."""
+    proxy = faulty(rule=lambda seen, i: Fault(status=500, code="InternalError") if seen.part_number else None)
+    f = write_random(tmp_path / "f.bin", 12 * MiB, seed=18)
+    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+    proc = _popen(upload_args(bucket, "k", f, meta, parts, "-s", "5M", "-t", "2", endpoint=proxy.endpoint), aws_env)
+    _wait_for(lambda: sum(proxy.part_puts().values()) >= 4)  # retrying, deeper into the backoff schedule
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=15)  # the remaining waits and tries would take more than 30 s
+    assert proc.returncode == 130, err
+    assert "interrupted;" in err and "0 of 3 parts are done and logged" in err
+    assert json.loads(meta.read_text())["status"] == "in_progress"

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s3_multipart_upload.errors import BadInput, StateConflict
+from s3_multipart_upload.errors import BadInput, StateConflict, TemporaryFailure
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,7 @@ class PartsLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._broken: TemporaryFailure | None = None
         self._file = open(path, "ab")  # noqa: SIM115 - closed in close()
         self._cut_torn_tail()
 
@@ -263,14 +264,29 @@ class PartsLog:
         os.fsync(self._file.fileno())
 
     def append(self, record: PartRecord) -> None:
+        """One line, on disk (fsync) before it returns. A write that fails (a full disk) stops every later
+        append too: the part is not counted as done, and a torn line is cut off when the log is next opened."""
         line = record.to_line().encode()
         with self._lock:
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            if self._broken is not None:
+                raise self._broken
+            try:
+                self._file.write(line)
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                self._broken = TemporaryFailure(
+                    f"cannot write the parts log {self.path}: {exc.strerror or exc}",
+                    f"free space in {self.path.parent} (or fix the disk), then rerun the same command: parts sent "
+                    "but not logged are found on the server and checked against the file")
+                raise self._broken from exc
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            if self._broken is None:
+                raise  # the buffer of a failed append may fail again here: that error is already reported
 
     def __enter__(self) -> PartsLog:
         return self

@@ -287,3 +287,28 @@ def test_a_one_part_upload_warns_when_the_store_ignores_its_crc32(s3: Any, tmp_p
     assert r.exit_code == 0, r.stderr
     assert r.stderr.count("The server did not confirm part 1's CRC32 checksum") == 1
     assert obj(s3, "k") == f.read_bytes()
+
+
+def test_a_full_disk_under_the_parts_log_stops_with_75_naming_it_and_the_rerun_finishes(
+        s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = write_random(tmp_path / "f.bin", 21 * MiB, seed=37)
+    parts = tmp_path / "p.jsonl"
+    args = upload_args(BUCKET, "k", f, tmp_path / "m.json", parts, "-s", "5M", "-t", "1")
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd: int) -> None:  # the second line of the parts log meets a full disk
+        if os.readlink(f"/proc/self/fd/{fd}") == str(parts):
+            calls.append(fd)
+            if len(calls) >= 2:
+                raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    r = invoke(*args)
+    assert r.exit_code == 75, r.stderr
+    assert f"cannot write the parts log {parts}: No space left on device" in r.stderr
+    assert "to resume, rerun" in r.stderr
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    r = invoke(*args)
+    assert r.exit_code == 0, r.stderr
+    assert obj(s3, "k") == f.read_bytes()

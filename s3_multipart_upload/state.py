@@ -92,6 +92,11 @@ class Meta:
                 and (upload_id is None or isinstance(upload_id, str))):
             raise StateConflict(f"meta file {path} has a bucket, key, uploadId or splitSize of the wrong type",
                                 _move_aside_hint(path))
+        optional = (("source", dict), ("partCount", int), ("checksumAlgorithm", str), ("createdAt", str))
+        wrong = [name for name, kind in optional if doc.get(name) is not None and not isinstance(doc[name], kind)]
+        if wrong:
+            raise StateConflict(f"meta file {path} has a {' and a '.join(wrong)} of the wrong type",
+                                _move_aside_hint(path))
         return cls(
             bucket=bucket,
             key=key,

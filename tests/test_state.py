@@ -47,6 +47,15 @@ def test_meta_that_is_not_json_is_a_conflict_naming_the_file(tmp_path: Path) -> 
         read_meta(path)
 
 
+@pytest.mark.parametrize(("field", "value"), [("source", "f.bin"), ("partCount", "3"), ("checksumAlgorithm", 5)])
+def test_meta_with_a_field_of_the_wrong_type_is_a_conflict_naming_the_file(tmp_path: Path, field: str,
+                                                                          value: object) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"bucket": "b", "key": "k", "uploadId": "u", "splitSize": 5242880, field: value}))
+    with pytest.raises(StateConflict, match=f"meta file {path} has a {field} of the wrong type"):
+        read_meta(path)
+
+
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "m.json"
     path.write_text("old")

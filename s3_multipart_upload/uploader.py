@@ -163,8 +163,7 @@ class Uploader:
         self._where = f"s3://{request.bucket}/{request.key}"
         self._etags_not_md5 = False  # set when a part ETag is not the MD5 of the bytes sent
         self._listing_matches = False  # the listing before completion showed every part, its size and ETag
-        self._listed_checksums: list[str] = []  # that listing's additional checksums, in part order
-        self._completed_checksum = ""  # the completion answer's additional checksum, if any
+        self._checksum_proven = False  # the completion answered the composite of that listing's checksums
         self._unconfirmed = False  # set when an UploadPart answer did not echo the additional checksum
         self._single_etag = ""  # --no-overwrite found this one-part data already at the key
         self._trust_log = True  # False when the log's lines cannot be tied to the file (historical META, adoption)
@@ -739,7 +738,8 @@ class Uploader:
         for p in plan.parts:
             entry: dict[str, Any] = {"PartNumber": p.number, "ETag": f'"{done[p.number].etag}"'}
             parts.append(entry)
-        self._listing_matches = False
+        self._listing_matches = self._checksum_proven = False
+        listed_checksums: list[str] = []
         if req.checksum != "MD5":
             # Additional checksums must be repeated in the completion; the log keeps ETags only, so ask
             # the server for the values it verified on arrival.
@@ -753,8 +753,8 @@ class Uploader:
             self._listing_matches = len(listed) == len(plan.parts) and all(
                 p.number in listed and listed[p.number].get("Size") == p.length
                 and str(listed[p.number].get("ETag", "")).strip('"') == done[p.number].etag for p in plan.parts)
-            self._listed_checksums = [str(listed.get(p.number, {}).get(f"Checksum{req.checksum}") or "")
-                                      for p in plan.parts]
+            listed_checksums = [str(listed.get(p.number, {}).get(f"Checksum{req.checksum}") or "")
+                                for p in plan.parts]
         conditional: dict[str, Any] = {}
         if req.no_overwrite:
             self._refuse_overwrite()  # stores that ignore If-None-Match on completion are checked here
@@ -785,7 +785,8 @@ class Uploader:
                 ) from exc
             raise self._fail(exc, len(done), len(plan.parts)) from exc
         result.etag = str(response.get("ETag", "")).strip('"') or None
-        self._completed_checksum = str(response.get(f"Checksum{req.checksum}") or "")
+        composite = checksums.composite_checksum(req.checksum, listed_checksums)
+        self._checksum_proven = bool(composite) and response.get(f"Checksum{req.checksum}") == composite
 
     def _overwrite_refused(self, exc: BaseException) -> StateConflict | None:
         if self.req.no_overwrite and error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
@@ -839,10 +840,7 @@ class Uploader:
         # cannot check content that no part MD5 covered.
         if not self._listing_matches:
             return False
-        composite = checksums.composite_checksum(self.req.checksum, self._listed_checksums)
-        if composite and self._completed_checksum == composite:
-            return True
-        return result.etag == checksums.composite_etag(part_etags)
+        return self._checksum_proven or result.etag == checksums.composite_etag(part_etags)
 
     def _verify_object(self, plan: Plan, part_etags: list[str], result: UploadResult) -> None:
         req = self.req

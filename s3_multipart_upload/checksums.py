@@ -1,9 +1,14 @@
-"""Per-part checksums that the server verifies on arrival, each byte hashed once.
+"""Checksums: which one proves a part on which store, computing them at the least CPU per byte, and S3's
+composite and full-object forms.
 
-``MD5`` (the default) goes as Content-MD5, which every S3-compatible store checks, and its
-digest is also what such stores return as the part's ETag, so it verifies the completed
-object's composite ETag too. ``CRC32`` and ``SHA256`` go as S3's additional checksums
-(x-amz-checksum-*): cheaper to compute, but only stores that implement them check them.
+``MD5`` works with every S3-compatible store: their part ETags are the MD5 of the bytes they
+stored. The engine streams a part while hashing it and compares the ETag the store answers with
+the MD5 of what it sent (see ``stream.py``); where the ETags turn out not to be MD5s (SSE-KMS,
+SSE-C, some stores) it sends Content-MD5, which the store checks before it keeps the bytes.
+``CRC64NVME``, ``CRC32C``, ``CRC32`` and ``SHA256`` go as S3's additional checksums
+(x-amz-checksum-*): AWS S3 verifies them on arrival, other stores may ignore them. CRC64NVME
+uploads are full-object uploads: S3 also checks, at completion, the CRC64NVME of the whole file,
+which this module combines from the part CRCs (awscrt: 20+ GB/s, against MD5's 0.7 GB/s).
 """
 
 from __future__ import annotations
@@ -11,19 +16,66 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import urllib.parse
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-ALGORITHMS = ("MD5", "CRC32", "SHA256")
+from awscrt import checksums as crt
+
+ALGORITHMS = ("MD5", "CRC64NVME", "CRC32C", "CRC32", "SHA256")
+AUTO = "auto"
+CHOICES = (AUTO, *ALGORITHMS)
+FULL_OBJECT = frozenset({"CRC64NVME"})  # S3 checks the whole object's checksum at completion
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 _COMPOSITE = re.compile(r"^([0-9a-f]{32})-(\d+)$")
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+class _Crc:
+    """A running CRC with hashlib's interface."""
+
+    def __init__(self, fn: Callable[[bytes | memoryview, int], int], width: int) -> None:
+        self._fn = fn
+        self._width = width
+        self.value = 0
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self.value = self._fn(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(self._width // 8, "big")
+
+
+def new_hasher(algorithm: str) -> Hasher:
+    if algorithm == "MD5":
+        return hashlib.md5(usedforsecurity=False)
+    if algorithm == "SHA256":
+        return hashlib.sha256()
+    if algorithm == "CRC32":
+        return _Crc(zlib.crc32, 32)
+    if algorithm == "CRC32C":
+        return _Crc(crt.crc32c, 32)
+    if algorithm == "CRC64NVME":
+        return _Crc(crt.crc64nvme, 64)
+    raise ValueError(f"unknown checksum algorithm {algorithm}")
 
 
 @dataclass(frozen=True)
 class PartChecksum:
     algorithm: str
     value: str  # base64, as S3 sends it in headers
-    md5_hex: str | None  # the MD5 as hex when the algorithm is MD5
+
+    @property
+    def md5_hex(self) -> str | None:
+        """The MD5 as hex (what an MD5 ETag looks like) when the algorithm is MD5."""
+        return base64.b64decode(self.value).hex() if self.algorithm == "MD5" else None
 
     def upload_part_args(self) -> dict[str, str]:
         if self.algorithm == "MD5":
@@ -31,15 +83,14 @@ class PartChecksum:
         return {f"Checksum{self.algorithm}": self.value}
 
 
+def finish(algorithm: str, hasher: Hasher) -> PartChecksum:
+    return PartChecksum(algorithm, base64.b64encode(hasher.digest()).decode())
+
+
 def compute(algorithm: str, data: bytes | memoryview) -> PartChecksum:
-    if algorithm == "MD5":
-        digest = hashlib.md5(data, usedforsecurity=False).digest()
-        return PartChecksum("MD5", base64.b64encode(digest).decode(), digest.hex())
-    if algorithm == "CRC32":
-        return PartChecksum("CRC32", base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode(), None)
-    if algorithm == "SHA256":
-        return PartChecksum("SHA256", base64.b64encode(hashlib.sha256(data).digest()).decode(), None)
-    raise ValueError(f"unknown checksum algorithm {algorithm}")
+    hasher = new_hasher(algorithm)
+    hasher.update(data)
+    return finish(algorithm, hasher)
 
 
 def md5_hex(data: bytes) -> str:
@@ -63,21 +114,50 @@ def composite_etag(part_etags: list[str]) -> str | None:
 
 def composite_checksum(algorithm: str, part_values: list[str]) -> str | None:
     """S3's checksum of a multipart object built from parts' additional checksums (base64): the checksum
-    of their concatenated digests, then ``-N``; None if a part has none or the algorithm is MD5."""
-    if algorithm == "MD5" or not part_values or not all(part_values):
+    of their concatenated digests, then ``-N``; None if a part has none, or the algorithm has no such form."""
+    if algorithm in ("MD5", *FULL_OBJECT) or not part_values or not all(part_values):
         return None
     try:
         joined = b"".join(base64.b64decode(v, validate=True) for v in part_values)
     except ValueError:
         return None
-    if algorithm == "CRC32":
-        digest = zlib.crc32(joined).to_bytes(4, "big")
-    elif algorithm == "SHA256":
-        digest = hashlib.sha256(joined).digest()
-    else:
-        return None
-    return f"{base64.b64encode(digest).decode()}-{len(part_values)}"
+    return f"{compute(algorithm, joined).value}-{len(part_values)}"
+
+
+def full_object_checksum(algorithm: str, parts: Sequence[tuple[str, int]]) -> str:
+    """The checksum of the whole object from its parts' (base64 checksum, length), in order, without reading
+    a byte: CRCs combine (crc(a || b) from crc(a), crc(b) and len(b)), which is what lets a resumed upload
+    prove the whole file although no single run read it all."""
+    if algorithm != "CRC64NVME":
+        raise ValueError(f"{algorithm} has no full-object form here")
+    total = 0
+    for value, length in parts:
+        crc = int.from_bytes(base64.b64decode(value), "big")
+        total = crt.combine_crc64nvme(total, crc, length)
+    return base64.b64encode(total.to_bytes(8, "big")).decode()
 
 
 def is_composite_etag(etag: str) -> bool:
     return bool(_COMPOSITE.match(etag.strip('"')))
+
+
+def is_aws(endpoint_url: str | None) -> bool:
+    """AWS S3 itself: no --endpoint-url (boto3 then goes to AWS), or an amazonaws.com host."""
+    if not endpoint_url:
+        return True
+    host = urllib.parse.urlsplit(endpoint_url).hostname or ""
+    return host == "amazonaws.com" or host.endswith(".amazonaws.com")
+
+
+def choose(requested: str, endpoint_url: str | None, controller: bool = False) -> tuple[str, str]:
+    """The checksum of a new upload and why: ``--checksum auto`` picks what the store proves."""
+    if requested.upper() != AUTO.upper():
+        return requested.upper(), "as asked (--checksum)"
+    if controller:
+        return "MD5", ("auto: through a controller's presigned URLs, each part's ETag is compared with the MD5 "
+                       "of the bytes sent")
+    if is_aws(endpoint_url):
+        return "CRC64NVME", ("auto: AWS S3 verifies each part's CRC64NVME on arrival and the whole file's at "
+                             "completion")
+    return "MD5", ("auto: an S3-compatible store (--endpoint-url) verifies MD5: each part's ETag is compared with "
+                   "the MD5 of the bytes sent")

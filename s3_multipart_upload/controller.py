@@ -157,14 +157,14 @@ class ControllerS3:
         if any(name.startswith("Checksum") for name in args):
             raise BadInput("through a controller, parts are checked with Content-MD5 only",
                            "leave out --checksum (S3 refuses unsigned x-amz-checksum headers on presigned URLs)")
-        view = Body.view if hasattr(Body, "view") else Body
-        headers = {"Content-Length": str(len(view))}
+        headers = {"Content-Length": str(len(Body))}  # Body: the engine's PartStream, read as it is sent
         if ContentMD5:
             headers["Content-MD5"] = ContentMD5
         for attempt in (1, 2):
             signed = self.api.call("POST", f"/multipart_uploads/{_seg(UploadId)}/part/{PartNumber}/presigned_post",
                                    "GetPartUrl")
-            response = _send(self.api.http, signed.get("method", "PUT"), signed["url"], view, headers,
+            Body.seek(0)  # a second try reads the part again from the file (and hashes it again)
+            response = _send(self.api.http, signed.get("method", "PUT"), signed["url"], Body, headers,
                              f"UploadPart {PartNumber}", where=_host(signed["url"]))
             code = _s3_code(response.data) if response.status >= 300 else None
             if attempt == 1 and (response.status == 403 or code in _EXPIRED):

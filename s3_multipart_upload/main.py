@@ -26,8 +26,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from s3_multipart_upload import __version__
-from s3_multipart_upload.checksums import ALGORITHMS
+from s3_multipart_upload import __version__, checksums
 from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, ControllerClients, read_token
 from s3_multipart_upload.errors import (
     BadInput,
@@ -237,16 +236,18 @@ def transfer_options(fn: F) -> F:
         click.option("-a", "--parts-file-path", required=True, type=click.Path(path_type=Path),
                      help="The log of finished parts (JSON Lines), appended to as parts finish."),
         click.option("-t", "--thread-count", type=click.IntRange(1, MAX_THREADS), default=DEFAULT_THREADS,
-                     show_default=True, help="Parts sent at once. Memory use is about THREADS x SPLIT_SIZE."),
+                     show_default=True, help="Parts sent at once. Parts are streamed in 1 MiB blocks: memory "
+                          "does not grow "
+                          "with SPLIT_SIZE."),
         click.option("-s", "--split-size", type=ByteSize(),
                      help=f"Part size in bytes (or 64M, 1G). Default {human(DEFAULT_PART_SIZE)}, raised when the "
                           "data would need more than 10,000 parts. Fixed at the start of an upload."),
-        click.option("--checksum", type=click.Choice(ALGORITHMS, case_sensitive=False), default="MD5",
-                     show_default=True,
-                     help="Checksum the server verifies for each part: MD5 (Content-MD5, checked by every "
-                          "S3-compatible store), or CRC32/SHA256 (S3's additional checksums: verified by AWS S3, and "
-                          "CRC32 costs a quarter of MD5's CPU; stores that lack them ignore them, and the run "
-                          "warns)."),
+        click.option("--checksum", type=click.Choice(checksums.CHOICES, case_sensitive=False),
+                     default=checksums.AUTO, show_default=True,
+                     help="How each part is proven: auto picks CRC64NVME on AWS S3 (each part and the whole "
+                          "file's checksum verified by S3) and MD5 on other stores (each part's ETag compared with "
+                          "the MD5 of the bytes sent). CRC32C, CRC32 and SHA256 are S3's other checksums: stores "
+                          "that lack them ignore them, and the run warns. A resumed upload keeps its checksum."),
         click.option("--retries", type=click.IntRange(1, 100), default=RetryPolicy.attempts, show_default=True,
                      help="Tries per request on transient failures (connection reset, timeout, 5xx, SlowDown), "
                           "with exponential backoff and jitter, before the run stops with exit 75."),
@@ -332,8 +333,8 @@ def _through_controller(source: Source, controller: str | None, file_id: str | N
     if not_here:
         raise BadInput(f"{', '.join(not_here)} cannot go with --controller: the controller chooses the bucket and "
                        "key and holds the credentials", f"leave out {', '.join(not_here)}")
-    if options["checksum"].upper() != "MD5":
-        raise BadInput("through a controller, parts are checked with Content-MD5 only",
+    if options["checksum"].upper() not in ("MD5", checksums.AUTO.upper()):
+        raise BadInput("through a controller, parts are checked by MD5 only",
                        "leave out --checksum (S3 refuses unsigned x-amz-checksum headers on presigned URLs)")
     if not isinstance(source, FileSource):
         raise BadInput("--controller uploads a file: give -f FILE (not -d)")
@@ -416,8 +417,8 @@ def copy(source_url: str, source_endpoint_url: str | None, source_profile: str |
 
     Same state files and resume as upload. With one store and one set of credentials, the
     store copies each part (UploadPartCopy, no bytes through this machine); otherwise, or with
-    --through-client, each part is read with a ranged GET and uploaded, memory bounded by
-    THREADS x SPLIT_SIZE. Every read is conditional on the source's ETag: a source that changes
+    --through-client, each part is read with a ranged GET and streamed to the upload, in 1 MiB
+    blocks whatever the part size. Every read is conditional on the source's ETag: a source that changes
     mid-copy stops the copy (exit 3) instead of mixing two versions.
     """
     bucket, key = parse_s3_url(source_url)
@@ -439,9 +440,13 @@ def _transfer(
     dry_run: bool, as_json: bool, endpoint_url: str | None, profile: str | None, region: str | None, quiet: bool,
     verbose: bool, clients: ClientFactory | None = None, meta_extra: dict[str, Any] | None = None,
 ) -> None:
-    request = UploadRequest(
+    algorithm, why = checksums.choose(checksum, endpoint_url, controller=meta_extra is not None
+                                      and "controller" in meta_extra)
+    request = UploadRequest(checksum=algorithm, checksum_why=why,
+        # A measurement knob (bench/): MD5 sent as Content-MD5 from the first part, as the engine falls back to.
+        content_md5=os.environ.get("S3MU_CONTENT_MD5") == "1",
         bucket=bucket, key=key, source=source, meta_path=meta_file_path, parts_path=parts_file_path,
-        threads=thread_count, split_size=split_size, checksum=checksum.upper(), restart=restart,
+        threads=thread_count, split_size=split_size, restart=restart,
         upload_id=upload_id, no_overwrite=no_overwrite, meta_extra=meta_extra or {},
     )
     if clients is None:
@@ -456,7 +461,8 @@ def _transfer(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     log = logging.getLogger("s3_multipart_upload")
     try:
-        result = Uploader(request, clients, reporter, retry=RetryPolicy(attempts=retries)).run()
+        uploader = Uploader(request, clients, reporter, retry=RetryPolicy(attempts=retries))
+        result = uploader.run()
     except BaseException as exc:
         reporter.close()
         if events is not None:
@@ -476,7 +482,9 @@ def _transfer(
         summary = {"bucket": bucket, "key": key, "uploadId": result.upload_id, "size": result.size,
                    "eTag": result.etag, "partsTotal": result.parts_total, "partsSent": result.parts_sent,
                    "partsAlreadyDone": result.parts_logged, "partsAdopted": result.parts_adopted,
-                   "bytesSent": result.bytes_sent, "seconds": round(result.seconds, 3)}
+                   "bytesSent": result.bytes_sent, "seconds": round(result.seconds, 3),
+                   "checksumAlgorithm": uploader.req.checksum,
+                   "fullObjectChecksum": result.full_checksum}
         events.event("completed", alreadyComplete=result.already_complete, **summary)
         events.event("summary", status="already_complete" if result.already_complete else "completed", exitCode=0,
                      **summary)
@@ -510,8 +518,9 @@ def _show_plan(plan: dict[str, Any], as_json: bool) -> None:
         f"  upload:     {plan['status']}" + (f" {plan['uploadId']}, {plan['partsLogged']} parts logged as done"
                                             if plan["uploadId"] else ""),
         f"  to send:    {human(plan['bytesToSend'])}",
-        f"  threads:    {plan['threads']}; memory bound {human(plan['memoryBound'])} (threads x part size)",
-        f"  checksum:   {plan['checksum']}",
+        f"  threads:    {plan['threads']}; memory bound {human(plan['memoryBound'])} of part data in flight "
+        "(threads x 1 MiB blocks: parts are streamed, never held whole)",
+        f"  checksum:   {plan['checksum']} ({plan['checksumWhy']})",
         f"  requests:   {reqs}" + ("" if plan["status"] == "completed" else
                                        ", and a HeadObject unless the completion answer proves the object"),
     ]

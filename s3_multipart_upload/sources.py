@@ -8,11 +8,10 @@ server (UploadPartCopy) without its bytes passing through this machine.
 
 from __future__ import annotations
 
-import mmap
 import os
 import stat
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol
 
 from s3_multipart_upload.errors import BadInput, CredentialsExpired, StateConflict, TemporaryFailure
 from s3_multipart_upload.plan import Part, Plan, plan_bytes, plan_chunks
@@ -26,8 +25,7 @@ from s3_multipart_upload.s3 import (
     describe,
     error_code,
 )
-
-PartBuffer: TypeAlias = bytearray | mmap.mmap  # where a part's bytes are read to, reused part after part
+from s3_multipart_upload.stream import PartSource, PartStream, RangeReader
 
 
 class Source(Protocol):
@@ -38,10 +36,12 @@ class Source(Protocol):
 
     def plan(self, split_size: int | None, fixed: bool) -> Plan: ...
 
-    def read(self, part: Part) -> bytes: ...
+    def open_range(self, part: Part) -> RangeReader:
+        """The part's bytes, read in order (a retry opens the range again)."""
+        ...
 
-    def read_into(self, part: Part, buffer: PartBuffer) -> memoryview:
-        """The part's bytes in ``buffer`` (at least ``part.length`` long), without a copy where it can."""
+    def read(self, part: Part) -> bytes:
+        """The part's bytes in memory: for samples and small parts, never on the data path."""
         ...
 
     def identity(self) -> dict[str, Any]: ...
@@ -81,75 +81,51 @@ def _stat_regular_file(path: Path, what: str) -> os.stat_result:
     return st
 
 
-def _pread_into(path: Path, offset: int, view: memoryview) -> None:
-    """Fill ``view`` with the bytes of ``path`` at ``offset`` (short reads are allowed by POSIX: go on)."""
+class _FileRange:
+    """One part's bytes of one file, read with os.pread from its own descriptor (no shared position)."""
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        self.path = path
+        self._next = offset
+        self._end = offset + length
+        try:
+            self._fd: int | None = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise StateConflict(f"{path} disappeared during the upload", "put the file back (the parts sent are "
+                                "kept), or start over with --restart") from None
+        except OSError as exc:
+            raise TemporaryFailure(f"cannot read {path}: {exc.strerror}", "rerun once the file is readable") from None
+
+    def read(self, size: int) -> bytes:
+        size = min(size, self._end - self._next)
+        if size <= 0 or self._fd is None:
+            return b""
+        try:
+            data = os.pread(self._fd, size, self._next)
+        except OSError as exc:
+            raise TemporaryFailure(f"cannot read {self.path} at byte {self._next}: {exc.strerror}",
+                                   "rerun once the file is readable") from None
+        if not data:
+            raise StateConflict(
+                f"{self.path} is shorter than when the upload was planned (read ended at byte {self._next})",
+                "the file changed during the upload; start again with --restart once it is final",
+            )
+        self._next += len(data)  # a short read (allowed by POSIX) is fine: the caller asks again
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_whole(source: PartSource, part: Part) -> bytes:
+    """A part's bytes in memory: for samples and one-part checks only, never on the data path."""
+    stream = PartStream(source, part)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise StateConflict(f"{path} disappeared during the upload",
-                            "put the file back (the parts sent are kept), or start over with --restart") from None
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot read {path}: {exc.strerror}", "rerun once the file is readable") from None
-    try:
-        got = 0
-        while got < len(view):
-            try:
-                n = os.preadv(fd, [view[got:]], offset + got)
-            except OSError as exc:
-                raise TemporaryFailure(f"cannot read {path} at byte {offset + got}: {exc.strerror}",
-                                       "rerun once the file is readable") from None
-            if n == 0:
-                raise StateConflict(
-                    f"{path} is shorter than when the upload was planned (read ended at byte {offset + got})",
-                    "the file changed during the upload; start again with --restart once it is final",
-                )
-            got += n
+        return bytes(stream.read())
     finally:
-        os.close(fd)
-
-
-class PartBody:
-    """A part's bytes as a read-only file for the HTTP client, over a buffer that is reused part after
-    part (botocore would otherwise wrap them in a BytesIO, and the buffer could not be reused)."""
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-        self._pos = 0
-
-    @property
-    def view(self) -> memoryview:
-        """The bytes, for an HTTP client that sends a buffer as it is (no copy)."""
-        return self._view
-
-    def read(self, size: int | None = -1) -> bytes | memoryview:
-        """``size`` bytes as a view of the buffer, not a copy: urllib3 reads the body 16 KiB at a time and
-        sends each piece as it is, so a ``bytes`` copy of every piece (a whole extra copy of the part)
-        bought nothing. A read of the rest (no size: how moto and werkzeug take a body) gets ``bytes``."""
-        if size is None or size < 0:
-            rest = bytes(self._view[self._pos:])
-            self._pos = len(self._view)
-            return rest
-        end = min(len(self._view), self._pos + size)
-        chunk = self._view[self._pos:end]
-        self._pos = end
-        return chunk
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: len(self._view)}[whence]
-        self._pos = max(0, min(len(self._view), base + offset))
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def __len__(self) -> int:
-        return len(self._view)
+        stream.close()
 
 
 def _changed_hint(meta_path: Path) -> str:
@@ -173,13 +149,11 @@ class FileSource:
     def plan(self, split_size: int | None, fixed: bool) -> Plan:
         return plan_bytes(self.total_size, split_size, fixed)
 
-    def read(self, part: Part) -> bytes:
-        return bytes(self.read_into(part, bytearray(part.length)))
+    def open_range(self, part: Part) -> RangeReader:
+        return _FileRange(self.path, part.offset, part.length)
 
-    def read_into(self, part: Part, buffer: PartBuffer) -> memoryview:
-        view = memoryview(buffer)[:part.length]
-        _pread_into(self.path, part.offset, view)
-        return view
+    def read(self, part: Part) -> bytes:
+        return read_whole(self, part)
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "file", "path": str(self.path), "size": self.total_size, "mtimeNs": self._mtime_ns}
@@ -240,13 +214,11 @@ class ChunkDirSource:
     def plan(self, split_size: int | None, fixed: bool) -> Plan:
         return plan_chunks([st.st_size for st in self._stats], [str(p) for p in self._files])
 
-    def read(self, part: Part) -> bytes:
-        return bytes(self.read_into(part, bytearray(part.length)))
+    def open_range(self, part: Part) -> RangeReader:
+        return _FileRange(self._files[part.number - 1], 0, part.length)
 
-    def read_into(self, part: Part, buffer: PartBuffer) -> memoryview:
-        view = memoryview(buffer)[:part.length]
-        _pread_into(self._files[part.number - 1], 0, view)
-        return view
+    def read(self, part: Part) -> bytes:
+        return read_whole(self, part)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -289,7 +261,36 @@ class ChunkDirSource:
         return None
 
 
-READ_CHUNK = 1024 * 1024
+class _ObjectRange:
+    """The body of one ranged GET, which must hold exactly the part's bytes."""
+
+    def __init__(self, source: S3ObjectSource, part: Part, body: Any) -> None:
+        self._source, self._part, self._body = source, part, body
+        self._left = part.length
+
+    def _short(self) -> StateConflict:
+        part = self._part
+        return StateConflict(f"the source object {self._source.url} did not return exactly {part.length} bytes for "
+                             f"bytes={part.offset}-{part.offset + part.length - 1}",
+                             "it may have changed; rerun with --restart to copy it again")
+
+    def read(self, size: int) -> bytes:
+        if self._body is None:
+            return b""
+        if self._left == 0:
+            if self._body.read(1):
+                raise self._short()
+            return b""
+        data = bytes(self._body.read(min(size, self._left)))
+        if not data:
+            raise self._short()
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -339,14 +340,10 @@ class S3ObjectSource:
         return StateConflict(f"the source object {self.url} changed {what} (its ETag is no longer {self.etag})",
                              "the copy would mix two versions; rerun with --restart to copy the new version")
 
-    def read(self, part: Part) -> bytes:
-        return bytes(self.read_into(part, bytearray(part.length)))
-
-    def read_into(self, part: Part, buffer: PartBuffer) -> memoryview:
-        """A ranged GET, conditional on the ETag, streamed into ``buffer`` (memory: the buffer, plus 1 MiB)."""
-        view = memoryview(buffer)[:part.length]
+    def open_range(self, part: Part) -> RangeReader:
+        """A ranged GET, conditional on the ETag, read as the upload of the part consumes it."""
         if part.length == 0:
-            return view
+            return _ObjectRange(self, part, None)
         byte_range = f"bytes={part.offset}-{part.offset + part.length - 1}"
         try:
             response = self._reads.call(f"GetObject {self.url} {byte_range}", lambda c: c.get_object(
@@ -357,19 +354,12 @@ class S3ObjectSource:
             raise
         # Some stores (rclone serve s3) ignore If-Match: the ETag of what was served says which version it was.
         if response.get("ETag") not in (None, self.etag):
+            response["Body"].close()
             raise self._changed("during the copy")
-        body = response["Body"]
-        got = 0
-        while got < part.length:
-            chunk = body.read(min(READ_CHUNK, part.length - got))
-            if not chunk:
-                break
-            view[got:got + len(chunk)] = chunk
-            got += len(chunk)
-        if got != part.length or body.read(1):
-            raise StateConflict(f"the source object {self.url} did not return exactly {part.length} bytes for "
-                                f"{byte_range}", "it may have changed; rerun with --restart to copy it again")
-        return view
+        return _ObjectRange(self, part, response["Body"])
+
+    def read(self, part: Part) -> bytes:
+        return read_whole(self, part)
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "s3", "bucket": self.bucket, "key": self.key, "size": self.total_size, "eTag": self.etag,

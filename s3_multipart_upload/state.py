@@ -14,6 +14,10 @@ PARTS_FILE (JSON Lines, one line appended per finished part, flushed and fsync'd
 part counts as done; lines arrive in any order)::
 
     {"eTag": "5ca0dc854f8e8b356b0049144ed63056", "partNumber": 1, "uploadId": "OQBr...", "size": 67108864}
+    {"eTag": "...", "partNumber": 2, "uploadId": "OQBr...", "size": 67108864, "checksum": "pHnN5SGsVv8="}
+
+``checksum`` is the part's checksum in META's checksumAlgorithm (here CRC64NVME), computed from
+the local bytes when the part was sent: a full-object checksum is combined from these.
 
 Lines of another uploadId are ignored; a torn last line (a crash mid-write) is ignored with a
 warning and cut off before the next append; any other bad line is an error naming the line.
@@ -183,11 +187,14 @@ class PartRecord:
     number: int
     upload_id: str
     size: int | None = None
+    checksum: str | None = None  # the part's checksum (base64) in META's checksumAlgorithm, computed locally
 
     def to_line(self) -> str:
         doc: dict[str, Any] = {"eTag": self.etag, "partNumber": self.number, "uploadId": self.upload_id}
         if self.size is not None:
             doc["size"] = self.size
+        if self.checksum is not None:
+            doc["checksum"] = self.checksum
         return json.dumps(doc, separators=(", ", ": ")) + "\n"
 
 
@@ -232,11 +239,11 @@ def _parse_part_line(raw: bytes, path: Path, lineno: int) -> PartRecord:
         etag, number, upload_id = doc["eTag"], doc["partNumber"], doc["uploadId"]
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError):
         raise StateConflict(f"parts file {path} line {lineno} is not a part record", hint) from None
-    size = doc.get("size")
+    size, checksum = doc.get("size"), doc.get("checksum")
     if not (isinstance(etag, str) and isinstance(number, int) and isinstance(upload_id, str)
-            and (size is None or isinstance(size, int))):
+            and (size is None or isinstance(size, int)) and (checksum is None or isinstance(checksum, str))):
         raise StateConflict(f"parts file {path} line {lineno} has a field of the wrong type", hint)
-    return PartRecord(etag.strip('"'), number, upload_id, size)
+    return PartRecord(etag.strip('"'), number, upload_id, size, checksum)
 
 
 class PartsLog:

@@ -2,11 +2,20 @@
 
 Tests point the CLI's --endpoint-url at it. SigV4 signs the Host header, so the proxy forwards
 every header unchanged and the server verifies the client's signature as if it were direct.
+
+With ``verify_checksums`` it also does what AWS S3 does with additional checksums and what no
+store here does: it recomputes every x-amz-checksum-* of a part or object body with an
+implementation of its own (anycrc, hashlib; not the client's awscrt), answers BadDigest on a
+mismatch, echoes the value it verified, checks a full-object checksum at completion by
+combining the CRCs of the parts it saw, and answers the completion with the object's checksum.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
+import re
 import socket
 import threading
 import time
@@ -15,6 +24,27 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import anycrc
+
+_CRC_MODELS = {"crc32": "CRC32-ISO-HDLC", "crc32c": "CRC32-ISCSI", "crc64nvme": "CRC64-NVME"}
+_PART_NUMBER = re.compile(rb"<PartNumber>(\d+)</PartNumber>")
+
+
+def _digest(algorithm: str, data: bytes) -> bytes:
+    """The checksum S3 computes, by implementations independent of the client's."""
+    if algorithm == "sha256":
+        return hashlib.sha256(data).digest()
+    model = anycrc.Model(_CRC_MODELS[algorithm])
+    return int(model.calc(data)).to_bytes(8 if algorithm == "crc64nvme" else 4, "big")
+
+
+@dataclass
+class _PartSeen:
+    algorithm: str
+    digest: bytes
+    data_crc: int  # the part's CRC (for a full-object combine), 0 for SHA-256
+    length: int
 
 
 @dataclass(frozen=True)
@@ -53,9 +83,12 @@ class S3Proxy:
     rule: Rule | None = None
     delay: float = 0.0  # seconds to hold each part upload, so that a test can stop the client mid-upload
     seen: list[Seen] = field(default_factory=list)
+    verify_checksums: bool = False  # act as AWS S3 does with x-amz-checksum-* (see the module docstring)
+    refused: list[str] = field(default_factory=list)  # why each BadDigest was answered
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._parts: dict[tuple[str, int], _PartSeen] = {}
         up = urllib.parse.urlsplit(self.upstream)
         proxy = self
 
@@ -104,6 +137,10 @@ class S3Proxy:
                 replaced = fault.headers if fault is not None and fault.headers else {}
                 if replaced:
                     fault = None
+                add_headers: dict[str, str] = {}
+                add_xml = b""
+                if fault is None and proxy.verify_checksums:
+                    fault, add_headers, add_xml = proxy._checksums(self.command, seen, self.headers, body)
                 if fault is not None:
                     xml = (fault.body or f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
                            f"<Message>injected by the test proxy</Message></Error>").encode()
@@ -122,9 +159,15 @@ class S3Proxy:
                     data = resp.read()
                 finally:
                     conn.close()
+                if resp.status == 200 and add_xml:
+                    end = b"</CompleteMultipartUploadResult>"
+                    data = data.replace(end, add_xml + end)
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(k, v)
+                if resp.status == 200:
+                    for k, v in add_headers.items():
                         self.send_header(k, v)
                 if self.command != "HEAD":
                     self.send_header("Content-Length", str(len(data)))
@@ -147,6 +190,55 @@ class S3Proxy:
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
+
+    def _checksums(self, method: str, seen: Seen, headers: object, body: bytes,
+                   ) -> tuple[Fault | None, dict[str, str], bytes]:
+        """What AWS S3 would do with this request's additional checksums: (an error, headers, XML to add)."""
+        get = headers.get  # type: ignore[attr-defined]
+        upload_id = seen.query.get("uploadId")
+        if method == "PUT" and "x-amz-copy-source" not in {k.lower() for k in headers}:  # type: ignore[attr-defined]
+            for algorithm in ("crc64nvme", "crc32c", "crc32", "sha256"):
+                claimed = get(f"x-amz-checksum-{algorithm}")
+                if claimed is None:
+                    continue
+                digest = _digest(algorithm, body)
+                if base64.b64encode(digest).decode() != claimed:
+                    return self._bad_digest(f"{algorithm} of {seen.path} part {seen.part_number}: sent {claimed}, "
+                                            f"body {base64.b64encode(digest).decode()}"), {}, b""
+                if seen.part_number is not None and upload_id:
+                    crc = int.from_bytes(digest, "big") if algorithm != "sha256" else 0
+                    with self._lock:
+                        self._parts[(upload_id, seen.part_number)] = _PartSeen(algorithm, digest, crc, len(body))
+                return None, {f"x-amz-checksum-{algorithm}": claimed}, b""
+        if method == "POST" and upload_id:
+            numbers = [int(n) for n in _PART_NUMBER.findall(body)]
+            with self._lock:
+                parts = [self._parts.get((upload_id, n)) for n in numbers]
+            if not numbers or any(p is None for p in parts):
+                return None, {}, b""
+            known = [p for p in parts if p is not None]
+            algorithm = known[0].algorithm
+            tag = f"Checksum{algorithm.upper()}"
+            claimed = get(f"x-amz-checksum-{algorithm}")
+            if get("x-amz-checksum-type") == "FULL_OBJECT" and algorithm != "sha256":
+                model = anycrc.Model(_CRC_MODELS[algorithm])
+                crc = known[0].data_crc
+                for p in known[1:]:
+                    crc = model.combine(crc, p.data_crc, p.length)
+                whole = base64.b64encode(int(crc).to_bytes(len(known[0].digest), "big")).decode()
+                if claimed != whole:
+                    return self._bad_digest(f"full-object {algorithm} of {seen.path}: sent {claimed}, parts make "
+                                            f"{whole}"), {}, b""
+                return None, {}, f"<{tag}>{whole}</{tag}><ChecksumType>FULL_OBJECT</ChecksumType>".encode()
+            joined = b"".join(p.digest for p in known)
+            composite = f"{base64.b64encode(_digest(algorithm, joined)).decode()}-{len(known)}"
+            return None, {}, f"<{tag}>{composite}</{tag}><ChecksumType>COMPOSITE</ChecksumType>".encode()
+        return None, {}, b""
+
+    def _bad_digest(self, why: str) -> Fault:
+        with self._lock:
+            self.refused.append(why)
+        return Fault(400, "BadDigest")
 
     def part_puts(self) -> Counter[int]:
         """How many times each part number was sent (UploadPart requests that reached the proxy)."""

@@ -31,18 +31,21 @@ def test_round_trip_is_byte_identical(s3_server: S3Server, bucket: str, aws_env:
     assert json.loads((tmp_path / "m.json").read_text())["checksumAlgorithm"] == checksum
 
 
-def test_a_part_damaged_in_transit_is_refused_by_the_server_and_sent_again(
-        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
-    """Each part goes with Content-MD5, so the server refuses flipped bits (BadDigest) and the part is resent."""
+@pytest.mark.parametrize(("content_md5", "said"), [
+    ("0", "Part 2 reached the server damaged"),  # MD5 by ETag: stored damaged, caught by its ETag, sent again
+    ("1", "UploadPart 2: UploadPart failed: BadDigest"),  # Content-MD5 (the fallback): refused on arrival
+], ids=["etag", "content-md5"])
+def test_a_part_damaged_in_transit_is_caught_and_sent_again(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path, content_md5: str, said: str) -> None:
     proxy = S3Proxy(s3_server.endpoint, rule=lambda seen, i: Fault(corrupt=True) if seen.part_number == 2
                     and sum(1 for s in proxy.seen[:i] if s.part_number == 2) == 0 else None)
     try:
         f = write_random(tmp_path / "f.bin", 12 * MiB, seed=2)
         r = run_cli(upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M",
-                                endpoint=proxy.endpoint), aws_env)
+                                endpoint=proxy.endpoint), aws_env | {"S3MU_CONTENT_MD5": content_md5})
         assert r.returncode == 0, r.stderr
         assert proxy.part_puts() == {1: 1, 2: 2, 3: 1}
-        assert "UploadPart 2: UploadPart failed: BadDigest" in r.stderr
+        assert said in r.stderr
         assert stored(s3_server, bucket, "k") == f.read_bytes()
     finally:
         proxy.close()

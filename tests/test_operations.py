@@ -148,12 +148,13 @@ def test_dry_run_prints_the_plan_and_sends_nothing(s3_server: S3Server, bucket: 
         r = run_cli(args, aws_env)
         assert r.returncode == 0, r.stderr
         for line in ("data:       22 MiB (23068672 bytes)", "part size:  5 MiB (as asked (-s))",
-                     "parts:      5, the last 2 MiB", "memory bound 20 MiB (threads x part size)",
+                     "parts:      5, the last 2 MiB", "memory bound 4 MiB of part data in flight",
+                     "checksum:   MD5 (auto: an S3-compatible store (--endpoint-url) verifies MD5",
                      "requests:   1 CreateMultipartUpload, 5 UploadPart, 1 CompleteMultipartUpload, and a HeadObject"):
             assert line in r.stdout
         plan = json.loads(run_cli([*args, "--json"], aws_env).stdout)
         assert (plan["parts"], plan["partSize"], plan["memoryBound"], plan["bytesToSend"]) == (
-            5, 5 * MiB, 20 * MiB, 22 * MiB)
+            5, 5 * MiB, 4 * MiB, 22 * MiB)
         assert proxy.seen == [] and not meta.exists() and not parts.exists()
         r = run_cli(upload_args(bucket, "k", f, meta, parts, "-s", "1M", "--dry-run", endpoint=proxy.endpoint),
                     aws_env)

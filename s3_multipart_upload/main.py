@@ -461,8 +461,7 @@ def _transfer(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     log = logging.getLogger("s3_multipart_upload")
     try:
-        uploader = Uploader(request, clients, reporter, retry=RetryPolicy(attempts=retries))
-        result = uploader.run()
+        result = Uploader(request, clients, reporter, retry=RetryPolicy(attempts=retries)).run()
     except BaseException as exc:
         reporter.close()
         if events is not None:
@@ -483,7 +482,7 @@ def _transfer(
                    "eTag": result.etag, "partsTotal": result.parts_total, "partsSent": result.parts_sent,
                    "partsAlreadyDone": result.parts_logged, "partsAdopted": result.parts_adopted,
                    "bytesSent": result.bytes_sent, "seconds": round(result.seconds, 3),
-                   "checksumAlgorithm": uploader.req.checksum,
+                   "checksumAlgorithm": result.checksum,
                    "fullObjectChecksum": result.full_checksum}
         events.event("completed", alreadyComplete=result.already_complete, **summary)
         events.event("summary", status="already_complete" if result.already_complete else "completed", exitCode=0,
@@ -566,6 +565,10 @@ def status(meta_file_path: Path, parts_file_path: Path | None, as_json: bool, to
         f"source:   {st.source or 'unknown (historical meta file)'}: {changed}",
         f"server:   {server}",
     ]
+    if st.checksum_algorithm:
+        lines.append(f"checksum: {st.checksum_algorithm}" + (f", whole object {st.full_object_checksum} (compare with "
+                                                             "head-object --checksum-mode ENABLED)"
+                                                             if st.full_object_checksum else ""))
     if st.unlogged_on_server:
         lines.append(f"          parts on the server missing from the log (a rerun adopts them after checking): "
                      f"{ranges(st.unlogged_on_server)}")

@@ -61,6 +61,8 @@ class Status:
     bytes_total: int | None
     bytes_done: int
     server: str  # in_progress, gone, not_checked, unreachable
+    checksum_algorithm: str | None = None  # how the parts are proven (META's checksumAlgorithm)
+    full_object_checksum: str | None = None  # a completed full-object upload's checksum (base64), to compare
     server_error: str | None = None
     server_parts: int | None = None
     server_bytes: int | None = None
@@ -107,7 +109,8 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester)
         source=f"s3://{recorded.get('bucket')}/{recorded.get('key')}" if remote else recorded.get("path"),
         source_changed=changed, source_missing=bool(recorded) and not remote and source is None,
         parts_total=parts_total, parts_done=done_parts, bytes_total=total, bytes_done=done_bytes,
-        server="not_checked",
+        server="not_checked", checksum_algorithm=meta.checksum_algorithm,
+        full_object_checksum=meta.extra.get(f"checksum{meta.checksum_algorithm}") if meta.checksum_algorithm else None,
     )
     if meta.upload_id is None or meta.status in (COMPLETED, ABORTED):
         return status

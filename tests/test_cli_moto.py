@@ -191,7 +191,11 @@ def test_a_historical_upload_completed_before_the_file_changed_is_not_taken_for_
     assert json.loads(meta.read_text()).get("status", "in_progress") != "completed"
 
 
-def test_the_checksum_of_an_upload_is_kept_on_resume(s3: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("asked", "said"), [
+    (["--checksum", "MD5"], "This upload was started with --checksum CRC32; it keeps it (not MD5)"),
+    ([], "Checksum CRC32: kept from the upload in progress"),  # auto: the upload's own, without a warning
+], ids=["explicit", "auto"])
+def test_the_checksum_of_an_upload_is_kept_on_resume(s3: Any, tmp_path: Path, asked: list[str], said: str) -> None:
     import base64
     import zlib
 
@@ -207,25 +211,12 @@ def test_the_checksum_of_an_upload_is_kept_on_resume(s3: Any, tmp_path: Path) ->
                           ChecksumCRC32=crc)["ETag"].strip('"')
     with PartsLog(parts) as plog:
         plog.append(PartRecord(etag, 1, upload_id, 5 * MiB))
-    r = invoke(*upload_args(BUCKET, "k", f, meta, parts, "--checksum", "MD5"))
-    assert r.exit_code == 0, r.output
-    assert "started with --checksum CRC32; it keeps it" in r.stderr
-    assert obj(s3, "k") == f.read_bytes()
-
-
-def test_auto_keeps_the_checksum_of_an_upload_in_progress_without_a_warning(s3: Any, tmp_path: Path) -> None:
-    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=4)
-    meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
-    source = FileSource(f)
-    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="k", ChecksumAlgorithm="CRC32")["UploadId"]
-    write_meta(meta, Meta(BUCKET, "k", upload_id, 5 * MiB, source=source.identity(), part_count=3,
-                          checksum_algorithm="CRC32"))
-    dry = invoke(*upload_args(BUCKET, "k", f, meta, parts, "--dry-run"))
+    dry = invoke(*upload_args(BUCKET, "k", f, meta, parts, *asked, "--dry-run"))
     assert "checksum:   CRC32 (kept from the upload in progress (meta file))" in dry.stdout, dry.output
-    r = invoke(*upload_args(BUCKET, "k", f, meta, parts))  # --checksum auto: the upload's own
+    r = invoke(*upload_args(BUCKET, "k", f, meta, parts, *asked))
     assert r.exit_code == 0, r.output
-    assert "Checksum CRC32: kept from the upload in progress" in r.stderr
-    assert "it keeps it" not in r.stderr
+    assert said in r.stderr
+    assert ("it keeps it" in r.stderr) == bool(asked)
     assert obj(s3, "k") == f.read_bytes()
 
 

@@ -1,0 +1,173 @@
+"""What every phase of a run shares: the request, S3 calls with their retries, the stop, the reporter, the
+throttle, and the one place that turns a failure retries did not fix into the error the run stops with.
+
+The phases (``run_plan`` -> reconcile in ``uploader`` -> ``sender`` -> ``completion``) each take a Job and
+hand the next one a value; none keeps state for another on the Job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from s3_multipart_upload.errors import CredentialsExpired, IntegrityError, TemporaryFailure, UploadError
+from s3_multipart_upload.progress import NullProgress, Reporter
+from s3_multipart_upload.s3 import (
+    ClientFactory,
+    Kind,
+    Requester,
+    RetryPolicy,
+    as_upload_error,
+    classify,
+    describe,
+    is_throttling,
+)
+from s3_multipart_upload.sources import Source
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    bucket: str
+    key: str
+    source: Source
+    meta_path: Path
+    parts_path: Path
+    threads: int = 8
+    split_size: int | None = None
+    checksum: str = "MD5"  # what a new upload uses (``checksums.choose``); a resumed one keeps META's
+    checksum_why: str = "as asked (--checksum)"
+    content_md5: bool = False  # MD5 as Content-MD5 from the first part (hash, then send), not by ETag comparison
+    restart: bool = False
+    upload_id: str | None = None  # adopt this multipart upload (META was lost)
+    no_overwrite: bool = False  # complete only if no object exists at the key
+    meta_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in META; a rerun must match
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def auto_checksum(self) -> bool:
+        return self.checksum_why.startswith("auto")
+
+
+@dataclass
+class UploadResult:
+    bucket: str
+    key: str
+    upload_id: str | None
+    size: int
+    parts_total: int
+    checksum: str | None = None  # the algorithm that proved the parts
+    etag: str | None = None
+    already_complete: bool = False
+    parts_logged: int = 0  # found done in the log and on the server
+    parts_adopted: int = 0  # held by the server, missing from the log, verified against the local bytes
+    parts_sent: int = 0
+    bytes_sent: int = 0
+    seconds: float = 0.0
+    full_checksum: str | None = None  # the whole object's checksum (base64) where the algorithm has that form
+
+
+class ObjectMissing(IntegrityError):
+    """The server said it completed the object, and it is not there."""
+
+
+class Stopping(Exception):
+    """A request gave up retrying because the run is stopping."""
+
+
+class Throttle:
+    """How many parts may be in flight: halved when the server says SlowDown, doubled back after a calm spell."""
+
+    def __init__(self, limit: int, cool_down: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 on_slow_down: Callable[[int, int], None] | None = None) -> None:
+        self.limit = limit
+        self._on_slow_down = on_slow_down
+        self.current = limit
+        self._cool_down = cool_down
+        self._clock = clock
+        self._calm_at = 0.0
+        self._lock = threading.Lock()
+
+    def slow_down(self) -> None:
+        with self._lock:
+            self._calm_at = self._clock() + self._cool_down
+            lowered = max(1, self.current // 2)
+            if lowered < self.current:
+                log.warning("The server asks to slow down: %d parts in flight instead of %d for at least %.0f s.",
+                            lowered, self.current, self._cool_down)
+                if self._on_slow_down is not None:
+                    self._on_slow_down(lowered, self.current)
+                self.current = lowered
+
+    def allowed(self) -> int:
+        with self._lock:
+            if self.current < self.limit and self._clock() >= self._calm_at:
+                self.current = min(self.limit, self.current * 2)
+                self._calm_at = self._clock() + self._cool_down
+                log.info("The server has been calm: up to %d parts in flight again.", self.current)
+            return self.current
+
+
+class Job:
+    """One run's shared context (see the module docstring)."""
+
+    def __init__(self, request: UploadRequest, clients: ClientFactory, progress: Reporter | None = None,
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None) -> None:
+        self.req = request
+        self.where = request.where
+        self.progress = progress or NullProgress()
+        self.retry = retry or RetryPolicy()
+        self.stop = threading.Event()
+        self.throttle = Throttle(max(1, request.threads), on_slow_down=self.progress.throttled)
+        self.requests = Requester(clients, self.retry, on_retry=self._on_retry, sleep=sleep or self._backoff)
+
+    def _on_retry(self, what: str, attempt: int, exc: BaseException, wait: float) -> None:
+        if is_throttling(exc):
+            self.throttle.slow_down()
+        self.progress.retry(what, attempt, describe(exc), wait)
+
+    def _backoff(self, seconds: float) -> None:
+        """Wait before a retry; once the run is stopping (Ctrl-C, SIGTERM, a failed part), retry no more:
+        a part waiting out a backoff of up to 20 s would otherwise hold the stop that long, try after try."""
+        if self.stop.wait(seconds):
+            raise Stopping()
+
+    def call(self, what: str, fn: Callable[[S3Client], T]) -> T:
+        return self.requests.call(what, fn)
+
+    def fail(self, exc: BaseException, parts_done: int | None = None, parts_total: int | None = None) -> UploadError:
+        """The error to stop with for a failure that retries did not fix."""
+        if isinstance(exc, UploadError):
+            return exc
+        known = as_upload_error(exc, self.req.bucket, self.req.key)
+        if known is not None:
+            return known
+        done = "" if parts_done is None else f" {parts_done} of {parts_total} parts are done and logged."
+        kind = classify(exc)
+        if kind is Kind.CREDENTIALS:
+            return CredentialsExpired(
+                f"the credentials for {self.where} expired or were refused ({describe(exc)}).{done}",
+                "refresh your credentials (aws sso login, aws-vault, a new session), then rerun the same command",
+            )
+        if kind is Kind.TRANSIENT:
+            return TemporaryFailure(
+                f"the server did not accept a request for {self.where} after {self.retry.attempts} tries "
+                f"({describe(exc)}).{done}",
+                "check the network and the endpoint, then rerun the same command",
+            )
+        return UploadError(f"unexpected failure for {self.where}: {describe(exc)}.{done}",
+                           "rerun the same command; if it happens again, report it with -v output")

@@ -1,0 +1,150 @@
+"""The plan phase: what a run will do, from the command and the local files alone (no request is sent).
+
+``make_plan`` reads META and the parts log, checks them against the command and the data, and
+decides the part plan, the checksum (a resumed upload keeps its own) and whether the log's
+lines can be trusted. ``upload --dry-run`` renders this same object, and ``Uploader.run`` carries
+it out, so what the dry run shows is what the run does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from s3_multipart_upload.errors import BadInput, StateConflict
+from s3_multipart_upload.job import UploadRequest
+from s3_multipart_upload.plan import DEFAULT_PART_SIZE, Plan, human
+from s3_multipart_upload.sources import ChunkDirSource
+from s3_multipart_upload.state import COMPLETED, Meta, PartRecord, read_meta, read_parts
+from s3_multipart_upload.stream import BLOCK
+
+log = logging.getLogger(__name__)
+KEPT = "kept from the upload in progress (meta file)"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    meta: Meta | None  # the upload in progress (or completed); None for a new one, and with --restart
+    set_aside: Meta | None  # --restart: the upload META recorded, to forget
+    parts: Plan
+    part_size_why: str
+    checksum: str
+    checksum_why: str
+    logged: dict[int, PartRecord]  # the log's lines for META's upload id
+    trust_log: bool  # False when the log's lines cannot be tied to the data (historical META, adoption)
+    upload_id_asked: str | None = None  # --upload-id with no META (or with --restart): adopt that upload
+
+    @property
+    def adopting(self) -> bool:
+        """--upload-id without META: the server's parts decide the part size (see Uploader._adopt)."""
+        return self.meta is None and self.upload_id_asked is not None
+
+    @property
+    def single_put(self) -> bool:
+        if self.meta is not None:
+            return self.meta.upload_id is None
+        return len(self.parts.parts) == 1 and self.upload_id_asked is None
+
+    def describe(self, req: UploadRequest) -> dict[str, Any]:
+        """The plan as ``--dry-run`` prints it (and ``--dry-run --json`` emits it)."""
+        meta, plan = self.meta, self.parts
+        todo = [p for p in plan.parts if p.number not in self.logged]
+        if meta is not None and meta.status == COMPLETED:
+            todo, requests = [], {}
+        elif self.single_put:
+            requests = {"PutObject": 1}
+        else:
+            requests = {"CreateMultipartUpload": 0 if meta or self.adopting else 1,
+                        "ListParts": 0 if meta is None and not self.adopting else 1,
+                        "UploadPart": len(todo), "CompleteMultipartUpload": 1}
+        threads = min(req.threads, max(1, len(todo)))
+        return {
+            "bucket": req.bucket, "key": req.key, "bytes": plan.total_size, "partSize": plan.part_size,
+            "partSizeWhy": self.part_size_why, "parts": len(plan.parts), "lastPartSize": plan.parts[-1].length,
+            "singlePut": self.single_put, "threads": req.threads, "checksum": self.checksum,
+            "checksumWhy": self.checksum_why, "memoryBound": threads * min(BLOCK, max(p.length for p in plan.parts)),
+            "status": meta.status if meta else "new", "uploadId": meta.upload_id if meta else self.upload_id_asked,
+            "partsLogged": len(self.logged), "bytesToSend": sum(p.length for p in todo),
+            "requests": requests,
+        }
+
+
+def check_paths(req: UploadRequest) -> None:
+    """The state files must be files of their own, outside the data."""
+    lock = req.meta_path.with_name(req.meta_path.name + ".lock")
+    for path, flag in ((req.meta_path, "-m"), (req.parts_path, "-a"), (lock, "-m")):
+        if req.source.covers(path):
+            raise BadInput(f"{flag} {path} is (or would be taken for) the data to upload",
+                           f"give {flag} a path of its own, outside the data (such as ../{path.name})")
+    if req.meta_path.resolve() == req.parts_path.resolve():
+        raise BadInput(f"-m and -a are the same file ({req.meta_path})", "give each a path of its own")
+
+
+def check_meta(req: UploadRequest, meta: Meta, check_source: bool = True) -> None:
+    """META must be this command's upload, of the data as it is now."""
+    if (meta.bucket, meta.key) != (req.bucket, req.key):
+        raise StateConflict(
+            f"meta file {req.meta_path} belongs to the upload of s3://{meta.bucket}/{meta.key}, not {req.where}",
+            "give the same -b and -k as that upload, or another -m and -a path for this one",
+        )
+    for name, value in req.meta_extra.items():
+        if meta.extra.get(name) != value:
+            raise StateConflict(f"meta file {req.meta_path} records {name} {meta.extra.get(name)!r}, "
+                                f"not {value!r}", "give the same options as that upload, or another -m and -a "
+                                "path for this one")
+    if check_source and meta.source is not None:
+        req.source.check_unchanged(meta.source, req.meta_path)
+
+
+def _checksum(req: UploadRequest, meta: Meta | None, warn: bool) -> tuple[str, str]:
+    """A resumed upload keeps the checksum it began with: its parts and its CreateMultipartUpload were made for
+    it. One begun without a recorded algorithm (the historical tool's), or adopted with --upload-id (created by
+    another run or tool), continues with MD5 unless another one is asked for."""
+    if meta is None:
+        if req.upload_id is not None and req.auto_checksum and req.checksum != "MD5":
+            return "MD5", "auto: an adopted upload (--upload-id) was not created for an additional checksum"
+        return req.checksum, req.checksum_why
+    recorded = meta.checksum_algorithm or ("MD5" if req.auto_checksum else None)
+    if recorded is None or recorded == req.checksum:
+        return req.checksum, KEPT if recorded else req.checksum_why
+    if warn and not req.auto_checksum:
+        log.warning("This upload was started with --checksum %s; it keeps it (not %s).", recorded, req.checksum)
+    return recorded, KEPT
+
+
+def make_plan(req: UploadRequest, warn: bool = True) -> RunPlan:
+    """The plan of this run. With ``warn``, says once what the command asked for that the upload cannot change."""
+    meta = read_meta(req.meta_path)
+    set_aside = None
+    if meta is not None and req.restart:
+        check_meta(req, meta, check_source=False)  # --restart is how a changed file starts over
+        meta, set_aside = None, meta
+    if meta is not None:
+        check_meta(req, meta)
+        if warn and req.split_size is not None and meta.split_size and req.split_size != meta.split_size:
+            log.warning("This upload was started with -s %s; it keeps it (not %s).", human(meta.split_size),
+                        human(req.split_size))
+    checksum, checksum_why = _checksum(req, meta, warn)
+    plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None)
+    if meta is not None:
+        why = "fixed by the upload in progress (meta file)"
+    elif plan.note:
+        why = plan.note
+    elif isinstance(req.source, ChunkDirSource):
+        why = "one part per chunk file"
+    elif req.split_size is not None:
+        why = "as asked (-s)"
+    else:
+        why = f"the default, {human(DEFAULT_PART_SIZE)}"
+    logged = read_parts(req.parts_path, meta.upload_id) if meta is not None and meta.upload_id else {}
+    return RunPlan(meta=meta, set_aside=set_aside, parts=plan, part_size_why=why, checksum=checksum,
+                   checksum_why=checksum_why, logged=logged, trust_log=meta is not None and meta.source is not None,
+                   upload_id_asked=req.upload_id if meta is None else None)
+
+
+def with_meta(run: RunPlan, meta: Meta, parts: Plan, logged: dict[int, PartRecord]) -> RunPlan:
+    """The plan once an adopted upload's META is written (its part size came from the server)."""
+    return dataclasses.replace(run, meta=meta, parts=parts, logged=logged, trust_log=False,
+                               part_size_why="taken from the adopted upload's part 1")

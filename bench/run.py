@@ -5,10 +5,11 @@
 Starts `rclone serve s3` on 127.0.0.1, makes a random test file, uploads it with this tool (at its defaults,
 --checksum auto, which on this server is MD5 by ETag; with S3MU_CONTENT_MD5=1, Content-MD5 on every part; and with
 --checksum CRC64NVME, which this server does not verify), `aws s3 cp`, boto3 `upload_file`, s5cmd and
-`rclone copyto` (same part size and concurrency, then each tool at its own defaults), measures each run under
-`/usr/bin/time -v`, this tool's peak RSS with 1 GiB parts (sparse files), the machine's limits, a kill-and-resume,
-and start-up cost at 10,000 parts, checks issue 12's targets, then writes
-bench/results/{latest.json, <date>.json, latest.md, throughput.png}. See bench/README.md.
+`rclone copyto` (same part size and concurrency, then each tool at its own defaults, then at its defaults over
+HTTPS with a certificate made for the run), measures each run under `/usr/bin/time -v`, this tool's peak RSS with
+1 GiB parts (sparse files), the machine's limits, a kill-and-resume, and start-up cost at 10,000 parts, checks
+issue 12's targets, then writes bench/results/{latest.json, <date>.json, latest.md, throughput.png}.
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ OTHERS = ("aws-cli", "boto3", "s5cmd", "rclone")  # the other tools, which the t
 PEERS = ("boto3", "aws-cli")  # the tools issue 12's targets name
 LABELS = {OURS: f"{OURS} (auto: MD5 by ETag)", OURS_CMD5: f"{OURS_CMD5} (Content-MD5)",
           OURS_CRC64: f"{OURS_CRC64} (not verified by this server)"}  # the tables' name of a tool
+# boto3 and aws-cli at their defaults send each part over HTTPS aws-chunked with a trailing CRC32, which
+# rclone serve s3 refuses (MissingContentLength); this documented botocore setting makes them send plain bodies.
+WHEN_REQUIRED = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"}
 
 # What each tool does when given no settings (the versions measured; see --help of each).
 DEFAULTS_TEXT = {
@@ -210,10 +214,11 @@ class Server:
     data: Path
     port: int
     proc: subprocess.Popen[bytes]
+    scheme: str = "http"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the server process has used so far (/proc/PID/stat)."""
@@ -224,17 +229,44 @@ class Server:
             return math.nan
 
 
+@dataclass
+class TLS:
+    ca: Path  # the certificate authority the clients are told to trust
+    cert: Path  # the server's certificate (for IP 127.0.0.1), signed by ca
+    key: Path
+
+
+def make_tls(folder: Path) -> TLS:
+    """A throw-away certificate authority and a server certificate for 127.0.0.1 signed by it (openssl, at run time;
+    nothing is kept). The server certificate has the IP in subjectAltName, which Go's and Python's checks need."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key, cert, key, csr, ext = (folder / n for n in ("ca.crt", "ca.key", "server.crt", "server.key",
+                                                           "server.csr", "server.ext"))
+    ext.write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run_quiet(["openssl", "req", "-x509", *ec, "-days", "2", "-subj", "/CN=s3mpu bench CA", "-keyout", str(ca_key),
+               "-out", str(ca), "-addext", "basicConstraints=critical,CA:TRUE",
+               "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+    run_quiet(["openssl", "req", *ec, "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(csr)])
+    run_quiet(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+               "-days", "2", "-out", str(cert), "-extfile", str(ext)])
+    return TLS(ca, cert, key)
+
+
 @contextlib.contextmanager
-def rclone_server(name: str, data: Path, key: str, secret: str, extra: list[str], logdir: Path) -> Iterator[Server]:
+def rclone_server(name: str, data: Path, key: str, secret: str, extra: list[str], logdir: Path,
+                  tls: TLS | None = None) -> Iterator[Server]:
     (data / BUCKET).mkdir(parents=True, exist_ok=True)
     port = free_port()
+    if tls is not None:
+        extra = [*extra, "--cert", str(tls.cert), "--key", str(tls.key)]
     with open(logdir / f"server-{name}.log", "wb") as out:
         proc = subprocess.Popen(
             [str(VENV_BIN / "rclone"), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{port}",
              "--auth-key", f"{key},{secret}", *extra, str(data)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
-    server = Server(name, data, port, proc)
+    server = Server(name, data, port, proc, "https" if tls is not None else "http")
     try:
         deadline = time.monotonic() + 30
         for _ in range(600):
@@ -288,6 +320,7 @@ class Bench:
     size: int = field(init=False)
     file_sha: str = ""
     server: Server | None = None
+    tls: TLS | None = None
     checked_sha: set[tuple[str, str, str]] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
 
@@ -320,6 +353,7 @@ class Bench:
 
         return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=self.key,
                             aws_secret_access_key=self.secret, region_name=REGION,
+                            verify=str(self.tls.ca) if self.tls and endpoint.startswith("https") else None,
                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3},
                                           connect_timeout=10, read_timeout=120))
 
@@ -369,10 +403,19 @@ class Bench:
     # -- one upload by one tool
 
     def command(self, tool: str, mode: str, key: str, endpoint: str, file: Path,
-                threads: int, part: int) -> tuple[list[str], dict[str, str]]:
-        """argv and environment of one upload; ``mode`` is "equal" (threads, part) or "best" (defaults)."""
-        equal = mode != "best"
+                threads: int, part: int, trust: bool = True) -> tuple[list[str], dict[str, str]]:
+        """argv and environment of one upload; ``mode`` "best" and "https" are the tool's defaults, any other
+        the given threads and part size. Over HTTPS every tool is told to trust the run's CA (unless ``trust`` is
+        False), and boto3 and aws-cli get AWS_REQUEST_CHECKSUM_CALCULATION=when_required (see WHEN_REQUIRED)."""
+        equal = mode not in ("best", "https", "defaults")
         env = self.env()
+        https = endpoint.startswith("https")
+        if https and trust:
+            assert self.tls is not None
+            if tool != "rclone":  # botocore (this tool, boto3, aws-cli) and aws-sdk-go (s5cmd) read it
+                env["AWS_CA_BUNDLE"] = str(self.tls.ca)
+        if https and tool in PEERS and mode != "defaults":
+            env.update(WHEN_REQUIRED)
         if tool in OURS_ALL:
             argv = [str(VENV_BIN / "s3-multipart-upload"), "upload", "--endpoint-url", endpoint, "-b", BUCKET,
                     "-k", key, "-f", str(file), "-m", str(self.state / f"{key}.meta.json"),
@@ -383,6 +426,8 @@ class Bench:
                 env["S3MU_CONTENT_MD5"] = "1"
             if tool == OURS_CRC64:
                 argv += ["--checksum", "CRC64NVME"]
+            if not trust:
+                argv += ["--retries", "1"]  # a certificate error is retried as a network one: fail fast
         elif tool == "aws-cli":
             conf = self.work / f"aws-config-{mode}-{threads}-{part}"
             if not conf.exists():
@@ -401,7 +446,10 @@ class Bench:
             if equal:
                 argv += ["--part-size", str(part), "--concurrency", str(threads)]
         elif tool == "s5cmd":
-            argv = [self.s5cmd, "--endpoint-url", endpoint, "cp"]
+            argv = [self.s5cmd, "--endpoint-url", endpoint]
+            if not trust:
+                argv += ["--retry-count", "0"]
+            argv += ["cp"]
             if equal:
                 argv += ["-c", str(threads), "-p", str(max(5, round(part / MiB)))]
             argv += [str(file), f"s3://{BUCKET}/{key}"]
@@ -413,6 +461,11 @@ class Bench:
                 "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
             })
             argv = [str(VENV_BIN / "rclone"), "--config", "/dev/null", "copyto", "-q", "--s3-no-check-bucket"]
+            if https and trust:
+                assert self.tls is not None
+                argv += ["--ca-cert", str(self.tls.ca)]
+            if not trust:
+                argv += ["--retries", "1", "--low-level-retries", "1"]
             if equal:
                 # a bare number means KiB to rclone: say bytes
                 argv += ["--s3-chunk-size", f"{part}B", "--s3-upload-concurrency", str(threads),
@@ -775,6 +828,55 @@ def rss_bound_mib(part: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# HTTPS: the same server with a certificate of a CA made for the run
+
+
+CERT_REASON = re.compile(r"\[SSL: CERTIFICATE_VERIFY_FAILED\][^()\n]*|x509: [^\"\n]*")
+
+
+def https_probes(b: Bench) -> list[dict[str, Any]]:
+    """What each tool verifies over HTTPS: every tool once without being told to trust the CA (it must fail with a
+    certificate error: it checks the certificate), and boto3 and aws-cli once at their true defaults (trusting the
+    CA, without WHEN_REQUIRED), which rclone serve s3 refuses. Not timed; a small file."""
+    assert b.server is not None
+    probe = b.work / "probe.bin"
+    with open(probe, "wb") as f:
+        f.write(os.urandom(24 * MiB))  # above boto3's and aws-cli's 8 MiB multipart threshold
+    cert_words = re.compile(r"certificate|x509|SSL", re.IGNORECASE)
+    out = []
+    try:
+        cases = [(t, False, "https") for t in b.args.tools_list] + [
+            (t, True, "defaults") for t in PEERS if t in b.args.tools_list]
+        for tool, trust, mode in cases:
+            key = f"probe-{secrets.token_hex(4)}.bin"
+            argv, env = b.command(tool, mode, key, b.server.endpoint, probe, b.args.threads, b.args.part_size,
+                                  trust=trust)
+            logp = b.logs / f"{key}.log"
+            try:
+                m = measured(argv, env, 120, logp)
+                text = Path(m.log).read_text(errors="replace")
+                rc = m.rc
+            except BenchError as e:
+                text, rc = str(e), -1
+            lines = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
+            # the reason, not the whole line: the certificate check's own words, or the S3 error code
+            found = CERT_REASON.search(text) or re.search(r"An error occurred \((\w+)\)", text)
+            msg = found.group(0) if found else (lines[-1] if lines else "")
+            with contextlib.suppress(OSError):
+                (b.server.data / BUCKET / key).unlink()
+            row = {"tool": tool, "trusted_ca": trust, "mode": mode, "rc": rc, "message": msg[:300],
+                   "certificate_error": rc != 0 and bool(cert_words.search(text))}
+            out.append(row)
+            what = "untrusted CA" if not trust else "true defaults, CA trusted"
+            log(f"  probe {tool:<40} {what:<26} exit {rc}: {msg[:120]}")
+            if not trust and not row["certificate_error"]:
+                b.errors.append(f"https: {tool} did not fail on a certificate it was not told to trust (exit {rc})")
+    finally:
+        probe.unlink(missing_ok=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # context: machine and versions
 
 
@@ -848,7 +950,12 @@ def table(section: dict[str, Any], settings: Callable[[str], str], runs: int) ->
 
 SHA_TEXT = {True: "ok", False: "FAILED", None: "not checked"}
 EQUAL_SUFFIX = {OURS: ", auto (MD5 by ETag)", OURS_CMD5: ", Content-MD5", OURS_CRC64: ", CRC64NVME"}
-
+# How each tool is told to trust the run's CA over HTTPS (see Bench.command).
+TRUST_TEXT = {**{t: "AWS_CA_BUNDLE" for t in (*OURS_ALL, "aws-cli", "boto3")},
+              "s5cmd": "AWS_CA_BUNDLE (aws-sdk-go reads it; no --no-verify-ssl needed)", "rclone": "--ca-cert"}
+HTTPS_TEXT = {**DEFAULTS_TEXT,
+              "aws-cli": "defaults + AWS_REQUEST_CHECKSUM_CALCULATION=when_required",
+              "boto3": "TransferConfig() + AWS_REQUEST_CHECKSUM_CALCULATION=when_required"}
 
 
 def _median_of(r: dict[str, Any], section: str, tool: str, what: str) -> float | None:
@@ -930,6 +1037,15 @@ def verdict_lines(r: dict[str, Any]) -> list[str]:
             parts = [f"{t['target'].split(' >= ')[0].split(' <= ')[0].removeprefix('aim: ')} against "
                      f"{t['bound_text']}: {t['value']:.{t['nd']}f}, {VERDICT[t['met']]}" for t in mine]
             lines += ["", f"{tool} ({what}), as information: " + "; ".join(parts) + "."]
+    ours_https = _median_of(r, "https", OURS, "mib_s")
+    peers = {t: _median_of(r, "https", t, "mib_s") for t in PEERS}
+    if ours_https is not None and any(v is not None for v in peers.values()):
+        lines += ["", "Over HTTPS (no target; boto3 and aws-cli with "
+                  "AWS_REQUEST_CHECKSUM_CALCULATION=when_required): "
+                  f"{OURS} {ours_https:.0f} MiB/s, CPU {fmt(_median_of(r, 'https', OURS, 'cpu_s_per_gib'), 2)} s/GiB; "
+                  + "; ".join(f"{t} {v:.0f} MiB/s ({ours_https / v:.2f}x), CPU "
+                              f"{fmt(_median_of(r, 'https', t, 'cpu_s_per_gib'), 2)} s/GiB"
+                              for t, v in peers.items() if v is not None) + "."]
     return [*lines, ""]
 
 
@@ -953,8 +1069,33 @@ def markdown(r: dict[str, Any]) -> str:
         out += [f"## Each tool at its own defaults, {a['best_runs']} runs", ""]
         out += table(r["best"], lambda t: DEFAULTS_TEXT.get(t, ""), a["best_runs"])
         out += [""]
+    if r.get("https"):
+        out += [f"## Over HTTPS, each tool at its defaults, {a.get('https_runs', '?')} runs (boto3 and aws-cli: "
+                "plus one setting, see below)", "",
+                "A second rclone serve s3 (same mode) with `--cert`/`--key`: a certificate for IP 127.0.0.1 signed by "
+                "a CA made for the run with openssl (deleted at the end). Each tool is told to trust that CA, "
+                "nothing else: " + "; ".join(f"{t} {TRUST_TEXT[t]}" for t in r["https"] if t in TRUST_TEXT) + ". "
+                "At their true defaults boto3 and aws-cli send each part aws-chunked with a trailing CRC32 over "
+                "HTTPS, which rclone serve s3 refuses (MissingContentLength, below); with "
+                "AWS_REQUEST_CHECKSUM_CALCULATION=when_required they send plain bodies, signed with their SHA-256.",
+                ""]
+        out += table(r["https"], lambda t: HTTPS_TEXT.get(t, "defaults"), a.get("https_runs", 0))
+        out += [""]
+        probes = r.get("https_probes") or []
+        if probes:
+            out += ["What each tool checked (one upload of a 24 MiB file each, not timed): without being told to "
+                    "trust the CA, every tool must refuse the server's certificate; boto3 and aws-cli at their "
+                    "true defaults (the CA trusted, no AWS_REQUEST_CHECKSUM_CALCULATION):", "",
+                    "| tool | CA trusted | settings | exit | certificate refused | message |",
+                    "|---|---|---|---:|---|---|"]
+            for p in probes:
+                msg = p["message"].replace("|", "/")[:160]
+                out.append(f"| {p['tool']} | {'yes' if p['trusted_ca'] else 'no'} | "
+                           f"{'true defaults' if p['mode'] == 'defaults' else 'as in the table above'} | {p['rc']} | "
+                           f"{'yes' if p['certificate_error'] else 'no'} | {msg} |")
+            out += [""]
     sha: dict[str, bool | None] = {}
-    for sec in ("equal", "best"):
+    for sec in ("equal", "best", "https"):
         for t, s in (r.get(sec) or {}).items():
             if sha.get(t) is None:
                 sha[t] = s.get("sha256_ok")
@@ -1051,7 +1192,7 @@ def chart(r: dict[str, Any], path: Path) -> None:
 
     groups = [(sec, lab) for sec, lab in (("equal", f"equal settings ({r['settings']['threads']} x "
                                                     f"{human(r['settings']['part_size'])})"),
-                                           ("best", "each tool's defaults"))
+                                           ("best", "each tool's defaults"), ("https", "defaults, HTTPS"))
               if r.get(sec)]
     measured_tools = {t for sec, _ in groups for t in (r.get(sec) or {})}
     tools = [t for t in TOOLS if t in measured_tools] or list(TOOLS)
@@ -1100,7 +1241,7 @@ def chart(r: dict[str, Any], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("equal", "best", "limits", "resume", "scale", "rss")
+SECTIONS = ("equal", "best", "https", "limits", "resume", "scale", "rss")
 
 
 def main() -> int:
@@ -1111,6 +1252,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=8, help="parts in flight for every tool (default 8)")
     ap.add_argument("--part-size", type=parse_size, default=32 * MiB, help="part size for every tool (default 32M)")
     ap.add_argument("--max-concurrency", type=int, default=32, help="s5cmd -c for the server's limit (default 32)")
+    ap.add_argument("--https-runs", type=int, default=3, help="runs per tool over HTTPS, at its defaults (default 3)")
     ap.add_argument("--rss-cases", type=parse_rss_cases, default=parse_rss_cases("9G:8:1G,4G:4:1G"),
                     help="sparse uploads of this tool for peak RSS, SIZE:THREADS:PART,... (default 9G:8:1G,4G:4:1G)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
@@ -1136,8 +1278,12 @@ def main() -> int:
     for t in tools:
         if t not in TOOLS:
             ap.error(f"unknown tool {t}")
-    if not (1 <= args.runs <= 20 and 1 <= args.best_runs <= 20 and 1 <= args.threads <= 256):
+    if not (1 <= args.runs <= 20 and 1 <= args.best_runs <= 20 and 1 <= args.https_runs <= 20
+            and 1 <= args.threads <= 256):
         ap.error("runs must be 1 to 20, threads 1 to 256")
+    args.tools_list = tools
+    if "https" in sections and not shutil.which("openssl"):
+        ap.error("the https section needs openssl (or leave it out: --sections)")
     if not Path("/usr/bin/time").exists():
         ap.error("/usr/bin/time is needed (Debian: apt-get install time)")
 
@@ -1152,7 +1298,7 @@ def main() -> int:
     r: dict[str, Any] = {
         "date": now.strftime("%Y-%m-%d %H:%M %Z"),
         "command": " ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
-        "settings": {"size": args.size, "runs": args.runs, "best_runs": args.best_runs,
+        "settings": {"size": args.size, "runs": args.runs, "best_runs": args.best_runs, "https_runs": args.https_runs,
                      "threads": args.threads, "part_size": args.part_size, "max_concurrency": args.max_concurrency,
                      "rss_cases": args.rss_cases, "sections": sections, "tools": tools},
         "machine": machine_info(), "versions": versions(b), "loadavg": {"start": loadavg()},
@@ -1184,6 +1330,18 @@ def main() -> int:
             if "rss" in sections:
                 r["rss"] = rss_runs(b)
             b.server = None
+        if "https" in sections:
+            b.tls = make_tls(work / "tls")
+            with rclone_server("tls", work / "s3data-tls", b.key, b.secret, [], b.logs, tls=b.tls) as srv:
+                b.server = srv
+                log("https: what each tool checks (small file, not timed)")
+                probes = https_probes(b)
+                log("https warm-up: one upload by s5cmd, not counted")
+                b.upload("s5cmd", "warmup", 0, b.file, b.size, check_sha=False, label="warm-up https (s5cmd)")
+                log(f"https: each tool at its defaults, {args.https_runs} rounds")
+                r["https"] = b.rounds(tools, "https", args.https_runs)
+                r["https_probes"] = probes
+                b.server = None
         if "resume" in sections:
             r["resume"] = resume_test(b, work / "s3data-resume")
     except BenchError as e:
@@ -1191,7 +1349,7 @@ def main() -> int:
         log(f"ERROR: {e}")
     finally:
         b.file.unlink(missing_ok=True)
-        for big in [*work.glob("s3data*"), work / "sparse.bin"]:
+        for big in [*work.glob("s3data*"), work / "sparse.bin", work / "tls"]:
             shutil.rmtree(big, ignore_errors=True) if big.is_dir() else big.unlink(missing_ok=True)
         if args.keep:
             log(f"kept logs in {work}")

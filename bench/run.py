@@ -738,7 +738,7 @@ def resume_test(b: Bench, data: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# scale: start-up cost at 10,000 parts (no network), RSS of an 8 GiB upload
+# scale: start-up cost at 10,000 parts (no network); rss: peak RSS of big sparse uploads
 
 
 def scale_startup(b: Bench, reps: int = 5) -> dict[str, Any]:
@@ -1192,7 +1192,8 @@ def chart(r: dict[str, Any], path: Path) -> None:
 
     groups = [(sec, lab) for sec, lab in (("equal", f"equal settings ({r['settings']['threads']} x "
                                                     f"{human(r['settings']['part_size'])})"),
-                                           ("best", "each tool's defaults"), ("https", "defaults, HTTPS"))
+                                           ("best", "each tool's defaults"),
+                                           ("https", "defaults, HTTPS (boto3, aws-cli: when_required)"))
               if r.get(sec)]
     measured_tools = {t for sec, _ in groups for t in (r.get(sec) or {})}
     tools = [t for t in TOOLS if t in measured_tools] or list(TOOLS)

@@ -47,10 +47,11 @@ CLI = str(bench.VENV_BIN / "s3-multipart-upload")
 # py-spy categories: the innermost frame that matches one of these decides (checked leaf first).
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("part checksum (hashlib MD5/CRC32, checksums.compute)", ("checksums.py", "hashlib", "md5", "MD5", "crc32")),
-    ("reading the file (os.preadv)", ("_pread_into", "preadv")),
+    ("reading the file (os.pread)", ("_pread_into", "preadv", "_FileRange.read", "pread")),
     ("part buffer allocation (first use per thread: zero-fill, page faults)", ("Uploader._buffer",)),
     ("sending: socket sendall, http.client/urllib3 body loop", (
-        "sendall", "HTTPConnection.send ", "chunk_readable", "PartBody.read", "ssl.py", "_send_output")),
+        "sendall", "HTTPConnection.send ", "chunk_readable", "PartBody.read", "PartStream.read", "ssl.py",
+        "_send_output")),
     ("waiting: 100 Continue poll, response read, locks", (
         "wait_for_read", "poll_wait", "getresponse", "_read_status", "readinto", "readline", "Condition.wait",
         "Event.wait", "_wait_for_tstate_lock", "lock.acquire")),
@@ -110,30 +111,59 @@ def summarise_raw(path: Path) -> dict[str, Any]:
 # the in-process phase counters (run as: profile.py --phases-run -- upload ARGS)
 
 PHASES = """
-import collections, resource, sys, threading, time
+import collections, importlib, resource, sys, threading, time
 t0 = time.process_time()
-from s3_multipart_upload import checksums, main as cli, sources, uploader
+from s3_multipart_upload import checksums, main as cli
 import urllib3.connection
 imports = time.process_time() - t0
-acc, calls, lock = collections.Counter(), collections.Counter(), threading.Lock()
+acc, calls, lock, local = collections.Counter(), collections.Counter(), threading.Lock(), threading.local()
 def wrap(owner, name, label):
-    orig = getattr(owner, name)
+    # Exclusive thread CPU: a wrapped call inside another (the body read and hashed while urllib3 sends it)
+    # counts for the inner label only. Missing names are skipped: --baseline may be an older engine.
+    if isinstance(owner, str):  # "module:Class", resolved here so that a name an engine lacks is skipped
+        module, _, attr = owner.partition(":")
+        try:
+            owner = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return
+    orig = getattr(owner, name, None)
+    if orig is None:
+        return
     def timed(*a, **k):
+        stack = local.__dict__.setdefault("stack", [])
+        stack.append(0.0)
         s = time.thread_time()
         try:
             return orig(*a, **k)
         finally:
             d = time.thread_time() - s
+            inner = stack.pop()
+            if stack:
+                stack[-1] += d
             with lock:
-                acc[label] += d; calls[label] += 1
+                acc[label] += d - inner; calls[label] += 1
     setattr(owner, name, timed)
-wrap(checksums, "compute", "checksum")
-for cls in (sources.FileSource, sources.ChunkDirSource):
-    wrap(cls, "read_into", "read")
-wrap(uploader.Uploader, "_buffer", "buffer")
+class TimedHasher:
+    def __init__(self, h):
+        self._h = h
+    def update(self, data):
+        self._h.update(data)
+    def digest(self):
+        return self._h.digest()
+wrap(TimedHasher, "update", "checksum")
+orig_new_hasher = getattr(checksums, "new_hasher", None)
+if orig_new_hasher is not None:
+    import s3_multipart_upload.stream as stream_module
+    stream_module.checksums.new_hasher = lambda algorithm: TimedHasher(orig_new_hasher(algorithm))
+wrap(checksums, "compute", "checksum")  # older engines hash whole parts here
+wrap("s3_multipart_upload.sources:_FileRange", "read", "read")
+for cls in ("FileSource", "ChunkDirSource"):
+    wrap("s3_multipart_upload.sources:" + cls, "read_into", "read")  # older engines
+wrap("s3_multipart_upload.uploader:Uploader", "_buffer", "buffer")  # older engines
 wrap(urllib3.connection.HTTPConnection, "request", "send")
 wrap(urllib3.connection.HTTPConnection, "getresponse", "response")
-wrap(uploader.Uploader, "_send_part", "part")
+wrap("s3_multipart_upload.sender:Sender", "send_part", "part")
+wrap("s3_multipart_upload.uploader:Uploader", "_send_part", "part")  # older engines
 sys.argv = ["s3-multipart-upload", *sys.argv[1:]]
 rc = 0
 try:
@@ -328,17 +358,16 @@ def pct(part: float, whole: float) -> str:
 
 
 PHASE_ROWS = [
-    ("part checksum (hashlib)", lambda m: m["phases"].get("checksum", 0.0)),
-    ("reading the file (os.preadv into the part buffer)", lambda m: m["phases"].get("read", 0.0)),
+    ("part checksum (hashlib, awscrt)", lambda m: m["phases"].get("checksum", 0.0)),
+    ("reading the file (os.pread)", lambda m: m["phases"].get("read", 0.0)),
     ("part buffer allocation (once per thread: zero-fill, page faults)", lambda m: m["phases"].get("buffer", 0.0)),
     ("sending: urllib3 request, headers and body (socket sendall)", lambda m: m["phases"].get("send", 0.0)),
     ("reading the responses (http.client)", lambda m: m["phases"].get("response", 0.0)),
     ("rest of each part: botocore request building, signing, parsing; retries wrapper; parts log",
-     lambda m: m["phases"].get("part", 0.0) - sum(m["phases"].get(k, 0.0)
-                                                   for k in ("checksum", "read", "buffer", "send", "response"))),
+     lambda m: m["phases"].get("part", 0.0)),  # the counters are exclusive: what the others did not take
     ("imports (after interpreter start)", lambda m: m["imports"]),
     ("main thread: client creation, create/complete, progress, exit",
-     lambda m: m["process"] - m["phases"].get("part", 0.0) - m["imports"]),
+     lambda m: m["process"] - sum(m["phases"].values()) - m["imports"]),
 ]
 
 
@@ -352,8 +381,8 @@ def summary(r: dict[str, Any], args: argparse.Namespace, variants: list[Variant]
     m = ph[ours.label]
     p = m["phases"]
     proc = m["process"]
-    fixed = proc - p.get("part", 0.0)  # outside the part threads: imports, client creation, completion
-    around = p.get("part", 0.0) - sum(p.get(k, 0.0) for k in ("checksum", "read", "buffer", "send"))
+    fixed = proc - sum(p.values())  # outside the part threads: imports, client creation, completion
+    around = p.get("part", 0.0)  # the counters are exclusive: what checksum, read, send, response did not take
     lines = ["## Summary", "",
              f"- MD5 (hashlib, OpenSSL) takes {p.get('checksum', 0) / gib:.2f} of this tool's "
              f"{proc / gib:.2f} CPU s per GiB ({pct(p.get('checksum', 0), proc)}). The rest: reading the file "

@@ -149,20 +149,25 @@ def is_composite_etag(etag: str) -> bool:
 
 
 def is_aws(endpoint_url: str | None) -> bool:
-    """AWS S3 itself: no --endpoint-url (boto3 then goes to AWS), or an amazonaws.com host."""
+    """AWS S3 itself: the endpoint the client resolved (from --endpoint-url, AWS_ENDPOINT_URL, a profile, or
+    boto3's own for the region) is an amazonaws.com host."""
     if not endpoint_url:
         return True
     host = urllib.parse.urlsplit(endpoint_url).hostname or ""
-    return host == "amazonaws.com" or host.endswith(".amazonaws.com")
+    return any(host == domain or host.endswith("." + domain) for domain in ("amazonaws.com", "amazonaws.com.cn"))
 
 
-def choose(requested: str, endpoint_url: str | None, controller: bool = False) -> tuple[str, str]:
+def choose(requested: str, endpoint_url: str | None, controller: bool = False, copy: bool = False,
+           ) -> tuple[str, str]:
     """The checksum of a new upload and why: ``--checksum auto`` picks what the store proves."""
     if requested.upper() != AUTO.upper():
         return requested.upper(), "as asked (--checksum)"
     if controller:
         return "MD5", ("auto: through a controller's presigned URLs, each part's ETag is compared with the MD5 "
                        "of the bytes sent")
+    if copy:
+        return "MD5", ("auto: a copy reads each part once (a CRC sent up front would need every part read "
+                       "twice from the source); its ETag is compared with the MD5 of the bytes sent")
     if is_aws(endpoint_url):
         return "CRC64NVME", ("auto: AWS S3 verifies each part's CRC64NVME on arrival and the whole file's at "
                              "completion")

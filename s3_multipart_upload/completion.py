@@ -21,7 +21,7 @@ from s3_multipart_upload.plan import Part, Plan, human, ranges
 from s3_multipart_upload.s3 import Kind, classify, describe, error_code, list_all_parts
 from s3_multipart_upload.sources import Source
 from s3_multipart_upload.state import PartRecord
-from s3_multipart_upload.stream import BLOCK, PartStream, digest_part
+from s3_multipart_upload.stream import PartStream, digest_part
 
 log = logging.getLogger(__name__)
 SPOT_CHECKS = 8  # parts sampled after a server-side copy, plus the last one
@@ -42,9 +42,9 @@ class Completer:
         self.checksum = checksum
         self.plan = plan
 
-    def list_parts(self, upload_id: str) -> list[dict[str, Any]]:
+    def list_parts(self, upload_id: str, info: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         req = self.job.req
-        return self.job.call("ListParts", lambda c: list_all_parts(c, req.bucket, req.key, upload_id))
+        return self.job.call("ListParts", lambda c: list_all_parts(c, req.bucket, req.key, upload_id, info))
 
     def complete(self, upload_id: str, done: dict[int, PartRecord]) -> Completed:
         """CompleteMultipartUpload of every planned part, in order."""
@@ -135,12 +135,22 @@ class Completer:
         # is those parts in order: its size is the file's. A HEAD would show no more.
         return listing_matches and (checksum_proven or etag == checksums.composite_etag(part_etags))
 
+    def full_checksum(self, done: dict[int, PartRecord]) -> str | None:
+        """The whole object's checksum where the algorithm has that form (an object found already built by an
+        earlier run, whose completion this run did not see), from the log's part checksums and the file."""
+        if self.checksum not in checksums.FULL_OBJECT:
+            return None
+        local = self._part_checksums(done)
+        return checksums.full_object_checksum(self.checksum,
+                                              [(v, p.length) for v, p in zip(local, self.plan.parts, strict=True)])
+
     def _part_checksums(self, done: dict[int, PartRecord]) -> list[str]:
         """Each part's checksum as computed from the local bytes: from the log, or read again where the log has
-        none (a part adopted by an older version)."""
+        none (a part adopted by an older version, or not logged)."""
         values = []
         for part in self.plan.parts:
-            value = done[part.number].checksum
+            record = done.get(part.number)
+            value = record.checksum if record is not None else None
             if value is None:
                 value = digest_part(self.job.req.source, part, self.checksum).value
             values.append(value)
@@ -307,7 +317,7 @@ def _md5_of(source: Source, plan: Plan) -> str:
     for part in plan.parts:
         stream = PartStream(source, part)
         try:
-            while block := stream.read(BLOCK):
+            for block in stream.chunks():
                 h.update(block)
         finally:
             stream.close()

@@ -440,8 +440,11 @@ def _transfer(
     dry_run: bool, as_json: bool, endpoint_url: str | None, profile: str | None, region: str | None, quiet: bool,
     verbose: bool, clients: ClientFactory | None = None, meta_extra: dict[str, Any] | None = None,
 ) -> None:
-    algorithm, why = checksums.choose(checksum, endpoint_url, controller=meta_extra is not None
-                                      and "controller" in meta_extra)
+    through_controller = meta_extra is not None and "controller" in meta_extra
+    if clients is None:
+        clients = ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=thread_count + 2)
+    algorithm, why = checksums.choose(checksum, _resolved_endpoint(clients, endpoint_url),
+                                      controller=through_controller, copy=isinstance(source, S3ObjectSource))
     request = UploadRequest(checksum=algorithm, checksum_why=why,
         # A measurement knob (bench/): MD5 sent as Content-MD5 from the first part, as the engine falls back to.
         content_md5=os.environ.get("S3MU_CONTENT_MD5") == "1",
@@ -449,8 +452,6 @@ def _transfer(
         threads=thread_count, split_size=split_size, restart=restart,
         upload_id=upload_id, no_overwrite=no_overwrite, meta_extra=meta_extra or {},
     )
-    if clients is None:
-        clients = ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=thread_count + 2)
     if dry_run:
         _show_plan(Uploader(request, clients).dry_run(), as_json)
         return
@@ -487,6 +488,14 @@ def _transfer(
         events.event("completed", alreadyComplete=result.already_complete, **summary)
         events.event("summary", status="already_complete" if result.already_complete else "completed", exitCode=0,
                      **summary)
+
+
+def _resolved_endpoint(clients: ClientFactory, given: str | None) -> str | None:
+    """The endpoint boto3 will use: --endpoint-url, or AWS_ENDPOINT_URL(_S3), or a profile's, or AWS's own."""
+    try:
+        return str(clients.client().meta.endpoint_url)
+    except Exception:  # a bad endpoint or profile: the engine reports it with its own message
+        return given
 
 
 def _json_failure(events: JsonProgress, exc: BaseException, bucket: str, key: str) -> None:

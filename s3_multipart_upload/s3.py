@@ -72,6 +72,15 @@ def is_throttling(exc: BaseException) -> bool:
     return error_code(exc) in THROTTLING_CODES or status in (429, 503)
 
 
+def needs_content_md5(exc: BaseException) -> bool:
+    """The store refused a body sent without Content-MD5 or an additional checksum (S3 and others do so where
+    Object Lock retention applies: "Content-MD5 OR x-amz-checksum- HTTP header is required")."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    message = str(exc.response.get("Error", {}).get("Message") or "")
+    return error_code(exc) == "MissingContentMD5" or (error_code(exc) == "InvalidRequest" and "Content-MD5" in message)
+
+
 def error_code(exc: BaseException) -> str | None:
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
@@ -277,12 +286,16 @@ class Requester:
 MAX_LIST_PAGES = 10_000  # one part a page is the worst a server may answer with
 
 
-def list_all_parts(client: S3Client, bucket: str, key: str, upload_id: str) -> list[dict[str, Any]]:
-    """Every part of an upload (ListParts pages of up to 1,000; at most 10,000 parts, so a bounded loop)."""
+def list_all_parts(client: S3Client, bucket: str, key: str, upload_id: str,
+                   info: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every part of an upload (ListParts pages of up to 1,000; at most 10,000 parts, so a bounded loop). With
+    ``info``, also the upload's ChecksumAlgorithm and ChecksumType, as the first page says them."""
     parts: list[dict[str, Any]] = []
     marker = 0
     for _ in range(MAX_LIST_PAGES):
         page = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker)
+        if info is not None and not marker:
+            info.update({k: page[k] for k in ("ChecksumAlgorithm", "ChecksumType") if page.get(k)})
         parts.extend(dict(p) for p in page.get("Parts", []))
         if not page.get("IsTruncated"):
             return parts

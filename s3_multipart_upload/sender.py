@@ -20,7 +20,7 @@ from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import IntegrityError, Interrupted, StateConflict
 from s3_multipart_upload.job import Job, Stopping
 from s3_multipart_upload.plan import Part
-from s3_multipart_upload.s3 import describe, error_code
+from s3_multipart_upload.s3 import describe, error_code, needs_content_md5
 from s3_multipart_upload.state import PartRecord, PartsLog
 from s3_multipart_upload.stream import PartStream, digest_part
 
@@ -42,12 +42,15 @@ class Sent:
 
 
 class Sender:
-    def __init__(self, job: Job, checksum: str) -> None:
+    def __init__(self, job: Job, checksum: str, content_md5: bool = False, etags_not_md5: bool = False) -> None:
         self.job = job
         self.checksum = checksum
+        # MD5 goes as Content-MD5 (hash, then send) rather than by ETag comparison: asked for, a one-part PutObject
+        # (its first request already makes the object), or a store found to need it (below).
+        self.content_md5 = content_md5 or etags_not_md5 or job.req.content_md5
         # Set when a part's ETag proved not to be the MD5 of its bytes although the server verified the bytes
-        # (SSE-KMS, SSE-C, stores of their own kind): from then on MD5 goes as Content-MD5, checked on arrival.
-        self.etags_not_md5 = job.req.content_md5
+        # (SSE-KMS, SSE-C, stores of their own kind): the object's ETag cannot be checked against the parts either.
+        self.etags_not_md5 = etags_not_md5
         self._unconfirmed = False  # an answer did not echo the additional checksum (said once)
 
     def send_all(self, parts: list[Part], upload_id: str, parts_log: PartsLog, done_before: int, total: int) -> Sent:
@@ -141,17 +144,24 @@ class Sender:
         not MD5s (then every later part goes with Content-MD5). Any other checksum goes in a header, so it is
         computed first: one pass to hash (at 20 GB/s for the CRCs), one to send, both from the page cache."""
         source = self.job.req.source
-        etag_first = ""
-        if self.checksum == "MD5" and not self.etags_not_md5:
+        first: tuple[str, checksums.PartChecksum | None] | None = None  # a try by ETag that did not prove the part
+        if self.checksum == "MD5" and not self.content_md5:
             body = PartStream(source, part, "MD5")
             try:
                 answer = _sending(body, request, {})
                 sent = body.digest()
+                etag = str(answer["ETag"]).strip('"')
+                if sent is not None and etag == sent.md5_hex:
+                    return answer, sent
+                first = (etag, sent)
+            except Exception as exc:
+                if not needs_content_md5(exc):
+                    raise
+                self.content_md5 = True  # every later part too: this store wants the checksum up front
+                log.warning("The server requires Content-MD5 on every part (%s): each part is now hashed, then "
+                            "sent with it.", describe(exc))
             finally:
                 body.close()
-            etag_first = str(answer["ETag"]).strip('"')
-            if sent is not None and etag_first == sent.md5_hex:
-                return answer, sent
         digest = digest_part(source, part, self.checksum)
         body = PartStream(source, part)
         try:
@@ -160,13 +170,17 @@ class Sender:
             body.close()
         self._check_confirmed(answer, digest, part.number)
         etag = str(answer["ETag"]).strip('"')
-        if digest.md5_hex is not None and etag == digest.md5_hex and etag_first:
-            log.warning("Part %d reached the server damaged (its ETag %s was not the MD5 of the bytes sent); sent "
-                        "again with Content-MD5, and the server now holds the right bytes.", part.number, etag_first)
-        elif digest.md5_hex is not None and etag != digest.md5_hex and not self.etags_not_md5:
+        if digest.md5_hex is None or self.etags_not_md5:
+            return answer, digest
+        if etag == digest.md5_hex:
+            if first is not None and first[1] is not None:
+                log.warning("Part %d reached the server damaged (its ETag %s was not the MD5 of the bytes sent); "
+                            "sent again with Content-MD5, and the server now holds the right bytes.", part.number,
+                            first[0])
+        else:
             # The server checked Content-MD5 on arrival; an ETag that is not the MD5 means a store that makes
             # ETags another way (SSE-KMS, SSE-C, some S3-compatible stores), not damaged bytes.
-            self.etags_not_md5 = True
+            self.content_md5 = self.etags_not_md5 = True
             log.warning("The server's part ETags are not the MD5s of the parts (SSE-KMS or a store of its own "
                         "kind): every part now goes with Content-MD5, which the server checks on arrival; the "
                         "object's ETag cannot be checked.")

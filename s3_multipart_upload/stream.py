@@ -10,9 +10,11 @@ range again: bytes are read again from the source, never replayed from memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Protocol
 
 from s3_multipart_upload import checksums
+from s3_multipart_upload.errors import StateConflict
 from s3_multipart_upload.plan import MiB, Part
 
 BLOCK = 1 * MiB
@@ -67,7 +69,7 @@ class PartStream:
         """Up to ``size`` bytes, as a view of the current block (no copy); everything left for no size
         (how in-process fakes read a body)."""
         if size is None or size < 0:
-            return b"".join(bytes(self.read(BLOCK)) for _ in range(self._blocks_left()))
+            return b"".join(bytes(chunk) for chunk in self.chunks())
         if self._reader is None:
             self._open()
         assert self._reader is not None
@@ -89,8 +91,13 @@ class PartStream:
         self._pos += len(chunk)
         return chunk
 
-    def _blocks_left(self) -> int:
-        return -(-(self._part.length - self._pos) // BLOCK) + 1
+    def chunks(self) -> Iterator[memoryview | bytes]:
+        """The rest of the part, a block (or less, after a short read) at a time."""
+        for _ in range(self._part.length - self._pos + 1):  # every read but the last hands out a byte or more
+            chunk = self.read(BLOCK)
+            if not chunk:
+                return
+            yield chunk
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Only a rewind to the start (an HTTP client retrying the body) or a no-op."""
@@ -129,10 +136,12 @@ def digest_part(source: PartSource, part: Part, algorithm: str) -> checksums.Par
     """The checksum of a part, read from its source block by block (memory: one block)."""
     stream = PartStream(source, part, algorithm)
     try:
-        for _ in range(stream._blocks_left()):
-            stream.read(BLOCK)
+        for _ in stream.chunks():
+            pass
         digest = stream.digest()
     finally:
         stream.close()
-    assert digest is not None
+    if digest is None:  # the reader ended before the part did without saying so: a source that changed
+        raise StateConflict(f"part {part.number} could not be read whole ({stream.tell()} of {part.length} bytes)",
+                            "the data changed during the upload; start again with --restart once it is final")
     return digest

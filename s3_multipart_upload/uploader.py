@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Throttle", "UploadRequest", "UploadResult", "Uploader"]
 log = logging.getLogger(__name__)
+# META keys for what a run learnt about the store (see Sender): MD5 goes as Content-MD5; part ETags are not MD5s.
+CONTENT_MD5 = "contentMD5"
+ETAGS_NOT_MD5 = "eTagsNotMD5"
 
 
 @dataclass
@@ -157,8 +160,9 @@ class Uploader:
     def _adopt(self, run: RunPlan, upload_id: str) -> RunPlan:
         """--upload-id with no META: take over that upload; its parts are checked against the local bytes."""
         req = self.req
+        info: dict[str, Any] = {}
         try:
-            held = Completer(self.job, run.checksum, run.parts).list_parts(upload_id)
+            held = Completer(self.job, run.checksum, run.parts).list_parts(upload_id, info)
         except Exception as exc:
             if classify(exc) is Kind.GONE:
                 raise UploadGone(f"there is no multipart upload {upload_id} for {req.where}",
@@ -174,12 +178,18 @@ class Uploader:
         else:
             log.info("Taking up multipart upload %s of %s (no parts on the server yet); parts of %s.",
                      upload_id, req.where, human(plan.part_size))
+        checksum, why = run.checksum, run.checksum_why
+        created = str(info.get("ChecksumAlgorithm") or "").upper()
+        if req.auto_checksum and created in checksums.ALGORITHMS and \
+                (created in checksums.FULL_OBJECT) == (info.get("ChecksumType") == "FULL_OBJECT"):
+            checksum, why = created, "auto: the adopted upload was created for it (ListParts says so)"
         meta = Meta(bucket=req.bucket, key=req.key, upload_id=upload_id, split_size=plan.part_size,
-                    source=req.source.identity(), part_count=len(plan.parts), checksum_algorithm=run.checksum,
+                    source=req.source.identity(), part_count=len(plan.parts), checksum_algorithm=checksum,
                     created_at=_now_iso(), extra={"adopted": True, **req.meta_extra})
         write_meta(req.meta_path, meta)
         # Lines of that upload id in the log predate the lost META: they are read, and checked like the rest.
-        return with_meta(run, meta, plan, read_parts(req.parts_path, upload_id))
+        return dataclasses.replace(with_meta(run, meta, plan, read_parts(req.parts_path, upload_id)),
+                                   checksum=checksum, checksum_why=why)
 
     def _new_meta(self, run: RunPlan, upload_id: str | None) -> Meta:
         req = self.req
@@ -222,7 +232,9 @@ class Uploader:
         part = plan.parts[0]
         job.progress.started(plan.total_size, 1, 0, 0)
         began = time.monotonic()
-        sender = Sender(job, run.checksum)
+        # Content-MD5 here, not the ETag comparison: the first request already makes the object, and damaged
+        # bytes must never be one, not even until a second request replaces them.
+        sender = Sender(job, run.checksum, content_md5=True)
         conditional: dict[str, Any] = {"IfNoneMatch": "*"} if req.no_overwrite else {}
 
         def put(client: S3Client) -> Completed:
@@ -267,13 +279,15 @@ class Uploader:
                       for p in completer.list_parts(upload_id)}
         except Exception as exc:
             if classify(exc) is Kind.GONE:
-                etag = completer.already_built(run.logged if run.trust_log else {})
+                logged = run.logged if run.trust_log else {}
+                etag = completer.already_built(logged)
                 if etag is not None:
-                    result.etag = etag
+                    result.etag, result.full_checksum = etag, completer.full_checksum(logged)
                     self._mark_completed(meta, result)
                     return
             raise job.fail(exc) from exc
-        sender = Sender(job, run.checksum)
+        sender = Sender(job, run.checksum, content_md5=meta.extra.get(CONTENT_MD5) is True,
+                        etags_not_md5=meta.extra.get(ETAGS_NOT_MD5) is True)
         with PartsLog(req.parts_path) as parts_log:
             state = self._reconcile(run, upload_id, listed, parts_log)
             result.parts_logged, result.parts_adopted = state.logged, state.adopted
@@ -285,13 +299,24 @@ class Uploader:
             log.info("Will upload %d chunks.", len(state.to_send))
             job.progress.started(plan.total_size, len(plan.parts),
                                  sum(plan.parts[n - 1].length for n in state.done), len(state.done))
-            sent = sender.send_all(state.to_send, upload_id, parts_log, len(state.done), len(plan.parts))
+            try:
+                sent = sender.send_all(state.to_send, upload_id, parts_log, len(state.done), len(plan.parts))
+            finally:
+                self._remember_store(meta, sender)
         result.parts_sent, result.bytes_sent = sent.parts, sent.bytes
         done = state.done | sent.records
         completed = completer.complete(upload_id, done)
         result.etag = completer.verify(completed, [done[p.number].etag for p in plan.parts], sender.etags_not_md5)
         result.full_checksum = completed.full_checksum
         self._mark_completed(meta, result)
+
+    def _remember_store(self, meta: Meta, sender: Sender) -> None:
+        """What the parts taught about the store, kept in META so that a rerun does not learn it again by
+        sending its first parts twice."""
+        learnt = {CONTENT_MD5: sender.content_md5 and not self.req.content_md5, ETAGS_NOT_MD5: sender.etags_not_md5}
+        if any(value and meta.extra.get(key) is not True for key, value in learnt.items()):
+            meta.extra.update({key: True for key, value in learnt.items() if value})
+            write_meta(self.req.meta_path, meta)
 
     def _reconcile(self, run: RunPlan, upload_id: str, listed: dict[int, ListedPart],
                    parts_log: PartsLog) -> Reconciled:

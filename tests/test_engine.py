@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +22,13 @@ from s3_multipart_upload.completion import Completer
 from s3_multipart_upload.errors import ExitCode, IntegrityError, StateConflict, UploadGone
 from s3_multipart_upload.job import Job, UploadRequest
 from s3_multipart_upload.plan import MiB, Plan
+from s3_multipart_upload.run_plan import make_plan
 from s3_multipart_upload.s3 import ClientFactory, Endpoint, RetryPolicy
 from s3_multipart_upload.sender import Sender
 from s3_multipart_upload.sources import FileSource
 from s3_multipart_upload.state import PartRecord
 from s3_multipart_upload.stream import PartStream
+from s3_multipart_upload.uploader import Uploader
 from tests.conftest import write_random
 
 UPLOAD_ID = "upload-1"
@@ -216,3 +219,23 @@ def test_an_additional_checksum_is_computed_before_the_body_goes(tmp_path: Path)
     last = plan.parts[2]
     assert calls == [{"ChecksumCRC32C": checksums.compute("CRC32C", data[last.offset:]).value}]
 
+
+
+@pytest.mark.parametrize(("listed", "kept"), [
+    ({"ChecksumAlgorithm": "CRC64NVME", "ChecksumType": "FULL_OBJECT"}, "CRC64NVME"),  # made by this tool on AWS
+    ({"ChecksumAlgorithm": "CRC32", "ChecksumType": "COMPOSITE"}, "CRC32"),
+    ({"ChecksumAlgorithm": "CRC32C", "ChecksumType": "FULL_OBJECT"}, "MD5"),  # a form this tool does not make
+    ({}, "MD5"),  # created without a checksum
+], ids=["crc64nvme", "crc32", "crc32c-full", "none"])
+def test_an_adopted_upload_keeps_the_checksum_it_was_created_for(s3, tmp_path: Path, listed: dict[str, str],  # type: ignore[no-untyped-def]
+                                                                kept: str) -> None:
+    client, stub = s3
+    f = write_random(tmp_path / "f.bin", 12 * MiB, seed=10)
+    request = UploadRequest(bucket="b", key="k", source=FileSource(f), meta_path=tmp_path / "m.json",
+                            parts_path=tmp_path / "p.jsonl", checksum="CRC64NVME", upload_id=UPLOAD_ID,
+                            checksum_why="auto: AWS S3 verifies each part's CRC64NVME")
+    stub.add_response("list_parts", {"Parts": [], "IsTruncated": False, **listed},
+                      {"Bucket": "b", "Key": "k", "UploadId": UPLOAD_ID, "PartNumberMarker": 0})
+    run = Uploader(request, ScriptedClients(client))._adopt(make_plan(request), UPLOAD_ID)
+    assert run.checksum == kept
+    assert json.loads((tmp_path / "m.json").read_text())["checksumAlgorithm"] == kept

@@ -80,6 +80,31 @@ def test_auto_on_an_s3_compatible_store_catches_a_damaged_part_by_its_etag(
     assert summary["checksumAlgorithm"] == "MD5" and summary["fullObjectChecksum"] is None
 
 
+def test_a_damaged_one_part_object_never_stands_at_the_key(
+        verifying, s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A PutObject makes the object with its first request, so it goes with Content-MD5 (not checked by its ETag
+    afterwards): the store refuses the damaged body, and no damaged object ever stands at the key."""
+    proxy = verifying(lambda seen, index: Fault(corrupt=True) if index == 0 else None)
+    f = write_random(tmp_path / "f.bin", 3 * MiB, seed=26)
+    r = run_cli(upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", endpoint=proxy.endpoint),
+                aws_env)
+    assert r.returncode == 0, r.stderr
+    assert "PutObject s3://" in r.stderr and "BadDigest" in r.stderr  # refused on arrival, then sent again
+    assert methods(proxy) == ["PUT", "PUT"]
+    assert stored(s3_server, bucket, "k") == f.read_bytes()
+
+
+def test_auto_looks_at_the_endpoint_boto3_resolves_not_only_the_flag(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    """AWS_ENDPOINT_URL (or a profile's endpoint_url) points at an S3-compatible store: auto must pick MD5."""
+    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=27)
+    r = run_cli(upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M"),
+                aws_env | {"AWS_ENDPOINT_URL": s3_server.endpoint})
+    assert r.returncode == 0, r.stderr
+    assert "Checksum MD5: auto: an S3-compatible store" in r.stderr
+    assert stored(s3_server, bucket, "k") == f.read_bytes()
+
+
 def test_crc64nvme_full_object_is_checked_on_every_part_and_on_the_whole_file(
         verifying, s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     proxy = verifying(corrupt_first_try_of(3))

@@ -284,17 +284,17 @@ def test_64_mib_in_5_mib_parts(page: Any, stack: Stack, tmp_path: Path) -> None:
     if shots:
         page.set_input_files("#file", str(f))
         page.fill("#file-id", "run-64")
-        page.screenshot(path=f"{shots}/page-idle.png")
+        page.locator("main").screenshot(path=f"{shots}/page-idle.png")
         stack.proxy.delay = 0.5  # slow enough to catch the page mid-upload
         page.click("#upload")
-        page.wait_for_function("document.body.dataset.state === 'uploading' && "
+        page.wait_for_function("() => document.body.dataset.state === 'uploading' && "
                                "/parts [4-9] of/.test(document.getElementById('progress').textContent)")
-        page.screenshot(path=f"{shots}/page-uploading.png")
+        page.locator("main").screenshot(path=f"{shots}/page-uploading.png")
     else:
         upload(page, f, "run-64")
     assert wait_state(page, "done", "refused", "failed") == "done", message(page)
     if shots:
-        page.screenshot(path=f"{shots}/page-done.png")
+        page.locator("main").screenshot(path=f"{shots}/page-done.png")
 
     assert message(page) == "Uploaded run-64.bin as file id run-64: 64.0 MiB, status uploaded."
     puts = stack.proxy.part_puts()
@@ -417,7 +417,7 @@ def test_bad_token_and_another_principals_file(page: Any, stack: Stack, tmp_path
     before = stack.s3_uploads()
     page.fill("#token", "not-a-token-of-this-controller")
     page.click("#sign-in")
-    page.wait_for_function("document.getElementById('signin-message').textContent !== ''")
+    page.wait_for_function("() => document.getElementById('signin-message').textContent !== ''")
     assert page.text_content("#signin-message") == "The controller refused this token: check it and try again."
     assert page.is_hidden("#work")
     assert page.evaluate("sessionStorage.length") == 0

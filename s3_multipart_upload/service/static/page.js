@@ -394,7 +394,7 @@ class Job {
     const total = this.file.size;
     const percent = total ? Math.floor((100 * sent) / total) : 100;
     let text = `${size(sent)} of ${size(total)} (${percent}%) · parts ${this.done.size} of ${this.count}`;
-    if (rate > 0) text += ` · ${size(rate)}/s · ${duration((total - sent) / rate)} left`;
+    if (rate > 0 && sent < total) text += ` · ${size(rate)}/s · ${duration((total - sent) / rate)} left`;
     render(text, total ? sent / total : 1);
   }
 }

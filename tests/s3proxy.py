@@ -98,6 +98,7 @@ class S3Proxy:
     verify_checksums: bool = False  # act as AWS S3 does with x-amz-checksum-* (see the module docstring)
     refused: list[str] = field(default_factory=list)  # why each BadDigest was answered
     cors: CorsRule | None = None  # answer preflight requests by this rule instead of forwarding them
+    hide_headers: tuple[str, ...] = ()  # answer headers not passed on (a bucket whose CORS rule lacks some)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -196,8 +197,9 @@ class S3Proxy:
                     end = b"</CompleteMultipartUploadResult>"
                     data = data.replace(end, add_xml + end)
                 self.send_response(resp.status)
+                hidden = {"transfer-encoding", "content-length", "connection", *(h.lower() for h in proxy.hide_headers)}
                 for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                    if k.lower() not in hidden:
                         self.send_header(k, v)
                 if resp.status == 200:
                     for k, v in add_headers.items():

@@ -157,6 +157,7 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
     stack.proxy.reset()
     stack.proxy.rule = None
     stack.proxy.delay = 0.0
+    stack.proxy.hide_headers = ()
     context = browser.new_context(viewport={"width": 900, "height": 760})
     tab = context.new_page()
     errors: list[str] = []
@@ -513,3 +514,15 @@ def test_a_part_corrupted_on_the_way_is_sent_again(page: Any, stack: Stack, tmp_
     assert wait_state(page, "done", "refused", "failed") == "done", message(page)
     assert flipped and stack.proxy.part_puts() == {1: 2, 2: 1, 3: 1}
     assert stack.object_sha256("corrupt-1") == sha256(f)
+
+
+def test_a_bucket_that_hides_the_etag_is_named(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """The CORS trap of browser uploaders: without ExposeHeaders ETag the browser hides it. The page stops and
+    says which rule is missing; it does not complete the upload."""
+    f = write_random(tmp_path / "hidden.bin", PART + 1, seed=11)
+    stack.proxy.hide_headers = ("Access-Control-Expose-Headers",)
+    sign_in(page, stack)
+    upload(page, f, "hidden-etag")
+    assert wait_state(page, "refused", "done", "failed") == "refused"
+    assert "does not let this page read its ETag: the bucket's CORS rule must expose the ETag header" in message(page)
+    assert stack.pending("hidden-etag") is not None and stack.pending("hidden-etag", "uploaded") is None

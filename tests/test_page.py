@@ -457,18 +457,35 @@ def test_cancel_deletes_the_upload_and_its_parts(page: Any, stack: Stack, tmp_pa
 
 
 def test_network_drop_then_continue(page: Any, stack: Stack, tmp_path: Path) -> None:
-    f = write_random(tmp_path / "drop.bin", 8 * PART, seed=8)
+    """Offline: the page waits and says so, then continues by itself; offline again and paused: it stays paused
+    until Resume."""
+    f = write_random(tmp_path / "drop.bin", 10 * PART, seed=8)
     sign_in(page, stack)
     stack.proxy.delay = 0.3
     upload(page, f, "drop-1")
-    wait_parts_held(stack, "drop-1", 2)
+    upload_id = wait_parts_held(stack, "drop-1", 2)
     page.context.set_offline(True)
     assert wait_state(page, "waiting") == "waiting"
     assert message(page).startswith("The network connection is lost: waiting for it to come back")
     time.sleep(1)
     assert page.evaluate("document.body.dataset.state") == "waiting"
-    stack.proxy.delay = 0.0
     page.context.set_offline(False)
+    assert wait_state(page, "uploading", "done") == "uploading"
+    assert message(page) == "Back online: continuing."
+
+    wait_parts_held(stack, "drop-1", 4)
+    page.context.set_offline(True)
+    assert wait_state(page, "waiting") == "waiting"
+    page.click("#pause")
+    assert wait_state(page, "paused") == "paused"
+    page.context.set_offline(False)
+    time.sleep(1)
+    assert page.evaluate("document.body.dataset.state") == "paused"
+    stack.proxy.wait_idle()
+    held = stack.held(upload_id)
+    assert len(held) < 10
+    stack.proxy.delay = 0.0
+    page.click("#resume")
     assert wait_state(page, "done", "refused", "failed") == "done", message(page)
     assert stack.object_sha256("drop-1") == sha256(f)
 

@@ -83,9 +83,23 @@ function setState(state) {
   $("file-id").disabled = running || state === "paused";
 }
 
+const waiters = new Set(); // those waiting for the network, woken early by pause and cancel
+
 function waitOnline() {
   if (navigator.onLine) return Promise.resolve();
-  return new Promise((resolve) => window.addEventListener("online", () => resolve(), { once: true }));
+  return new Promise((resolve) => {
+    const wake = () => {
+      waiters.delete(wake);
+      window.removeEventListener("online", wake);
+      resolve();
+    };
+    waiters.add(wake);
+    window.addEventListener("online", wake);
+  });
+}
+
+function wakeWaiters() {
+  for (const wake of [...waiters]) wake();
 }
 
 function s3Code(body) {
@@ -129,7 +143,8 @@ function describe(record) {
 
 // -- the controller ---------------------------------------------------------------------------------------
 
-async function api(method, path, body) {
+/** A call to the controller; ``forJob``: give up with Stopped when that upload is paused or cancelled meanwhile. */
+async function api(method, path, body, forJob = null) {
   for (let tries = 1; ; tries++) {
     let response;
     try {
@@ -141,6 +156,7 @@ async function api(method, path, body) {
     } catch {
       if (!navigator.onLine) {
         await offline();
+        if (forJob && forJob.stopped) throw new Stopped();
         continue;
       }
       if (tries >= MAX_TRIES) throw new Refused("The controller does not answer: try again later.");
@@ -291,7 +307,8 @@ class Job {
     const contentMD5 = toBase64(md5);
     for (let tries = 1; ; ) {
       if (this.stopped) throw new Stopped();
-      const signed = await api("POST", `/multipart_uploads/${enc(this.upload.upload_id)}/part/${n}/presigned_post`);
+      const signed = await api("POST", `/multipart_uploads/${enc(this.upload.upload_id)}/part/${n}/presigned_post`,
+        undefined, this);
       if (this.stopped) throw new Stopped();
       let answer;
       try {
@@ -503,6 +520,7 @@ function pause() {
   if (!job) return;
   job.stopped = "pause";
   job.abortAll("stop");
+  wakeWaiters();
 }
 
 function resume() {
@@ -516,6 +534,7 @@ async function cancel() {
   if (!current) return;
   current.stopped = "cancel";
   current.abortAll("stop");
+  wakeWaiters(); // the parts' waits end; the cancellation itself waits for the network
   setState("checking");
   say("Cancelling…");
   try {

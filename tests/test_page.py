@@ -355,12 +355,17 @@ def test_reload_mid_upload_sends_only_the_missing_parts(page: Any, stack: Stack,
 
 
 def test_cli_upload_finished_from_the_page(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """The CLI sends parts 1-3 of a version of the file whose part 2 differs, and stops. The page, given the file,
+    keeps parts 1 and 3, sends part 2 again and the parts not sent, and says so."""
     f = write_random(tmp_path / "cli-first.bin", 6 * PART + 99, seed=4)
+    (tmp_path / "earlier").mkdir()
+    earlier = tmp_path / "earlier" / "cli-first.bin"
+    earlier.write_bytes(f.read_bytes()[:PART] + bytes(PART) + f.read_bytes()[2 * PART:])
     env = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
            "AWS_EC2_METADATA_DISABLED": "true"}
     stack.proxy.rule = lambda seen, i: Fault(500, "InternalError") if seen.part_number == 4 else None
     r = run_cli(["upload", "--controller", stack.svc.base_url, "--file-id", "cli-first", "--token-file",
-                 str(stack.svc.token_file()), "-f", str(f), "-m", str(tmp_path / "m.json"), "-a",
+                 str(stack.svc.token_file()), "-f", str(earlier), "-m", str(tmp_path / "m.json"), "-a",
                  str(tmp_path / "p.jsonl"), "-t", "1", "--retries", "1"], env)
     assert r.returncode == 75, r.stderr  # parts 1-3 sent, then part 4 failed twice
     upload_id = stack.pending("cli-first")["upload_id"]
@@ -371,8 +376,9 @@ def test_cli_upload_finished_from_the_page(page: Any, stack: Stack, tmp_path: Pa
     sign_in(page, stack)
     upload(page, f, "cli-first")
     assert wait_state(page, "done", "refused", "failed") == "done", message(page)
-    assert message(page).endswith("3 of 7 parts were already there and were kept.")
-    assert stack.proxy.part_puts() == {4: 1, 5: 1, 6: 1, 7: 1}
+    assert message(page).endswith("2 of 7 parts were already there and were kept. 1 held part did not match this "
+                                  "file and was sent again.")
+    assert stack.proxy.part_puts() == {2: 1, 4: 1, 5: 1, 6: 1, 7: 1}
     assert stack.object_sha256("cli-first") == sha256(f)
     assert stack.pending("cli-first", "uploaded")["upload_id"] == upload_id
 

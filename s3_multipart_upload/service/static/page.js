@@ -58,6 +58,8 @@ function size(bytes) {
   return i === 0 ? `${bytes} bytes` : `${v.toFixed(1)} ${units[i]}`;
 }
 
+const plural = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
 function duration(seconds) {
   if (!Number.isFinite(seconds)) return "";
   const s = Math.max(0, Math.round(seconds));
@@ -468,7 +470,8 @@ async function startUpload() {
     await job.reconcile();
     if (job.kept) {
       say(`Resuming: kept ${job.kept} of ${job.count} parts the storage already holds` +
-        (job.differed ? `; ${job.differed} held parts did not match this file and are sent again` : "") +
+        (job.differed ? `; ${plural(job.differed, "held part")} did not match this file and ` +
+          `${job.differed === 1 ? "is" : "are"} sent again` : "") +
         `; sending ${job.count - job.kept}.`);
     } else {
       say(`Uploading ${chosen.name} in ${job.count} parts of ${size(job.partSize)}, ${PARALLEL} at a time.`);
@@ -495,7 +498,9 @@ async function continueUpload() {
     setState("done");
     say(`Uploaded ${current.file.name} as file id ${current.fileId}: ${size(done.object_size ?? current.file.size)}, ` +
       `status ${done.status}.` +
-      (current.kept ? ` ${current.kept} of ${current.count} parts were already there and were kept.` : ""), "ok");
+      (current.kept ? ` ${current.kept} of ${current.count} parts were already there and were kept.` : "") +
+      (current.differed ? ` ${plural(current.differed, "held part")} did not match this file and ` +
+        `${current.differed === 1 ? "was" : "were"} sent again.` : ""), "ok");
   } catch (e) {
     failed(e);
   }

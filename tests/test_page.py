@@ -549,3 +549,26 @@ def test_a_bucket_that_hides_the_etag_is_named(page: Any, stack: Stack, tmp_path
     assert wait_state(page, "refused", "done", "failed") == "refused"
     assert "does not let this page read its ETag: the bucket's CORS rule must expose the ETag header" in message(page)
     assert stack.pending("hidden-etag") is not None and stack.pending("hidden-etag", "uploaded") is None
+
+
+def test_a_stalled_part_is_sent_again(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """A PUT that hangs without an error (no progress, no answer) is given up after the page's stall time (120 s;
+    2 s here) and sent again with a new URL."""
+    f = write_random(tmp_path / "stall.bin", 2 * PART, seed=12)
+    held_once: list[int] = []
+
+    def hang_part_1_once(seen: Seen, index: int) -> Fault | None:
+        if seen.part_number == 1 and not held_once:
+            held_once.append(index)
+            return Fault(hold=12)  # the body stays unread: the browser sees no progress
+        return None
+
+    stack.proxy.rule = hang_part_1_once
+    sign_in(page, stack)
+    page.evaluate("document.body.dataset.stallSeconds = '2'")
+    started = time.monotonic()
+    upload(page, f, "stall-1")
+    assert wait_state(page, "done", "refused", "failed") == "done", message(page)
+    assert time.monotonic() - started < 9, "the page waited for the hung PUT instead of sending it again"
+    assert stack.proxy.part_puts()[1] >= 2
+    assert stack.object_sha256("stall-1") == sha256(f)

@@ -209,6 +209,8 @@ class Job {
     this.differed = 0;
     this.expired = 0;
     this.samples = [];
+    // A PUT with no progress for this long is given up and sent again: a connection can hang without an error.
+    this.stallMs = 1000 * (Number(document.body.dataset.stallSeconds) || 120);
   }
 
   length(n) {
@@ -366,19 +368,23 @@ class Job {
   put(n, url, blob, contentMD5) {
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
-      const entry = { xhr, loaded: 0, reason: "stop" };
+      const entry = { xhr, loaded: 0, reason: "stop", last: performance.now() };
       this.inflight.set(n, entry);
       const settle = () => this.inflight.delete(n);
       xhr.open("PUT", url);
       xhr.setRequestHeader("Content-MD5", contentMD5);
-      xhr.upload.onprogress = (event) => { entry.loaded = event.loaded; };
+      xhr.upload.onprogress = (event) => {
+        entry.loaded = event.loaded;
+        entry.last = performance.now();
+      };
+      xhr.upload.onload = () => { entry.last = performance.now(); }; // the body is sent: now the answer
       xhr.onload = () => {
         settle();
         resolve({ status: xhr.status, etag: xhr.getResponseHeader("ETag"), body: xhr.responseText });
       };
       xhr.onerror = () => { settle(); reject(new NoAnswer()); };
       xhr.ontimeout = xhr.onerror;
-      xhr.onabort = () => { settle(); reject(entry.reason === "offline" ? new NoAnswer() : new Stopped()); };
+      xhr.onabort = () => { settle(); reject(entry.reason === "stop" ? new Stopped() : new NoAnswer()); };
       xhr.send(blob); // the browser streams the slice from the file
     });
   }
@@ -405,6 +411,13 @@ class Job {
 
   progress() {
     const now = performance.now();
+    for (const [n, entry] of this.inflight) {
+      if (now - entry.last > this.stallMs) {
+        say(`Part ${n}: no progress for ${Math.round(this.stallMs / 1000)} s: sending it again.`);
+        entry.reason = "stalled";
+        entry.xhr.abort();
+      }
+    }
     const sent = this.sentBytes();
     this.samples.push([now, sent]);
     while (this.samples.length > 2 && now - this.samples[0][0] > 5000) this.samples.shift();

@@ -80,7 +80,8 @@ function setState(state) {
   $("upload").disabled = running || state === "paused" || !file;
   $("pause").disabled = !["uploading", "waiting"].includes(state);
   $("resume").disabled = state !== "paused";
-  $("cancel").disabled = !(job && job.upload && ["uploading", "waiting", "paused", "refused", "failed"].includes(state));
+  const cancellable = ["uploading", "waiting", "paused", "refused", "failed"].includes(state);
+  $("cancel").disabled = !(job && job.upload && cancellable);
   $("file").disabled = running || state === "paused";
   $("file-id").disabled = running || state === "paused";
 }
@@ -137,7 +138,8 @@ function forgetRecord(fileId) {
   }
 }
 
-const sameFile = (record, f) => record.name === f.name && record.size === f.size && record.lastModified === f.lastModified;
+const sameFile = (record, f) =>
+  record.name === f.name && record.size === f.size && record.lastModified === f.lastModified;
 
 function describe(record) {
   return `${record.name}, ${size(record.size)}, modified ${new Date(record.lastModified).toLocaleString()}`;
@@ -400,8 +402,8 @@ class Job {
       const p = byNumber.get(n);
       if (!p || p.Size !== this.length(n) || bareETag(p.ETag) !== this.done.get(n)) {
         this.done.delete(n);
-        throw new Refused(`Not completed: the storage ${p ? "holds a part " + n + " that differs from" : "lacks part " + n + " of"} ` +
-          `${this.file.name}. Press Upload to send it again.`);
+        const what = p ? `holds a part ${n} that differs from` : `lacks part ${n} of`;
+        throw new Refused(`Not completed: the storage ${what} ${this.file.name}. Press Upload to send it again.`);
       }
       parts[n] = bareETag(p.ETag);
     }

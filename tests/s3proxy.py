@@ -74,6 +74,18 @@ class Fault:
     hold: float = 0.0  # hold the request this long, then forward it as it is (until a presigned URL expires)
 
 
+@dataclass(frozen=True)
+class CorsRule:
+    """A bucket's CORS rule as S3 applies it to browsers' preflight requests (OPTIONS). rclone serve s3 answers
+    preflights itself with a fixed list of headers that lacks Content-MD5, so the proxy answers them by this rule;
+    the other requests go to rclone, whose --allow-origin and --response-header add the CORS headers of answers."""
+
+    origins: tuple[str, ...]
+    methods: tuple[str, ...] = ("PUT",)
+    headers: tuple[str, ...] = ("Content-MD5",)
+    max_age: int = 600
+
+
 Rule = Callable[[Seen, int], Fault | None]  # (request, index of the request) -> fault or None
 
 
@@ -85,6 +97,8 @@ class S3Proxy:
     seen: list[Seen] = field(default_factory=list)
     verify_checksums: bool = False  # act as AWS S3 does with x-amz-checksum-* (see the module docstring)
     refused: list[str] = field(default_factory=list)  # why each BadDigest was answered
+    cors: CorsRule | None = None  # answer preflight requests by this rule instead of forwarding them
+    hide_headers: tuple[str, ...] = ()  # answer headers not passed on (a bucket whose CORS rule lacks some)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -115,7 +129,27 @@ class S3Proxy:
                     with proxy._lock:
                         proxy._busy -= 1
 
+            def _preflight(self, rule: CorsRule) -> None:
+                origin = self.headers.get("Origin", "")
+                method = self.headers.get("Access-Control-Request-Method", "")
+                asked = [h.strip().lower() for h in self.headers.get("Access-Control-Request-Headers", "").split(",")
+                         if h.strip()]
+                allowed = origin in rule.origins and method in rule.methods and \
+                    all(h in {a.lower() for a in rule.headers} for h in asked)
+                self.send_response(200 if allowed else 403)
+                if allowed:
+                    self.send_header("Access-Control-Allow-Origin", origin)
+                    self.send_header("Access-Control-Allow-Methods", ", ".join(rule.methods))
+                    self.send_header("Access-Control-Allow-Headers", ", ".join(rule.headers))
+                    self.send_header("Access-Control-Max-Age", str(rule.max_age))
+                    self.send_header("Vary", "Origin")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def _forward(self, seen: Seen, index: int, length: int) -> None:
+                if proxy.cors is not None and seen.method == "OPTIONS" and "Origin" in self.headers:
+                    self._preflight(proxy.cors)
+                    return
                 fault = proxy.rule(seen, index) if proxy.rule else None
                 if proxy.delay and seen.part_number is not None:
                     time.sleep(proxy.delay)
@@ -163,8 +197,9 @@ class S3Proxy:
                     end = b"</CompleteMultipartUploadResult>"
                     data = data.replace(end, add_xml + end)
                 self.send_response(resp.status)
+                hidden = {"transfer-encoding", "content-length", "connection", *(h.lower() for h in proxy.hide_headers)}
                 for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                    if k.lower() not in hidden:
                         self.send_header(k, v)
                 if resp.status == 200:
                     for k, v in add_headers.items():
@@ -177,7 +212,7 @@ class S3Proxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True

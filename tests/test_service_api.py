@@ -117,6 +117,7 @@ def every_endpoint(upload_id: str, file_id: str, key: str) -> list[tuple[str, st
     """(method, path, httpx keyword arguments) of every authenticated route, aimed at existing things."""
     ids = {"key": key, "upload_id": upload_id}
     return [
+        ("GET", "/me", {}),
         ("POST", "/uploads/url", {"json": {"key": key}}),
         ("GET", f"/uploads/download/{key}", {}),
         ("POST", "/uploads/multipart/init", {"json": {"key": key}}),
@@ -150,7 +151,8 @@ def test_every_route_needs_a_known_token(module_service: ServiceProcess, authori
     with module_service.client() as alice:
         assert ok(alice.get(f"/multipart_uploads/{upload['upload_id']}"))["status"] == "pending"
         assert ok(alice.get(f"/multipart_uploads/{mine['upload_id']}"))["status"] == "pending"
-    assert ok(httpx.get(f"{module_service.base_url}/health")) == {"status": "ok"}  # the one open route
+    assert ok(httpx.get(f"{module_service.base_url}/health")) == {"status": "ok"}  # the one open API route
+    assert httpx.get(f"{module_service.base_url}/").status_code == 200  # and the page, which asks for a token
 
 
 def test_another_principals_uploads_and_files_do_not_exist_for_bob(module_service: ServiceProcess) -> None:

@@ -164,7 +164,7 @@ def test_fuzz_the_api(module_service: ServiceProcess) -> None:
     config = SchemathesisConfig.from_dict({"auth": {"openapi": {"HTTPBearer": bearer}}})
     schema = schemathesis.openapi.from_url(f"{module_service.base_url}/openapi.json", config=config)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 14, [op.label for op in operations]
+    assert len(operations) == 15, [op.label for op in operations]
     targets = RealTargets(module_service)
     failures: list[str] = []
     try:

@@ -2,8 +2,10 @@
 
 - ``/uploads/...``: a plain presigned-upload API keyed by object key (in the caller's namespace).
 - ``/files/...`` and ``/multipart_uploads/...``: an upload controller with one status per upload.
+- ``/me``: the principal of the token (the page's sign-in).
 
-Every route needs ``Authorization: Bearer TOKEN`` (401 without a known one), except /health.
+Every route needs ``Authorization: Bearer TOKEN`` (401 without a known one), except /health and the
+upload page (``/`` and ``/static/...``, page.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from s3_multipart_upload.plan import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, 
 from s3_multipart_upload.service import db
 from s3_multipart_upload.service.auth import Tokens
 from s3_multipart_upload.service.core import Service, ServiceError, Upload
+from s3_multipart_upload.service.page import add_page
 from s3_multipart_upload.service.storage import Presigned
 
 PRINTABLE = r"^[\x20-\x7e]*$"
@@ -44,6 +47,10 @@ class Strict(BaseModel):
 class Error(BaseModel):
     detail: str
     code: str
+
+
+class Me(BaseModel):
+    principal: str
 
 
 class PresignedUrl(BaseModel):
@@ -193,6 +200,11 @@ def create_app(service: Service, tokens: Tokens) -> FastAPI:
             conn.exec_driver_sql("SELECT 1")
         return {"status": "ok"}
 
+    @app.get("/me", tags=["service"], responses={401: ERRORS[401]})
+    def me(who: Principal) -> Me:
+        """The principal the token belongs to."""
+        return Me(principal=who)
+
     # -- the plain presigned-upload API, keyed by object key --------------------------------------
 
     @app.post("/uploads/url", tags=["uploads"], responses=ERRORS)
@@ -262,6 +274,8 @@ def create_app(service: Service, tokens: Tokens) -> FastAPI:
     @app.patch("/multipart_uploads/{upload_id}", tags=["files"], responses=ERRORS)
     def patch_upload(upload_id: UploadId, body: PatchIn, who: Principal) -> UploadOut:
         return _upload(service.change_status(who, upload_id, body.status, body.parts))
+
+    add_page(app, service.storage.origin)
 
     @app.middleware("http")
     async def no_store(request: Request, call_next: Any) -> Response:

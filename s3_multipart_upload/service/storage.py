@@ -6,6 +6,7 @@ Presigned URLs are returned to the caller and never logged.
 from __future__ import annotations
 
 import datetime as dt
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -76,6 +77,16 @@ class Storage:
 
     def presign_get(self, key: str) -> Presigned:
         return self._presign("get_object", {"Key": key}, "GET")
+
+    def origin(self) -> str | None:
+        """scheme://host[:port] of the presigned URLs (where browsers send the parts), or None if signing fails
+        (no credentials yet)."""
+        try:
+            url = self.presign_part("k", "u", 1).url
+        except botocore.exceptions.BotoCoreError:
+            return None
+        parts = urllib.parse.urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     def create(self, key: str, content_type: str | None) -> str:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}

@@ -61,9 +61,11 @@ def _rclone() -> str:
 
 
 @contextlib.contextmanager
-def _rclone_server(data: Path, *keys: tuple[str, str]) -> Iterator[S3Server]:
-    """`rclone serve s3` on a free port of 127.0.0.1 over ``data``; subfolders are buckets."""
-    port = _free_port()
+def _rclone_server(data: Path, *keys: tuple[str, str], port: int | None = None,
+                   extra: tuple[str, ...] = ()) -> Iterator[S3Server]:
+    """`rclone serve s3` on ``port`` (a free one) of 127.0.0.1 over ``data``; subfolders are buckets. ``extra``:
+    more of rclone's options (the page's tests give CORS headers)."""
+    port = port or _free_port()
     log_path = data.parent / f"rclone-{port}.log"
     auth = [arg for access, secret in keys for arg in ("--auth-key", f"{access},{secret}")]
     with open(log_path, "wb") as log:
@@ -71,7 +73,7 @@ def _rclone_server(data: Path, *keys: tuple[str, str]) -> Iterator[S3Server]:
         # mid-body is simply not stored. (Streaming mode fails the whole upload instead; see README.)
         proc = subprocess.Popen(
             [_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{port}", *auth, "--config", "/dev/null",
-             "--disable-multipart-streaming", str(data)],
+             "--disable-multipart-streaming", *extra, str(data)],
             stdout=log, stderr=subprocess.STDOUT,
         )
         try:

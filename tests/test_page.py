@@ -19,8 +19,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ import httpx
 import pytest
 
 from s3_multipart_upload.plan import MiB
-from tests.conftest import S3Server, _rclone, run_cli, write_random
+from tests.conftest import ACCESS_KEY, SECRET_KEY, S3Server, _rclone_server, run_cli, write_random
 from tests.s3proxy import CorsRule, Fault, S3Proxy, Seen
 from tests.service_fixtures import ServiceProcess, free_port, run_service
 
@@ -85,35 +83,10 @@ class Stack:
         return {u["UploadId"] for u in listed.get("Uploads", [])}
 
 
-@contextlib.contextmanager
-def _store(data: Path, port: int, origin: str) -> Iterator[S3Server]:
+def _store(data: Path, port: int, origin: str) -> contextlib.AbstractContextManager[S3Server]:
     """rclone serve s3 on ``port``, with the CORS headers a bucket set up for the page gives to ``origin``."""
-    log_path = data.parent / f"rclone-{port}.log"
-    store = S3Server(f"http://127.0.0.1:{port}", data)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
-             f"{store.access_key},{store.secret_key}", "--config", "/dev/null", "--disable-multipart-streaming",
-             "--allow-origin", origin, "--response-header", "Access-Control-Expose-Headers: ETag", str(data)],
-            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"rclone serve s3 did not start: {log_path.read_text()}")
-                time.sleep(0.1)
-        yield store
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    return _rclone_server(data, (ACCESS_KEY, SECRET_KEY), port=port,
+                          extra=("--allow-origin", origin, "--response-header", "Access-Control-Expose-Headers: ETag"))
 
 
 @pytest.fixture(scope="module")

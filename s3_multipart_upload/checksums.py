@@ -171,5 +171,6 @@ def choose(requested: str, endpoint_url: str | None, controller: bool = False, c
     if is_aws(endpoint_url):
         return "CRC64NVME", ("auto: AWS S3 verifies each part's CRC64NVME on arrival and the whole file's at "
                              "completion")
-    return "MD5", ("auto: an S3-compatible store (--endpoint-url) verifies MD5: each part's ETag is compared with "
+    host = urllib.parse.urlsplit(endpoint_url or "").hostname or endpoint_url
+    return "MD5", (f"auto: an S3-compatible store ({host}) verifies MD5: each part's ETag is compared with "
                    "the MD5 of the bytes sent")

@@ -57,7 +57,8 @@ class RunPlan:
             requests = {"PutObject": 1}
         else:
             requests = {"CreateMultipartUpload": 0 if meta or self.adopting else 1,
-                        "ListParts": 0 if meta is None and not self.adopting else 1,
+                        # one to resume, one before completing to repeat the parts' additional checksums
+                        "ListParts": (0 if meta is None and not self.adopting else 1) + (self.checksum != "MD5"),
                         "UploadPart": len(todo), "CompleteMultipartUpload": 1}
         threads = min(req.threads, max(1, len(todo)))
         return {

@@ -149,7 +149,7 @@ def test_dry_run_prints_the_plan_and_sends_nothing(s3_server: S3Server, bucket: 
         assert r.returncode == 0, r.stderr
         for line in ("data:       22 MiB (23068672 bytes)", "part size:  5 MiB (as asked (-s))",
                      "parts:      5, the last 2 MiB", "memory bound 4 MiB of part data in flight",
-                     "checksum:   MD5 (auto: an S3-compatible store (--endpoint-url) verifies MD5",
+                     "checksum:   MD5 (auto: an S3-compatible store (127.0.0.1) verifies MD5",
                      "requests:   1 CreateMultipartUpload, 5 UploadPart, 1 CompleteMultipartUpload, and a HeadObject"):
             assert line in r.stdout
         plan = json.loads(run_cli([*args, "--json"], aws_env).stdout)

@@ -14,21 +14,36 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import botocore.exceptions
 import urllib3
 
-from s3_multipart_upload.errors import BadInput
-from s3_multipart_upload.s3 import ClientFactory, Endpoint
+from s3_multipart_upload.errors import BadInput, ServerRefused, StateConflict, TemporaryFailure
+from s3_multipart_upload.s3 import (
+    ClientFactory,
+    Endpoint,
+    Kind,
+    Requester,
+    RetryPolicy,
+    classify,
+    describe,
+    error_code,
+    translate,
+)
+from s3_multipart_upload.state import Meta
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TOKEN_ENV = "S3MU_CONTROLLER_TOKEN"
 _S3_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
@@ -134,7 +149,6 @@ class ControllerS3:
     def __init__(self, api: ControllerAPI, upload_id: str) -> None:
         self.api = api
         self.upload_id = upload_id
-        self.urls_refreshed = 0  # presigned URLs that had expired (403) and were asked for again
 
     def _check_upload(self, upload_id: str) -> None:
         if upload_id != self.upload_id:
@@ -170,7 +184,6 @@ class ControllerS3:
             if attempt == 1 and (response.status == 403 or code in _EXPIRED):
                 # Expired (the part waited, or the clocks differ): a fresh URL, once. S3 answers 403
                 # AccessDenied "Request has expired"; some stores answer 400 AccessDenied.
-                self.urls_refreshed += 1
                 log.warning("Part %d: the presigned URL was refused (%d %s); asking the controller for a fresh "
                             "one.", PartNumber, response.status, code or "")
                 continue
@@ -252,3 +265,70 @@ class ControllerClients(ClientFactory):
 
     def refresh(self, seen_generation: int) -> bool:
         return False  # no AWS credentials here: a refused token is final (exit 5)
+
+
+@dataclass(frozen=True)
+class ControllerUpload:
+    """The upload the controller keeps for a file: where it goes and in which parts."""
+
+    bucket: str
+    key: str
+    upload_id: str | None  # None: resume the one META records
+    part_size: int
+    clients: ControllerClients
+
+
+def controller_upload(api: ControllerAPI, file_id: str, size: int, part_size: int | None, retries: int,
+                      meta: Meta | None, meta_path: Path) -> ControllerUpload:
+    """The file's upload at the controller: the one META records (checked to be that file's), else the pending
+    one the controller holds, else a new one. Two runs creating it at once: the loser takes the winner's."""
+    where = f"file {file_id} at {api.base_url}"
+    if meta is not None:
+        if meta.extra.get("controller") != api.base_url or meta.extra.get("fileId") != file_id:
+            raise StateConflict(f"meta file {meta_path} is not that of {where}",
+                                "give the same --controller and --file-id as that upload, or another -m and -a path")
+        return ControllerUpload(meta.bucket, meta.key, None, meta.split_size,
+                                ControllerClients(api, meta.upload_id or ""))
+    requests = Requester(ControllerClients(api, ""), RetryPolicy(attempts=retries))
+    upload = _call(requests, lambda: api.pending(file_id), where)
+    if upload is None:
+        try:
+            upload = _call(requests, lambda: api.create(file_id, size, part_size), where)
+        except ServerRefused as exc:
+            if exc.__cause__ is None or error_code(exc.__cause__) != "UploadExists":
+                raise
+            upload = _call(requests, lambda: api.pending(file_id), where)  # a twin run won the race
+            if upload is None:
+                raise StateConflict(f"{where} already has an upload ({exc.message})",
+                                    "nothing to send; the controller says which upload it is") from exc
+    log.debug("Controller upload %s of %s: s3://%s/%s in parts of %d bytes.", upload["upload_id"], where,
+              upload["bucket"], upload["key"], upload["part_size"])
+    return ControllerUpload(upload["bucket"], upload["key"], upload["upload_id"], upload["part_size"],
+                            ControllerClients(api, upload["upload_id"]))
+
+
+def _call(requests: Requester, call: Callable[[], T], where: str) -> T:
+    """A request to the controller outside the engine: same retries, same error classes."""
+    try:
+        return requests.call("controller", lambda _client: call())
+    except Exception as exc:
+        kind = classify(exc)
+        if kind is Kind.TRANSIENT:
+            raise TemporaryFailure(f"{where} did not answer ({describe(exc)})",
+                                   "check that the controller is up, then rerun the same command") from exc
+        if kind is Kind.REFUSED:
+            raise ServerRefused(f"{where} refused: {describe(exc)}",
+                                "check --controller, --file-id and the token") from exc
+        raise translate(exc, "", "", where=where) from exc
+
+
+def clients_for(meta: Meta | None, meta_path: Path, token_file: Path | None, endpoint: Endpoint) -> ClientFactory:
+    """S3 directly, or, for an upload made through a controller (its META says which), that controller."""
+    controller = meta.extra.get("controller") if meta is not None else None
+    if meta is None or not isinstance(controller, str):
+        if token_file is not None:
+            raise BadInput(f"--token-file is for uploads through a controller, and {meta_path} is not one",
+                           "leave out --token-file")
+        return ClientFactory(endpoint, pool_size=4)
+    api = ControllerAPI(controller, read_token(token_file, os.environ.get(TOKEN_ENV)))
+    return ControllerClients(api, meta.upload_id or "")

@@ -6,6 +6,7 @@ Messages name the file, bucket or key involved; ``hint`` says what to do next. T
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -72,10 +73,41 @@ class IntegrityError(UploadError):
 
 
 class Interrupted(UploadError):
-    """SIGINT or SIGTERM stopped the upload (exit 130); ``at_once`` when parts were left in flight."""
+    """SIGINT or SIGTERM stopped the upload (exit 130)."""
 
     exit_code = ExitCode.INTERRUPTED
 
-    def __init__(self, message: str, hint: str | None = None, at_once: bool = False) -> None:
-        super().__init__(message, hint)
-        self.at_once = at_once
+
+# A batch exits with the most urgent code of its files' failures: first those a person must look at (a bug, a
+# local conflict, an upload gone, a refusal, bad input), then those a plain rerun fixes (75, 130).
+URGENCY = (ExitCode.BUG, ExitCode.CONFLICT, ExitCode.UPLOAD_GONE, ExitCode.REFUSED, ExitCode.USAGE,
+           ExitCode.TEMPORARY, ExitCode.INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failure means to the caller: the exit code, the message, the next step, and whether the same
+    command resumes it."""
+
+    code: ExitCode
+    message: str
+    hint: str | None = None
+
+    @property
+    def resumable(self) -> bool:
+        return self.code in (ExitCode.TEMPORARY, ExitCode.INTERRUPTED)
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """The one mapping from a failure to (exit code, message, hint); anything unexpected is a bug (exit 1)."""
+    if isinstance(exc, UploadError):
+        return Failure(exc.exit_code, exc.message, exc.hint)
+    if isinstance(exc, KeyboardInterrupt):
+        return Failure(ExitCode.INTERRUPTED, "interrupted")
+    return Failure(ExitCode.BUG, f"unexpected {type(exc).__name__}: {exc}",
+                   "this is a bug; rerun with -v and report the output")
+
+
+def most_urgent(codes: list[ExitCode]) -> ExitCode:
+    """0 when ``codes`` is empty, else the first of URGENCY among them."""
+    return next((code for code in URGENCY if code in codes), ExitCode.OK)

@@ -16,18 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from s3_multipart_upload.errors import CredentialsExpired, IntegrityError, TemporaryFailure, UploadError
+from s3_multipart_upload.errors import IntegrityError, UploadError
 from s3_multipart_upload.progress import NullProgress, Reporter
-from s3_multipart_upload.s3 import (
-    ClientFactory,
-    Kind,
-    Requester,
-    RetryPolicy,
-    as_upload_error,
-    classify,
-    describe,
-    is_throttling,
-)
+from s3_multipart_upload.s3 import ClientFactory, Requester, RetryPolicy, describe, is_throttling, translate
 from s3_multipart_upload.sources import Source
 
 if TYPE_CHECKING:
@@ -52,6 +43,7 @@ class UploadRequest:
     restart: bool = False
     upload_id: str | None = None  # adopt this multipart upload (META was lost)
     no_overwrite: bool = False  # complete only if no object exists at the key
+    skip_identical: bool = False  # a new upload whose key already holds these bytes (size, MD5) is recorded as done
     meta_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in META; a rerun must match
 
     @property
@@ -151,23 +143,5 @@ class Job:
 
     def fail(self, exc: BaseException, parts_done: int | None = None, parts_total: int | None = None) -> UploadError:
         """The error to stop with for a failure that retries did not fix."""
-        if isinstance(exc, UploadError):
-            return exc
-        known = as_upload_error(exc, self.req.bucket, self.req.key)
-        if known is not None:
-            return known
-        done = "" if parts_done is None else f" {parts_done} of {parts_total} parts are done and logged."
-        kind = classify(exc)
-        if kind is Kind.CREDENTIALS:
-            return CredentialsExpired(
-                f"the credentials for {self.where} expired or were refused ({describe(exc)}).{done}",
-                "refresh your credentials (aws sso login, aws-vault, a new session), then rerun the same command",
-            )
-        if kind is Kind.TRANSIENT:
-            return TemporaryFailure(
-                f"the server did not accept a request for {self.where} after {self.retry.attempts} tries "
-                f"({describe(exc)}).{done}",
-                "check the network and the endpoint, then rerun the same command",
-            )
-        return UploadError(f"unexpected failure for {self.where}: {describe(exc)}.{done}",
-                           "rerun the same command; if it happens again, report it with -v output")
+        done = "" if parts_done is None else f"{parts_done} of {parts_total} parts are done and logged."
+        return translate(exc, self.req.bucket, self.req.key, tries=self.retry.attempts, detail=done)

@@ -8,6 +8,7 @@ Also ``python -m s3_multipart_upload`` and, as the historical tool was run,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -16,8 +17,10 @@ import re
 import shlex
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar, TypeVar
@@ -27,24 +30,26 @@ from rich.console import Console
 from rich.table import Table
 
 from s3_multipart_upload import __version__, checksums
-from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, ControllerClients, read_token
-from s3_multipart_upload.errors import (
-    BadInput,
-    ExitCode,
-    Interrupted,
-    ServerRefused,
-    StateConflict,
-    TemporaryFailure,
-    UploadError,
+from s3_multipart_upload.batch import Batch, Item, Outcome, items_of, result_json, summary
+from s3_multipart_upload.controller import (
+    TOKEN_ENV,
+    ControllerAPI,
+    clients_for,
+    controller_upload,
+    read_token,
 )
-from s3_multipart_upload.operations import abort as abort_upload
+from s3_multipart_upload.errors import BadInput, ExitCode, Failure, UploadError, failure_of, most_urgent
 from s3_multipart_upload.operations import (
+    LocalUpload,
     abort_until_gone,
+    clean_upload,
     human_age,
     list_in_progress,
+    local_uploads,
     parse_duration,
     upload_status,
 )
+from s3_multipart_upload.operations import abort as abort_upload
 from s3_multipart_upload.plan import DEFAULT_PART_SIZE, human, ranges
 from s3_multipart_upload.progress import (
     LOG_FORMAT,
@@ -55,19 +60,17 @@ from s3_multipart_upload.progress import (
     NullProgress,
     Reporter,
 )
-from s3_multipart_upload.s3 import (
-    ClientFactory,
-    Endpoint,
-    Kind,
-    Requester,
-    RetryPolicy,
-    as_upload_error,
-    classify,
-    describe,
-    error_code,
+from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy, resolved_endpoint
+from s3_multipart_upload.sources import (
+    ChunkDirSource,
+    FileSource,
+    S3ObjectSource,
+    Source,
+    object_source,
+    parse_s3_target,
+    source_id,
 )
-from s3_multipart_upload.sources import ChunkDirSource, FileSource, S3ObjectSource, Source, parse_s3_url
-from s3_multipart_upload.state import read_meta
+from s3_multipart_upload.state import Meta, read_meta, state_folder, state_root
 from s3_multipart_upload.uploader import Uploader, UploadRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,67 +100,55 @@ def _rerun_command() -> str:
     return shlex.join([PROG, *(arg for arg in sys.argv[1:] if arg != "--restart")])
 
 
-def _report(exc: UploadError) -> None:
-    click.echo(f"error: {exc.message}", err=True)
-    if exc.hint:
-        click.echo(f"  hint: {exc.hint}", err=True)
-    if exc.exit_code in (ExitCode.TEMPORARY, ExitCode.INTERRUPTED):
+def _report(failure: Failure) -> None:
+    click.echo(f"error: {failure.message}", err=True)
+    if failure.hint:
+        click.echo(f"  hint: {failure.hint}", err=True)
+    if failure.resumable:
         click.echo(f"  to resume, rerun: {_rerun_command()}", err=True)
 
 
 def handle_errors(fn: F) -> F:
-    """The one place that maps exceptions to exit codes and messages (DESIGN.md, Exit codes)."""
+    """The one place that turns a failure into its message and exit code (DESIGN.md, Exit codes)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         try:
             return fn(*args, **kwargs)
-        except UploadError as exc:
-            _report(exc)
-            if isinstance(exc, Interrupted) and exc.at_once:
-                # Parts were left in flight; their threads would hold the process open. Every
-                # finished part is already fsync'd in the log.
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(int(exc.exit_code))
-            ctx.exit(int(exc.exit_code))
-        except KeyboardInterrupt:
-            _report(Interrupted("interrupted"))
-            ctx.exit(int(ExitCode.INTERRUPTED))
         except (click.exceptions.Exit, click.ClickException):
             raise
-        except Exception as exc:  # a bug: say so, and show the traceback only when asked
-            click.echo(f"error: unexpected {type(exc).__name__}: {exc}", err=True)
-            if logging.getLogger("s3_multipart_upload").isEnabledFor(logging.DEBUG):
-                traceback.print_exc()
-            else:
-                click.echo("  hint: this is a bug; rerun with -v and report the output", err=True)
-            ctx.exit(int(ExitCode.BUG))
+        except (Exception, KeyboardInterrupt) as exc:
+            failure = failure_of(exc)
+            if failure.code == ExitCode.BUG and not isinstance(exc, UploadError) and \
+                    logging.getLogger("s3_multipart_upload").isEnabledFor(logging.DEBUG):
+                traceback.print_exc()  # a bug: the traceback only when asked (-v)
+            _report(failure)
+            ctx.exit(int(failure.code))
 
     return wrapper  # type: ignore[return-value]
 
 
-def _setup_output(quiet: bool, verbose: bool) -> Reporter:
-    """Logging and progress for this run: a bar on a terminal, log lines otherwise."""
+def _setup_output(quiet: bool, verbose: bool) -> Callable[[], Reporter]:
+    """Logging for this run, and a maker of its progress display: a bar on a terminal, log lines otherwise."""
     logger = logging.getLogger("s3_multipart_upload")
     for old in list(logger.handlers):
         logger.removeHandler(old)
     logger.propagate = False
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     logger.setLevel(level)
-    reporter: Reporter
     handler: logging.Handler
+    display: Callable[[], Reporter]
     if sys.stderr.isatty() and not quiet:
         console = Console(stderr=True)
         handler = ConsoleHandler(console)
-        reporter = BarProgress(console)
+        display = functools.partial(BarProgress, console)
     else:
         handler = logging.StreamHandler(sys.stderr)
-        reporter = NullProgress() if quiet else LogProgress()
+        display = NullProgress if quiet else LogProgress
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger.addHandler(handler)
-    return reporter
+    return display
 
 
 class _StopOnSignal:
@@ -167,15 +158,24 @@ class _StopOnSignal:
 
     def __init__(self) -> None:
         self.received = 0
+        self._previous: dict[int, Any] = {}
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.received += 1
         if self.received == 1:
             raise KeyboardInterrupt
-        _report(Interrupted("stopped at once; every finished part is in the parts log"))
+        _report(Failure(ExitCode.INTERRUPTED, "stopped at once; every finished part is in the parts log"))
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(int(ExitCode.INTERRUPTED))
+
+    def __enter__(self) -> _StopOnSignal:
+        self._previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def s3_options(fn: F) -> F:
@@ -193,6 +193,13 @@ def output_options(fn: F) -> F:
     return fn
 
 
+def state_dir_option(fn: F) -> F:
+    return click.option("--state-dir", type=click.Path(path_type=Path),
+                        help="Where uploads keep their state when -m and -a are not given (default "
+                             "$XDG_STATE_HOME/s3-multipart-upload, or ~/.local/state/s3-multipart-upload): one folder "
+                             "per upload. A shared file system lets batch jobs resume on another machine.")(fn)
+
+
 def _requester(endpoint_url: str | None, profile: str | None, region: str | None, pool: int = 4) -> Requester:
     return Requester(ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=pool))
 
@@ -200,15 +207,7 @@ def _requester(endpoint_url: str | None, profile: str | None, region: str | None
 def _requester_for(meta_path: Path, token_file: Path | None, endpoint_url: str | None, profile: str | None,
                    region: str | None) -> Requester:
     """S3 directly, or, for an upload made through a controller (its META says which), that controller."""
-    meta = read_meta(meta_path)
-    controller = meta.extra.get("controller") if meta is not None else None
-    if meta is None or not isinstance(controller, str):
-        if token_file is not None:
-            raise BadInput(f"--token-file is for uploads through a controller, and {meta_path} is not one",
-                           "leave out --token-file")
-        return _requester(endpoint_url, profile, region)
-    api = ControllerAPI(controller, read_token(token_file, os.environ.get(TOKEN_ENV)))
-    return Requester(ControllerClients(api, meta.upload_id or ""))
+    return Requester(clients_for(read_meta(meta_path), meta_path, token_file, Endpoint(endpoint_url, profile, region)))
 
 
 def _emit_json(doc: Any) -> None:
@@ -221,27 +220,60 @@ def cli() -> None:
     """Resumable, parallel multipart uploads to S3 and S3-compatible stores.
 
     Rerun the same command after any interruption and the upload goes on where it stopped.
-    `status` shows where an upload stands, `abort` stops paying for one, `list` finds the
-    forgotten ones in a bucket.
+    `status` shows where uploads stand, `abort` stops paying for one, `list` finds the
+    forgotten ones in a bucket, `clean` tidies the state folder.
     """
 
 
+@dataclass(frozen=True)
+class TransferOptions:
+    """The options upload and copy share, as ``transfer_options`` parses them. A new option of both: one
+    click.option in ``transfer_options``, one field here (with its default), and its use in ``_request``."""
+
+    bucket: str | None = None
+    key: str | None = None
+    meta_file_path: Path | None = None
+    parts_file_path: Path | None = None
+    state_dir: Path | None = None
+    thread_count: int = DEFAULT_THREADS
+    split_size: int | None = None
+    checksum: str = checksums.AUTO
+    retries: int = RetryPolicy.attempts
+    restart: bool = False
+    upload_id: str | None = None
+    no_overwrite: bool = False
+    dry_run: bool = False
+    as_json: bool = False
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+    quiet: bool = False
+    verbose: bool = False
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.endpoint_url, self.profile, self.region)
+
+
 def transfer_options(fn: F) -> F:
-    """The options upload and copy share: state files, parts, retries, output."""
+    """The options upload and copy share: state files, parts, retries, output. They reach the command as one
+    ``opts: TransferOptions``."""
     for decorator in reversed([
         click.option("-b", "--bucket", help="S3 bucket."),
         click.option("-k", "--key", help="S3 key of the object to build (the full name, with its prefix)."),
-        click.option("-m", "--meta-file-path", required=True, type=click.Path(path_type=Path),
-                     help="The upload's meta file (JSON): created on the first run, read on every rerun."),
-        click.option("-a", "--parts-file-path", required=True, type=click.Path(path_type=Path),
-                     help="The log of finished parts (JSON Lines), appended to as parts finish."),
+        click.option("-m", "--meta-file-path", type=click.Path(path_type=Path),
+                     help="The upload's meta file (JSON): created on the first run, read on every rerun. Without "
+                          "-m and -a, the state folder keeps both (see --state-dir)."),
+        click.option("-a", "--parts-file-path", type=click.Path(path_type=Path),
+                     help="The log of finished parts (JSON Lines), appended to as parts finish. Goes with -m."),
+        state_dir_option,
         click.option("-t", "--thread-count", type=click.IntRange(1, MAX_THREADS), default=DEFAULT_THREADS,
-                     show_default=True, help="Parts sent at once. Parts are streamed in 1 MiB blocks: memory "
-                          "does not grow "
-                          "with SPLIT_SIZE."),
+                     show_default=True, help="Parts (or small files) sent at once. Parts are streamed in 1 MiB "
+                          "blocks: memory does not grow with SPLIT_SIZE."),
         click.option("-s", "--split-size", type=ByteSize(),
                      help=f"Part size in bytes (or 64M, 1G). Default {human(DEFAULT_PART_SIZE)}, raised when the "
-                          "data would need more than 10,000 parts. Fixed at the start of an upload."),
+                          "data would need more than 10,000 parts. Fixed at the start of an upload. A file of one "
+                          "part goes in one PutObject."),
         click.option("--checksum", type=click.Choice(checksums.CHOICES, case_sensitive=False),
                      default=checksums.AUTO, show_default=True,
                      help="How each part is proven: auto picks CRC64NVME on AWS S3 (each part and the whole "
@@ -263,28 +295,42 @@ def transfer_options(fn: F) -> F:
                      help="Print the plan (part size and why, parts, bytes, memory, requests) and send nothing."),
         click.option("--json", "as_json", is_flag=True,
                      help="Write JSON Lines events to stdout (started, part_done, retry, throttled, completed, "
-                          "paused, error) and a final summary object; nothing else goes to stdout."),
+                          "paused, error; file_done for each file of several) and a final summary object; nothing "
+                          "else goes to stdout."),
         s3_options,
         output_options,
     ]):
         fn = decorator(fn)
-    return fn
+
+    @functools.wraps(fn)
+    def gather(*args: Any, **kwargs: Any) -> Any:
+        names = {f.name for f in dataclasses.fields(TransferOptions)}
+        opts = TransferOptions(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+        return fn(*args, opts=opts, **kwargs)
+
+    return gather  # type: ignore[return-value]
 
 
 @cli.command(epilog="""\b
 Examples:
-  s3-multipart-upload upload -b my-bucket -k data/input.bin -f input.bin \
+  s3-multipart-upload upload input.bin s3://my-bucket/data/input.bin
+  s3-multipart-upload upload run42/*.bam s3://my-bucket/runs/42/
+  s3-multipart-upload upload --recursive ./checkpoints s3://my-bucket/ckpt/step-9000/ -t 16
+  s3-multipart-upload upload -b my-bucket -k data/input.bin -f input.bin \\
       -m input.meta.json -a input.parts.jsonl
-  s3-multipart-upload upload -b my-bucket -k data/input.bin -d ./chunks -p input_data_ \
+  s3-multipart-upload upload -b my-bucket -k data/input.bin -d ./chunks -p input_data_ \\
       -m input.meta.json -a input.parts.jsonl -t 4
-  AWS_PROFILE=prod s3-multipart-upload upload --endpoint-url http://127.0.0.1:9000 \
-      -b b -k big.tar -f big.tar -m big.meta.json -a big.parts.jsonl -s 128M
-  s3-multipart-upload upload --dry-run -b b -k big.tar -f big.tar -m big.meta.json -a big.parts.jsonl
-  s3-multipart-upload upload --json -q -b b -k big.tar -f big.tar -m m.json -a p.jsonl | jq .event
+  AWS_PROFILE=prod s3-multipart-upload upload --endpoint-url http://127.0.0.1:9000 big.tar s3://b/big.tar -s 128M
+  s3-multipart-upload upload --dry-run big.tar s3://b/big.tar
+  s3-multipart-upload upload --json -q big.tar s3://b/big.tar | jq .event
 
 \b
 Exit codes: 0 done, 2 bad input, 3 local state conflict, 4 upload gone (use --restart),
-5 refused by the server, 75 temporary (rerun), 130 interrupted (rerun).""")
+5 refused by the server, 75 temporary (rerun), 130 interrupted (rerun). Several files: the
+most urgent code of the files' failures, in the order 1, 3, 4, 5, 2, 75, 130.""")
+@click.argument("targets", nargs=-1, metavar="[FILE... s3://BUCKET/KEY-or-PREFIX/]")
+@click.option("-r", "--recursive", is_flag=True,
+              help="With DIR s3://BUCKET/PREFIX/: every file under DIR, each to PREFIX + its path relative to DIR.")
 @click.option("-f", "--file-path", type=click.Path(path_type=Path), help="The file to upload.")
 @click.option("-d", "--directory", type=click.Path(path_type=Path),
               help="Instead of -f: a folder of pre-split chunk files, uploaded as the parts of one object.")
@@ -297,109 +343,97 @@ Exit codes: 0 done, 2 bad input, 3 local state conflict, 4 upload gone (use --re
               help=f"With --controller: a file holding the API token (or set {TOKEN_ENV}).")
 @transfer_options
 @handle_errors
-def upload(file_path: Path | None, directory: Path | None, prefix: str | None, controller: str | None,
-           file_id: str | None, token_file: Path | None, **options: Any) -> None:
-    """Upload a file (or a folder of chunk files) as one S3 object, resumably.
+def upload(targets: tuple[str, ...], recursive: bool, file_path: Path | None, directory: Path | None,
+           prefix: str | None, controller: str | None, file_id: str | None, token_file: Path | None,
+           opts: TransferOptions) -> None:
+    """Upload a file (or a folder of chunk files, or many files) to S3, resumably.
 
-    Splits the file into parts and sends them from THREADS threads. META_FILE records the
-    upload and PARTS_FILE every finished part; if the run is interrupted, run the same
-    command again and it sends only what is missing. With --controller, no AWS credentials
-    are needed: an upload controller signs a URL for each part.
+    Splits a file into parts and sends them from THREADS threads; the upload's state (its meta
+    file and the log of finished parts) lives in the state folder, or in -m and -a. If the run is
+    interrupted, run the same command again and it sends only what is missing. With several files
+    (a trailing slash on the destination, or --recursive) each file is an upload of its own. With
+    --controller, no AWS credentials are needed: an upload controller signs a URL for each part.
     """
+    if targets or recursive:
+        _aws_form(targets, recursive, (file_path, directory, prefix, controller, opts.bucket, opts.key), opts)
+        return
     source = _source(file_path, directory, prefix)
     if controller is not None or file_id is not None or token_file is not None:
-        _through_controller(source, controller, file_id, token_file, options)
+        _through_controller(source, controller, file_id, token_file, opts)
         return
-    _need_bucket_and_key(options)
-    _transfer(source, **options)
+    _transfer(source, _need_bucket_and_key(opts), opts)
 
 
-def _need_bucket_and_key(options: dict[str, Any]) -> None:
-    for name, flag in (("bucket", "-b' / '--bucket"), ("key", "-k' / '--key")):
-        if not options[name]:
+def _need_bucket_and_key(opts: TransferOptions) -> tuple[str, str]:
+    for value, flag in ((opts.bucket, "-b' / '--bucket"), (opts.key, "-k' / '--key")):
+        if not value:
             raise click.UsageError(f"Missing option '{flag}'.")
+    assert opts.bucket is not None and opts.key is not None
+    return opts.bucket, opts.key
+
+
+def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...], opts: TransferOptions) -> None:
+    """``upload FILE s3://B/K``, ``upload FILE... s3://B/PREFIX/``, ``upload --recursive DIR s3://B/PREFIX/``."""
+    if any(value is not None for value in others):
+        raise BadInput("give FILE... s3://BUCKET/KEY, or -b/-k/-f (or -d/-p), not both",
+                       "leave out -b, -k, -f, -d, -p and --controller")
+    if len(targets) < 2:
+        raise BadInput("give the file(s) to upload and then the destination, s3://BUCKET/KEY or s3://BUCKET/PREFIX/",
+                       "for example: s3-multipart-upload upload input.bin s3://my-bucket/data/input.bin")
+    bucket, key = parse_s3_target(targets[-1])
+    files = [Path(t) for t in targets[:-1]]
+    if len(files) == 1 and not recursive and key and not key.endswith("/"):
+        _transfer(FileSource(files[0]), (bucket, key), opts, skip_identical=True)
+        return
+    if key and not key.endswith("/"):
+        raise BadInput(f"several files go under a prefix, and {targets[-1]} does not end with a slash",
+                       f"write s3://{bucket}/{key}/")
+    if opts.meta_file_path is not None or opts.parts_file_path is not None or opts.upload_id is not None:
+        raise BadInput("-m, -a and --upload-id name one upload, and this command makes one per file",
+                       "leave them out (each file keeps its state in the state folder; see --state-dir)")
+    _batch(items_of(files, key, recursive), bucket, key, opts)
 
 
 def _through_controller(source: Source, controller: str | None, file_id: str | None, token_file: Path | None,
-                        options: dict[str, Any]) -> None:
-    """upload --controller: ask the controller for the file's upload (resume it, or create it), then run the
-    usual engine with a client that goes through the controller's presigned URLs."""
+                        opts: TransferOptions) -> None:
+    """upload --controller: the controller's upload of the file (resumed or created), then the usual engine with a
+    client that goes through the controller's presigned URLs."""
     if controller is None or file_id is None:
         raise BadInput("--controller URL and --file-id ID go together", "give both, or neither")
-    not_here = [flag for flag, name in (("-b", "bucket"), ("-k", "key"), ("--upload-id", "upload_id"),
-                                        ("--endpoint-url", "endpoint_url"), ("--profile", "profile"),
-                                        ("--region", "region"), ("--no-overwrite", "no_overwrite"))
-                if options[name]]
+    not_here = [flag for flag, value in (("-b", opts.bucket), ("-k", opts.key), ("--upload-id", opts.upload_id),
+                                         ("--endpoint-url", opts.endpoint_url), ("--profile", opts.profile),
+                                         ("--region", opts.region), ("--no-overwrite", opts.no_overwrite))
+                if value]
     if not_here:
         raise BadInput(f"{', '.join(not_here)} cannot go with --controller: the controller chooses the bucket and "
                        "key and holds the credentials", f"leave out {', '.join(not_here)}")
-    if options["checksum"].upper() not in ("MD5", checksums.AUTO.upper()):
+    if opts.checksum.upper() not in ("MD5", checksums.AUTO.upper()):
         raise BadInput("through a controller, parts are checked by MD5 only",
                        "leave out --checksum (S3 refuses unsigned x-amz-checksum headers on presigned URLs)")
     if not isinstance(source, FileSource):
         raise BadInput("--controller uploads a file: give -f FILE (not -d)")
-    api = ControllerAPI(controller, read_token(token_file, os.environ.get(TOKEN_ENV)),
-                        pool_size=options["thread_count"] + 2)
-    extra = {"controller": api.base_url, "fileId": file_id}
-    meta_path: Path = options["meta_file_path"]
-    meta = read_meta(meta_path)
-    requests = Requester(ControllerClients(api, ""), RetryPolicy(attempts=options["retries"]))
-    where = f"file {file_id} at {api.base_url}"
-    if meta is not None and not options["restart"]:
-        if any(meta.extra.get(k) != v for k, v in extra.items()):
-            raise StateConflict(f"meta file {meta_path} is not that of {where}",
-                                "give the same --controller and --file-id as that upload, or another -m and -a path")
-        bucket, key, upload_id, split = meta.bucket, meta.key, None, meta.split_size
-        clients = ControllerClients(api, meta.upload_id or "")
-    elif options["dry_run"]:
+    api = ControllerAPI(controller, read_token(token_file, os.environ.get(TOKEN_ENV)), pool_size=opts.thread_count + 2)
+    meta_path, parts_path = _state_paths(opts, api.base_url, "", f"file-id:{file_id}", source,
+                                         create=not opts.dry_run)
+    meta = None if opts.restart else read_meta(meta_path)
+    if meta is None and opts.dry_run:
         raise BadInput("--dry-run with --controller shows an upload in progress (its meta file); the controller "
                        "chooses the part size of a new one", "leave out --dry-run")
-    else:
-        upload = _controller_call(requests, lambda: api.pending(file_id), where)
-        if upload is None:
-            size = source.plan(options["split_size"], fixed=False).total_size
-            try:
-                upload = _controller_call(requests, lambda: api.create(file_id, size, options["split_size"]), where)
-            except ServerRefused as exc:
-                if exc.__cause__ is None or error_code(exc.__cause__) != "UploadExists":
-                    raise
-                upload = _controller_call(requests, lambda: api.pending(file_id), where)  # a twin run won the race
-                if upload is None:
-                    raise StateConflict(f"{where} already has an upload ({exc.message})",
-                                        "nothing to send; the controller says which upload it is") from exc
-        bucket, key, upload_id, split = upload["bucket"], upload["key"], upload["upload_id"], upload["part_size"]
-        clients = ControllerClients(api, upload_id)
-        log = logging.getLogger("s3_multipart_upload")
-        log.debug("Controller upload %s of %s: s3://%s/%s in parts of %s.", upload_id, where, bucket, key,
-                  human(split))
-    _transfer(source, **{**options, "bucket": bucket, "key": key, "upload_id": upload_id, "split_size": split},
-              clients=clients, meta_extra=extra)
-
-
-def _controller_call(requests: Requester, call: Callable[[], T], where: str) -> T:
-    """A request to the controller outside the engine: same retries, same error classes."""
-    try:
-        return requests.call("controller", lambda _client: call())
-    except Exception as exc:
-        known = as_upload_error(exc, "", "")
-        kind = classify(exc)
-        if kind is Kind.TRANSIENT:
-            raise TemporaryFailure(f"{where} did not answer ({describe(exc)})",
-                                   "check that the controller is up, then rerun the same command") from exc
-        if kind is Kind.REFUSED:
-            raise ServerRefused(f"{where} refused: {describe(exc)}",
-                                "check --controller, --file-id and the token") from exc
-        raise known or UploadError(f"{where}: {describe(exc)}") from exc
+    size = source.plan(opts.split_size, fixed=False).total_size
+    up = controller_upload(api, file_id, size, opts.split_size, opts.retries, meta, meta_path)
+    opts = dataclasses.replace(opts, upload_id=up.upload_id, split_size=up.part_size)
+    _transfer(source, (up.bucket, up.key), opts, clients=up.clients, state=(meta_path, parts_path),
+              meta_extra={"controller": api.base_url, "fileId": file_id})
 
 
 @cli.command(epilog="""\b
 Examples:
   # same store and credentials: the store copies the parts itself (UploadPartCopy)
-  s3-multipart-upload copy --source s3://old-bucket/big.tar -b new-bucket -k big.tar \
+  s3-multipart-upload copy --source s3://old-bucket/big.tar -b new-bucket -k big.tar \\
       -m big.meta.json -a big.parts.jsonl
   # from an S3-compatible store to AWS: each part is read (ranged GET) and uploaded
-  s3-multipart-upload copy --source s3://archive/big.tar --source-endpoint-url https://minio.example:9000 \
-      --source-profile minio -b my-bucket -k big.tar -m big.meta.json -a big.parts.jsonl -t 16
+  s3-multipart-upload copy --source s3://archive/big.tar --source-endpoint-url https://minio.example:9000 \\
+      --source-profile minio -b my-bucket -k big.tar -t 16
 
 \b
 Exit codes as for upload; 3 also when the source object changes during the copy.""")
@@ -412,7 +446,7 @@ Exit codes as for upload; 3 also when the source object changes during the copy.
 @transfer_options
 @handle_errors
 def copy(source_url: str, source_endpoint_url: str | None, source_profile: str | None, source_region: str | None,
-         through_client: bool, **options: Any) -> None:
+         through_client: bool, opts: TransferOptions) -> None:
     """Copy an S3 object to another bucket, account or store in parts, resumably.
 
     Same state files and resume as upload. With one store and one set of credentials, the
@@ -421,57 +455,64 @@ def copy(source_url: str, source_endpoint_url: str | None, source_profile: str |
     blocks whatever the part size. Every read is conditional on the source's ETag: a source that changes
     mid-copy stops the copy (exit 3) instead of mixing two versions.
     """
-    bucket, key = parse_s3_url(source_url)
-    dest = (options["endpoint_url"], options["profile"], options["region"])
-    src = (source_endpoint_url or dest[0], source_profile or dest[1], source_region or dest[2])
-    server_side = src == dest and not through_client
-    if server_side and (bucket, key) == (options["bucket"], options["key"]):
-        raise BadInput(f"the source and the destination are the same object, s3://{bucket}/{key}",
-                       "give another -b/-k")
-    source = S3ObjectSource(bucket, key, ClientFactory(Endpoint(*src), pool_size=options["thread_count"] + 2),
-                            RetryPolicy(attempts=options["retries"]), server_side=server_side)
-    _need_bucket_and_key(options)
-    _transfer(source, **options)
+    src = Endpoint(source_endpoint_url or opts.endpoint_url, source_profile or opts.profile,
+                   source_region or opts.region)
+    source = object_source(source_url, src, opts.endpoint, (opts.bucket, opts.key), through_client,
+                           opts.thread_count + 2, RetryPolicy(attempts=opts.retries))
+    _transfer(source, _need_bucket_and_key(opts), opts)
 
 
-def _transfer(
-    source: Source, bucket: str, key: str, meta_file_path: Path, parts_file_path: Path, thread_count: int,
-    split_size: int | None, checksum: str, retries: int, restart: bool, upload_id: str | None, no_overwrite: bool,
-    dry_run: bool, as_json: bool, endpoint_url: str | None, profile: str | None, region: str | None, quiet: bool,
-    verbose: bool, clients: ClientFactory | None = None, meta_extra: dict[str, Any] | None = None,
-) -> None:
-    through_controller = meta_extra is not None and "controller" in meta_extra
-    if clients is None:
-        clients = ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=thread_count + 2)
-    algorithm, why = checksums.choose(checksum, _resolved_endpoint(clients, endpoint_url),
-                                      controller=through_controller, copy=isinstance(source, S3ObjectSource))
-    request = UploadRequest(checksum=algorithm, checksum_why=why,
+def _state_paths(opts: TransferOptions, endpoint: str, bucket: str, key: str, source: Source,
+                 create: bool = True) -> tuple[Path, Path]:
+    """-m and -a, or the upload's folder in the state folder."""
+    meta, parts = opts.meta_file_path, opts.parts_file_path
+    if meta is not None and parts is not None:
+        return meta, parts
+    if meta is not None or parts is not None:
+        raise BadInput("-m and -a go together", "give both, or neither (the state folder then keeps them)")
+    folder = state_folder(state_root(opts.state_dir), endpoint, bucket, key, source_id(source),
+                          given_endpoint=opts.endpoint_url, create=create)
+    return folder.meta, folder.parts
+
+
+def _request(opts: TransferOptions, source: Source, bucket: str, key: str, meta: Path, parts: Path,
+             checksum: tuple[str, str], **engine: Any) -> UploadRequest:
+    """The engine's request from the options (``engine``: what the command adds, such as skip_identical)."""
+    return UploadRequest(
+        bucket=bucket, key=key, source=source, meta_path=meta, parts_path=parts, threads=opts.thread_count,
+        split_size=opts.split_size, checksum=checksum[0], checksum_why=checksum[1],
         # A measurement knob (bench/): MD5 sent as Content-MD5 from the first part, as the engine falls back to.
-        content_md5=os.environ.get("S3MU_CONTENT_MD5") == "1",
-        bucket=bucket, key=key, source=source, meta_path=meta_file_path, parts_path=parts_file_path,
-        threads=thread_count, split_size=split_size, restart=restart,
-        upload_id=upload_id, no_overwrite=no_overwrite, meta_extra=meta_extra or {},
-    )
-    if dry_run:
-        _show_plan(Uploader(request, clients).dry_run(), as_json)
+        content_md5=os.environ.get("S3MU_CONTENT_MD5") == "1", restart=opts.restart, upload_id=opts.upload_id,
+        no_overwrite=opts.no_overwrite, **engine)
+
+
+def _transfer(source: Source, dest: tuple[str, str], opts: TransferOptions, clients: ClientFactory | None = None,
+              state: tuple[Path, Path] | None = None, meta_extra: dict[str, Any] | None = None,
+              skip_identical: bool = False) -> None:
+    """One upload or copy: plan it (--dry-run) or run it, and say how it went."""
+    bucket, key = dest
+    clients = clients or ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2)
+    endpoint = resolved_endpoint(clients, opts.endpoint_url)
+    meta_path, parts_path = state or _state_paths(opts, endpoint or "", bucket, key, source, create=not opts.dry_run)
+    choice = checksums.choose(opts.checksum, endpoint, controller=meta_extra is not None and "controller" in meta_extra,
+                              copy=isinstance(source, S3ObjectSource))
+    request = _request(opts, source, bucket, key, meta_path, parts_path, choice, meta_extra=meta_extra or {},
+                       skip_identical=skip_identical)
+    if opts.dry_run:
+        _show_plan(Uploader(request, clients).dry_run(), opts.as_json)
         return
-    display = _setup_output(quiet, verbose)
-    events = JsonProgress(sys.stdout, display) if as_json else None
-    reporter: Reporter = events or display
-    on_signal = _StopOnSignal()
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    display = _setup_output(opts.quiet, opts.verbose)()
+    events = JsonProgress(sys.stdout, display) if opts.as_json else None
     log = logging.getLogger("s3_multipart_upload")
     try:
-        result = Uploader(request, clients, reporter, retry=RetryPolicy(attempts=retries)).run()
+        with _StopOnSignal():
+            result = Uploader(request, clients, events or display, retry=RetryPolicy(attempts=opts.retries)).run()
     except BaseException as exc:
-        reporter.close()
+        display.close()
         if events is not None:
-            _json_failure(events, exc, bucket, key)
+            _json_failure(events, failure_of(exc), {"bucket": bucket, "key": key})
         raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    reporter.close()
+    display.close()
     if result.already_complete:
         log.info("Nothing to do: s3://%s/%s is already complete.", bucket, key)
     else:
@@ -479,37 +520,88 @@ def _transfer(
                  bucket, key, human(result.size), result.parts_total, result.parts_sent, human(result.bytes_sent),
                  result.seconds, result.parts_logged, result.parts_adopted)
     if events is not None:
-        summary = {"bucket": bucket, "key": key, "uploadId": result.upload_id, "size": result.size,
-                   "eTag": result.etag, "partsTotal": result.parts_total, "partsSent": result.parts_sent,
-                   "partsAlreadyDone": result.parts_logged, "partsAdopted": result.parts_adopted,
-                   "bytesSent": result.bytes_sent, "seconds": round(result.seconds, 3),
-                   "checksumAlgorithm": result.checksum,
-                   "fullObjectChecksum": result.full_checksum}
+        summary = result_json(result)
         events.event("completed", alreadyComplete=result.already_complete, **summary)
         events.event("summary", status="already_complete" if result.already_complete else "completed", exitCode=0,
                      **summary)
 
 
-def _resolved_endpoint(clients: ClientFactory, given: str | None) -> str | None:
-    """The endpoint boto3 will use: --endpoint-url, or AWS_ENDPOINT_URL(_S3), or a profile's, or AWS's own."""
-    try:
-        return str(clients.client().meta.endpoint_url)
-    except Exception:  # a bad endpoint or profile: the engine reports it with its own message
-        return given
+def _batch(items: list[Item], bucket: str, prefix: str, opts: TransferOptions) -> None:
+    """Many files, each an upload of its own (batch.py), then one summary; exits with the most urgent code."""
+    if opts.dry_run:
+        raise BadInput("--dry-run shows the plan of one upload", "give one file and its key: FILE s3://BUCKET/KEY")
+    clients = ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2)
+    endpoint = resolved_endpoint(clients, opts.endpoint_url)
+    choice = checksums.choose(opts.checksum, endpoint)
+    root = state_root(opts.state_dir)
+
+    def prepare(item: Item) -> UploadRequest:
+        source = FileSource(item.path)
+        folder = state_folder(root, endpoint or "", bucket, item.key, source_id(source),
+                              given_endpoint=opts.endpoint_url)
+        return _request(opts, source, bucket, item.key, folder.meta, folder.parts, choice, skip_identical=True)
+
+    display = _setup_output(opts.quiet, opts.verbose)
+    log = logging.getLogger("s3_multipart_upload")
+    events = JsonProgress(sys.stdout, NullProgress()) if opts.as_json else None
+
+    def reporter(item: Item | None) -> Reporter:
+        shown = display()
+        if item is None and isinstance(shown, LogProgress):
+            return NullProgress()  # one line per file (below), not one per part
+        return shown
+
+    def done(outcome: Outcome) -> None:
+        where = f"s3://{bucket}/{outcome.item.key}"
+        if outcome.result is not None:
+            r = outcome.result
+            log.info("%s: %s -> %s, %s%s.", "Already complete" if r.already_complete else "Done", outcome.item.path,
+                     where, human(r.size), "" if r.already_complete else f", sent {human(r.bytes_sent)} in "
+                     f"{r.parts_sent} parts in {r.seconds:.1f} s")
+        elif outcome.failure is not None and outcome.started:
+            log.error("Failed (exit %d): %s -> %s: %s", outcome.code, outcome.item.path, where,
+                      outcome.failure.message)
+        if events is not None:
+            fields: dict[str, Any] = {"file": str(outcome.item.path), "bucket": bucket, "key": outcome.item.key,
+                                      "status": outcome.status, "exitCode": int(outcome.code)}
+            if outcome.result is not None:
+                fields.update(result_json(outcome.result))
+            if outcome.failure is not None:
+                fields.update(error=outcome.failure.message, hint=outcome.failure.hint)
+            events.event("file_done", **fields)
+
+    started = time.monotonic()
+    batch = Batch(items, prepare, clients, opts.thread_count, RetryPolicy(attempts=opts.retries), reporter, done)
+    with _StopOnSignal():
+        outcomes = batch.run()
+    counts = summary(outcomes, time.monotonic() - started)
+    code = batch.exit_code
+    log.log(logging.INFO if code == ExitCode.OK else logging.ERROR,
+            "%d files to s3://%s/%s: %d completed, %d already complete, %d failed, %d not started; %s sent in %.1f s.",
+            counts["files"], bucket, prefix, counts["completed"], counts["alreadyComplete"],
+            counts["failed"], counts["notStarted"], human(counts["bytesSent"]), counts["seconds"])
+    if events is not None:
+        events.event("summary", status="completed" if code == ExitCode.OK else "error", exitCode=int(code),
+                     bucket=bucket, **counts)
+    if code != ExitCode.OK:
+        first = next(o.failure for o in outcomes if o.code == code and o.failure is not None)
+        failed = sum(1 for o in outcomes if o.failure is not None)
+        raise _BatchFailed(code, f"{failed} of {len(outcomes)} files did not complete; the first with exit "
+                           f"{int(code)}: {first.message}", first.hint)
 
 
-def _json_failure(events: JsonProgress, exc: BaseException, bucket: str, key: str) -> None:
-    if isinstance(exc, UploadError):
-        code, message, hint = int(exc.exit_code), exc.message, exc.hint
-    elif isinstance(exc, KeyboardInterrupt):
-        code, message, hint = int(ExitCode.INTERRUPTED), "interrupted", None
-    else:
-        code, message, hint = int(ExitCode.BUG), f"unexpected {type(exc).__name__}: {exc}", None
-    resumable = code in (ExitCode.TEMPORARY, ExitCode.INTERRUPTED)
-    events.event("paused" if resumable else "error", exitCode=code, error=message, hint=hint,
-                 rerun=_rerun_command() if resumable else None)
-    events.event("summary", status="paused" if resumable else "error", exitCode=code, bucket=bucket, key=key,
-                 error=message)
+class _BatchFailed(UploadError):
+    def __init__(self, code: ExitCode, message: str, hint: str | None) -> None:
+        super().__init__(message, hint)
+        self.exit_code = code
+
+
+def _json_failure(events: JsonProgress, failure: Failure, where: dict[str, Any]) -> None:
+    code = int(failure.code)
+    events.event("paused" if failure.resumable else "error", exitCode=code, error=failure.message, hint=failure.hint,
+                 rerun=_rerun_command() if failure.resumable else None)
+    events.event("summary", status="paused" if failure.resumable else "error", exitCode=code, error=failure.message,
+                 **where)
 
 
 def _show_plan(plan: dict[str, Any], as_json: bool) -> None:
@@ -537,18 +629,27 @@ def _show_plan(plan: dict[str, Any], as_json: bool) -> None:
 
 @cli.command(epilog="""\b
 Examples:
+  s3-multipart-upload status                      # every upload in the state folder
   s3-multipart-upload status -m input.meta.json -a input.parts.jsonl
   s3-multipart-upload status -m input.meta.json -a input.parts.jsonl --json""")
-@click.option("-m", "--meta-file-path", required=True, type=click.Path(path_type=Path), help="The upload's meta file.")
+@click.option("-m", "--meta-file-path", type=click.Path(path_type=Path),
+              help="The upload's meta file. Without it: the uploads in the state folder (from their files only).")
 @click.option("-a", "--parts-file-path", type=click.Path(path_type=Path), help="The upload's parts log.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (without -m: one a line).")
 @click.option("--token-file", type=click.Path(path_type=Path),
               help=f"For an upload through a controller: the API token (or set {TOKEN_ENV}).")
+@state_dir_option
 @s3_options
 @handle_errors
-def status(meta_file_path: Path, parts_file_path: Path | None, as_json: bool, token_file: Path | None,
-           endpoint_url: str | None, profile: str | None, region: str | None) -> None:
-    """Show where an upload stands: from its files, and from the server (ListParts). Sends no data."""
+def status(meta_file_path: Path | None, parts_file_path: Path | None, as_json: bool, token_file: Path | None,
+           state_dir: Path | None, endpoint_url: str | None, profile: str | None, region: str | None) -> None:
+    """Show where an upload stands: from its files, and from the server (ListParts). Sends no data.
+
+    Without -m: every upload in the state folder (in progress, completed, aborted; age; bytes done).
+    """
+    if meta_file_path is None:
+        _show_local(local_uploads(state_root(state_dir)), state_root(state_dir), as_json)
+        return
     requests = _requester_for(meta_file_path, token_file, endpoint_url, profile, region)
     st = upload_status(meta_file_path, parts_file_path, requests)
     if as_json:
@@ -614,23 +715,34 @@ def abort(meta_file_path: Path, parts_file_path: Path | None, token_file: Path |
 
 @cli.command("list", epilog="""\b
 Examples:
+  s3-multipart-upload list                        # the uploads in the state folder
   s3-multipart-upload list -b my-bucket
   s3-multipart-upload list -b my-bucket --prefix backups/ --older-than 7d --json
   s3-multipart-upload list -b my-bucket --older-than 2d --abort --yes   # in a cron job""")
-@click.option("-b", "--bucket", required=True, help="S3 bucket.")
+@click.option("-b", "--bucket", help="S3 bucket. Without it: the uploads in the state folder, from their files.")
 @click.option("--prefix", default="", help="Only keys that start with PREFIX.")
 @click.option("--older-than", help="Only uploads started longer ago than this: 90s, 30m, 12h, 7d, 2w.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON Lines, one upload a line.")
 @click.option("--abort", "do_abort", is_flag=True, help="Abort the listed uploads, after a confirmation prompt.")
 @click.option("--yes", is_flag=True, help="With --abort: do not ask (for scripts).")
+@state_dir_option
 @s3_options
 @handle_errors
-def list_uploads(bucket: str, prefix: str, older_than: str | None, as_json: bool, do_abort: bool, yes: bool,
-                 endpoint_url: str | None, profile: str | None, region: str | None) -> None:
+def list_uploads(bucket: str | None, prefix: str, older_than: str | None, as_json: bool, do_abort: bool, yes: bool,
+                 state_dir: Path | None, endpoint_url: str | None, profile: str | None, region: str | None) -> None:
     """List the multipart uploads in progress in a bucket: key, upload id, started, age, parts and bytes.
 
     Parts of unfinished uploads are billed until they are aborted; --abort cleans them up.
+    Without -b: the uploads in the state folder (as `status` without -m; `clean` tidies it).
     """
+    if bucket is None:
+        if do_abort:
+            raise BadInput("--abort goes with -b BUCKET", "for the state folder, use: s3-multipart-upload clean")
+        root = state_root(state_dir)
+        idle = parse_duration(older_than) if older_than else 0.0
+        _show_local([u for u in local_uploads(root) if u.key.startswith(prefix) and u.age_seconds >= idle], root,
+                    as_json)
+        return
     requests = _requester(endpoint_url, profile, region)
     min_age = parse_duration(older_than) if older_than else None
     found = list_in_progress(requests, bucket, prefix, min_age)
@@ -659,6 +771,86 @@ def list_uploads(bucket: str, prefix: str, older_than: str | None, as_json: bool
     for item in found:
         abort_until_gone(requests, bucket, item.key, item.upload_id)
         click.echo(f"Aborted {item.key} {item.upload_id}", err=as_json)
+
+
+def _show_local(uploads: list[LocalUpload], root: Path, as_json: bool) -> None:
+    """The uploads of the state folder: a table, or JSON Lines."""
+    if as_json:
+        for u in uploads:
+            _emit_json(u.to_json())
+        return
+    if not uploads:
+        click.echo(f"No uploads in the state folder {root}.")
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("STATUS", "AGE", "DONE", "SIZE", "DESTINATION", "SOURCE"):
+        table.add_column(col, justify="right" if col in ("AGE", "DONE", "SIZE") else "left", no_wrap=True)
+    for u in uploads:
+        size = "?" if u.bytes_total is None else human(u.bytes_total)
+        table.add_row(u.state.replace("_", " "), human_age(u.age_seconds), human(u.bytes_done), size,
+                      f"s3://{u.bucket}/{u.key}", u.source)
+    Console(width=250 if not sys.stdout.isatty() else None).print(table, soft_wrap=True)
+    states = {s: sum(1 for u in uploads if u.state == s) for s in ("in_progress", "completed", "aborted", "new")}
+    click.echo(f"{len(uploads)} uploads in {root}: " + ", ".join(f"{n} {s.replace('_', ' ')}"
+                                                                 for s, n in states.items() if n) + ".")
+
+
+@cli.command(epilog="""\b
+Examples:
+  s3-multipart-upload clean --older-than 7d
+  s3-multipart-upload clean --older-than 2d --yes --state-dir /shared/s3mu-state   # in a cron job
+
+\b
+Exit codes: 0 done (or nothing to do), 2 bad option or no confirmation, 3 an upload is running,
+5 or 75 an abort failed; the most urgent of them.""")
+@click.option("--older-than", required=True,
+              help="Only uploads that have not moved for this long: 90s, 30m, 12h, 7d, 2w.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@state_dir_option
+@s3_options
+@handle_errors
+def clean(older_than: str, yes: bool, state_dir: Path | None, endpoint_url: str | None, profile: str | None,
+          region: str | None) -> None:
+    """Tidy the state folder: remove the state of finished uploads (completed or aborted), and abort the
+    abandoned ones (in progress, idle for longer than --older-than) on the server, then remove their state.
+
+    An upload a running process holds is left alone. The endpoint of each upload is the one it was made
+    with (--endpoint-url overrides it); credentials come from the usual chain (--profile, AWS_*).
+    """
+    root = state_root(state_dir)
+    min_age = parse_duration(older_than)
+    found = [u for u in local_uploads(root) if u.age_seconds >= min_age]
+    if not found:
+        click.echo(f"Nothing in the state folder {root} has been idle for {older_than}.")
+        return
+    _show_local(found, root, as_json=False)
+    aborts = sum(1 for u in found if u.state == "in_progress" and u.upload_id)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInput("clean asks for confirmation, and standard input is not a terminal",
+                           "add --yes to clean without asking")
+        click.confirm(f"Remove the state of these {len(found)} uploads" +
+                      (f", aborting the {aborts} in progress on the server" if aborts else "") + "?", abort=True,
+                      err=True)
+
+    def requests(upload: LocalUpload) -> Callable[[Meta], Requester]:
+        given = endpoint_url or upload.folder.record().get("endpointUrl")
+        endpoint = Endpoint(given if isinstance(given, str) else None, profile, region)
+        return lambda meta: Requester(clients_for(meta, upload.folder.meta, None, endpoint))
+
+    codes = []
+    for upload in found:
+        try:
+            done = clean_upload(upload, requests(upload))
+        except UploadError as exc:
+            failure = failure_of(exc)
+            codes.append(failure.code)
+            click.echo(f"Kept s3://{upload.bucket}/{upload.key} ({upload.folder.path}): {failure.message}", err=True)
+            continue
+        click.echo(f"{done.capitalize()}: s3://{upload.bucket}/{upload.key} ({upload.folder.path.name})")
+    code = most_urgent(codes)
+    if code != ExitCode.OK:
+        raise _BatchFailed(code, f"{len(codes)} of {len(found)} uploads were kept", "see the lines above")
 
 
 @cli.command(epilog="""\b

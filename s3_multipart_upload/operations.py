@@ -8,15 +8,28 @@ import datetime as dt
 import functools
 import logging
 import re
+import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s3_multipart_upload.errors import BadInput, TemporaryFailure, UploadError
-from s3_multipart_upload.s3 import Kind, Requester, as_upload_error, classify, describe, list_all_parts
+from s3_multipart_upload.s3 import Kind, Requester, classify, describe, list_all_parts, translate
 from s3_multipart_upload.sources import ChunkDirSource, FileSource, Source
-from s3_multipart_upload.state import ABORTED, COMPLETED, Meta, meta_lock, read_meta, read_parts, write_meta
+from s3_multipart_upload.state import (
+    ABORTED,
+    COMPLETED,
+    IN_PROGRESS,
+    Meta,
+    StateFolder,
+    mark_aborted,
+    meta_lock,
+    read_meta,
+    read_parts,
+    state_folders,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -79,8 +92,8 @@ class Status:
         return {**asdict(self), "percent": self.percent}
 
 
-def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester) -> Status:
-    """Where an upload stands, from its files and from the server. Sends no data."""
+def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester | None) -> Status:
+    """Where an upload stands, from its files and from the server (unless ``requests`` is None). Sends no data."""
     meta = load_meta(meta_path)
     recorded = meta.source or {}
     source = source_of(meta)
@@ -112,7 +125,7 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester)
         server="not_checked", checksum_algorithm=meta.checksum_algorithm,
         full_object_checksum=meta.extra.get(f"checksum{meta.checksum_algorithm}") if meta.checksum_algorithm else None,
     )
-    if meta.upload_id is None or meta.status in (COMPLETED, ABORTED):
+    if meta.upload_id is None or meta.status in (COMPLETED, ABORTED) or requests is None:
         return status
     upload_id = meta.upload_id
     try:
@@ -150,12 +163,7 @@ def abort_until_gone(requests: Requester, bucket: str, key: str, upload_id: str)
 
 
 def _final(exc: BaseException, bucket: str, key: str) -> UploadError:
-    known = as_upload_error(exc, bucket, key)
-    if known is not None:
-        return known
-    if classify(exc) in (Kind.TRANSIENT, Kind.CREDENTIALS):
-        return TemporaryFailure(f"s3://{bucket}/{key}: {describe(exc)}", "rerun the same command later")
-    return UploadError(f"s3://{bucket}/{key}: {describe(exc)}", "report it with -v output")
+    return translate(exc, bucket, key)
 
 
 def abort(meta_path: Path, requests: Requester) -> str:
@@ -168,9 +176,7 @@ def abort(meta_path: Path, requests: Requester) -> str:
             return "already_aborted"
         if meta.upload_id is not None:
             abort_until_gone(requests, meta.bucket, meta.key, meta.upload_id)
-        meta.status = ABORTED
-        meta.extra["abortedAt"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        write_meta(meta_path, meta)
+        mark_aborted(meta_path, meta)
         return "aborted"
 
 
@@ -230,6 +236,69 @@ def _uploads_page(bucket: str, prefix: str, key_marker: str, id_marker: str) -> 
         return client.list_multipart_uploads(Bucket=bucket, Prefix=prefix, KeyMarker=key_marker,
                                              UploadIdMarker=id_marker)
     return page
+
+
+@dataclass
+class LocalUpload:
+    """An upload in the state folder, as its files tell (no request): for ``status`` and ``list`` without META."""
+
+    folder: StateFolder
+    state: str  # in_progress, completed, aborted; "new" when no META was written yet (a PutObject not finished)
+    bucket: str
+    key: str
+    source: str
+    upload_id: str | None
+    age_seconds: int  # since the upload last moved (its newest file)
+    bytes_done: int
+    bytes_total: int | None
+    controller: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"folder": str(self.folder.path), "state": self.state, "bucket": self.bucket, "key": self.key,
+                "source": self.source, "uploadId": self.upload_id, "ageSeconds": self.age_seconds,
+                "bytesDone": self.bytes_done, "bytesTotal": self.bytes_total}
+
+
+def local_uploads(root: Path, now: float | None = None) -> list[LocalUpload]:
+    """The uploads kept in the state folder ``root``, least recently active first; a folder whose META cannot be
+    read is listed as ``unreadable`` rather than hiding the others."""
+    now = time.time() if now is None else now
+    found = []
+    for folder in state_folders(root):
+        record = folder.record()
+        age = max(0, int(now - folder.last_activity()))
+        def local(state: str, upload_id: str | None = None, done: int = 0, total: int | None = None,
+                  controller: bool = False, record: dict[str, Any] = record, folder: StateFolder = folder,
+                  age: int = age) -> LocalUpload:
+            return LocalUpload(folder, state, str(record.get("bucket", "")), str(record.get("key", "")),
+                               str(record.get("source", "")), upload_id, age, done, total, controller)
+
+        try:
+            meta = read_meta(folder.meta)
+            st = upload_status(folder.meta, folder.parts, None) if meta is not None else None
+        except UploadError:
+            found.append(local("unreadable"))
+            continue
+        if st is None or meta is None:
+            found.append(local("new"))
+            continue
+        found.append(local(st.state, st.upload_id, st.bytes_done, st.bytes_total, "controller" in meta.extra))
+    return found
+
+
+def clean_upload(upload: LocalUpload, requests: Callable[[Meta], Requester]) -> str:
+    """Remove an upload's folder from the state folder; an upload in progress is aborted on the server first
+    (``requests`` gives the way to its server). Returns what was done; StateConflict while a run holds it."""
+    with meta_lock(upload.folder.meta):
+        meta = read_meta(upload.folder.meta)
+        done = "removed"
+        if meta is not None and meta.status == IN_PROGRESS:
+            if meta.upload_id is not None:
+                abort_until_gone(requests(meta), meta.bucket, meta.key, meta.upload_id)
+            mark_aborted(upload.folder.meta, meta)
+            done = "aborted and removed"
+        shutil.rmtree(upload.folder.path)
+    return done
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)

@@ -21,7 +21,14 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
-from s3_multipart_upload.errors import BadInput, ServerRefused, UploadError, UploadGone
+from s3_multipart_upload.errors import (
+    BadInput,
+    CredentialsExpired,
+    ServerRefused,
+    TemporaryFailure,
+    UploadError,
+    UploadGone,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -129,10 +136,10 @@ def describe(exc: BaseException) -> str:
     return text.split("?", 1)[0] if "X-Amz-" in text else text
 
 
-def as_upload_error(exc: BaseException, bucket: str, key: str) -> UploadError | None:
+def as_upload_error(exc: BaseException, bucket: str, key: str, where: str | None = None) -> UploadError | None:
     """The final error to report for a failure that will not be retried, if it has a fixed meaning."""
     kind = classify(exc)
-    where = f"s3://{bucket}/{key}"
+    where = where or f"s3://{bucket}/{key}"
     if isinstance(exc, botocore.exceptions.ParamValidationError):
         return BadInput(f"the request for {where} was refused before sending: {exc}", "check -b and -k")
     if isinstance(exc, UnicodeEncodeError):
@@ -163,6 +170,32 @@ def as_upload_error(exc: BaseException, bucket: str, key: str) -> UploadError | 
             hint = "check the bucket and key names, the endpoint and your permissions"
         return ServerRefused(f"the server refused a request for {where}: {describe(exc)}", hint)
     return None
+
+
+def translate(exc: BaseException, bucket: str, key: str, *, where: str | None = None, tries: int | None = None,
+              detail: str = "") -> UploadError:
+    """The one translator from a failure that retries did not fix (botocore's, the controller's, the network's) to
+    the project's errors: a known meaning (gone, refused, bad input), else expired credentials or a temporary
+    failure (exit 75), else an unexpected failure (exit 1). ``where`` names what was asked for when it is not an
+    object (a controller); ``detail`` ends the message (how far the upload got)."""
+    if isinstance(exc, UploadError):
+        return exc
+    where = where or f"s3://{bucket}/{key}"
+    known = as_upload_error(exc, bucket, key, where)
+    if known is not None:
+        return known
+    detail = f" {detail}" if detail else ""
+    kind = classify(exc)
+    if kind is Kind.CREDENTIALS:
+        return CredentialsExpired(
+            f"the credentials for {where} expired or were refused ({describe(exc)}).{detail}",
+            "refresh your credentials (aws sso login, aws-vault, a new session), then rerun the same command")
+    if kind is Kind.TRANSIENT:
+        after = f" after {tries} tries" if tries else ""
+        return TemporaryFailure(f"the server did not accept a request for {where}{after} ({describe(exc)}).{detail}",
+                                "check the network and the endpoint, then rerun the same command")
+    return UploadError(f"unexpected failure for {where}: {describe(exc)}.{detail}",
+                       "rerun the same command; if it happens again, report it with -v output")
 
 
 @dataclass(frozen=True)
@@ -217,6 +250,14 @@ class ClientFactory:
             self._client = self._build()
             self.generation += 1
             return True
+
+
+def resolved_endpoint(clients: ClientFactory, given: str | None) -> str | None:
+    """The endpoint boto3 will use: --endpoint-url, or AWS_ENDPOINT_URL(_S3), or a profile's, or AWS's own."""
+    try:
+        return str(clients.client().meta.endpoint_url)
+    except Exception:  # a bad endpoint or profile: the engine reports it with its own message
+        return given
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class Sender:
                     fill()
                 except KeyboardInterrupt:
                     if interrupted:  # the CLI exits on a second signal itself; a library caller gets this
-                        raise Interrupted(f"stopped at once; {done_text()}", at_once=True) from None
+                        raise Interrupted(f"stopped at once; {done_text()}") from None
                     interrupted = True
                     job.stop.set()
                     log.warning("Stopping: waiting for the %d parts in flight to finish "

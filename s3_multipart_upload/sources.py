@@ -13,18 +13,9 @@ import stat
 from pathlib import Path
 from typing import Any, Protocol
 
-from s3_multipart_upload.errors import BadInput, CredentialsExpired, StateConflict, TemporaryFailure
+from s3_multipart_upload.errors import BadInput, StateConflict, TemporaryFailure
 from s3_multipart_upload.plan import Part, Plan, plan_bytes, plan_chunks
-from s3_multipart_upload.s3 import (
-    ClientFactory,
-    Kind,
-    Requester,
-    RetryPolicy,
-    as_upload_error,
-    classify,
-    describe,
-    error_code,
-)
+from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy, error_code, translate
 from s3_multipart_upload.stream import PartSource, PartStream, RangeReader
 
 
@@ -47,8 +38,6 @@ class Source(Protocol):
     def identity(self) -> dict[str, Any]: ...
 
     def check_unchanged(self, recorded: dict[str, Any], meta_path: Path) -> None: ...
-
-    def paths(self) -> list[Path]: ...
 
     def covers(self, path: Path) -> bool:
         """Whether ``path`` is (or, once created, would be) part of the data: state files must not be."""
@@ -173,9 +162,6 @@ class FileSource:
                 _changed_hint(meta_path),
             )
 
-    def paths(self) -> list[Path]:
-        return [self.path]
-
     def covers(self, path: Path) -> bool:
         return path.resolve() == self.path
 
@@ -239,9 +225,6 @@ class ChunkDirSource:
             raise StateConflict(f"the chunk files {self.folder}/{self.prefix}* changed since the upload began",
                                 _changed_hint(meta_path))
 
-    def paths(self) -> list[Path]:
-        return list(self._files)
-
     def covers(self, path: Path) -> bool:
         path = path.resolve()
         return path.parent == self.folder and path.name.startswith(self.prefix)
@@ -301,12 +284,46 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
+def parse_s3_target(url: str) -> tuple[str, str]:
+    """A destination as aws-cli writes it: ``s3://bucket/key``, or ``s3://bucket/prefix/`` and ``s3://bucket``
+    for a folder (the key or prefix is then "" or ends with a slash)."""
+    bucket, _, key = url[5:].partition("/")
+    if not url.startswith("s3://") or not bucket:
+        raise BadInput(f"{url!r} is not an S3 destination", "write it as s3://BUCKET/KEY, or s3://BUCKET/PREFIX/ "
+                       "for several files")
+    return bucket, key
+
+
+def object_source(url: str, src: Endpoint, dest: Endpoint, dest_object: tuple[str | None, str | None],
+                  through_client: bool, pool_size: int, policy: RetryPolicy) -> S3ObjectSource:
+    """The object a copy reads: copied by the store itself (UploadPartCopy) when source and destination are one
+    store with one set of credentials, unless ``through_client`` asks to read and send each part."""
+    bucket, key = parse_s3_url(url)
+    server_side = src == dest and not through_client
+    if server_side and (bucket, key) == dest_object:
+        raise BadInput(f"the source and the destination are the same object, s3://{bucket}/{key}",
+                       "give another -b/-k")
+    return S3ObjectSource(bucket, key, ClientFactory(src, pool_size=pool_size), policy, server_side=server_side)
+
+
+def source_id(source: Source) -> str:
+    """What names the source in a state folder's identity: an absolute path, or an object's URL."""
+    if isinstance(source, FileSource):
+        return str(source.path)
+    if isinstance(source, ChunkDirSource):
+        return f"{source.folder}/{source.prefix}*"
+    if isinstance(source, S3ObjectSource):
+        return f"{source.endpoint_url or ''} {source.url}".strip()
+    raise TypeError(f"unknown source {source!r}")
+
+
 class S3ObjectSource:
     """An object in S3 (or another store) to copy. Every read is conditional on the ETag seen at the start."""
 
     def __init__(self, bucket: str, key: str, clients: ClientFactory, policy: RetryPolicy, server_side: bool) -> None:
         self.bucket, self.key = bucket, key
         self.url = f"s3://{bucket}/{key}"
+        self.endpoint_url = clients.endpoint.endpoint_url
         self._requests = Requester(clients, policy)
         # Part reads run inside the transfer's own retries: one try each here, or the two would multiply.
         self._reads = Requester(clients, RetryPolicy(attempts=1))
@@ -324,14 +341,7 @@ class S3ObjectSource:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 raise BadInput(f"source object {self.url} does not exist", "check --source and the source "
                                "endpoint, profile and region") from None
-            known = as_upload_error(exc, self.bucket, self.key)
-            if known is not None:
-                raise known from exc
-            if classify(exc) is Kind.CREDENTIALS:
-                raise CredentialsExpired(f"the credentials for the source {self.url} expired or were refused "
-                                         f"({describe(exc)})", "refresh them, then rerun the same command") from exc
-            raise TemporaryFailure(f"cannot read the source object {self.url}: {describe(exc)}",
-                                   "rerun the same command") from exc
+            raise translate(exc, self.bucket, self.key, where=f"the source object {self.url}") from exc
 
     def plan(self, split_size: int | None, fixed: bool) -> Plan:
         return plan_bytes(self.total_size, split_size, fixed)
@@ -375,9 +385,6 @@ class S3ObjectSource:
                 f"the source object {self.url} changed since the copy began (ETag {recorded.get('eTag')} -> "
                 f"{now['ETag']}, size {recorded.get('size')} -> {now['ContentLength']})",
                 "the parts already copied hold the old version; rerun with --restart to copy the new one")
-
-    def paths(self) -> list[Path]:
-        return []
 
     def covers(self, path: Path) -> bool:
         return False

@@ -27,7 +27,9 @@ Neither file ever holds credentials or presigned URLs.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -155,6 +157,35 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_meta(path: Path, meta: Meta) -> None:
     write_atomic(path, json.dumps(meta.to_json(), indent=2) + "\n")
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_meta(bucket: str, key: str, upload_id: str | None, split_size: int, source: dict[str, Any], part_count: int,
+             checksum: str, extra: dict[str, Any]) -> Meta:
+    """META of an upload this run starts (or adopts), stamped with its time."""
+    return Meta(bucket=bucket, key=key, upload_id=upload_id, split_size=split_size, source=source,
+                part_count=part_count, checksum_algorithm=checksum, created_at=_now_iso(), extra=dict(extra))
+
+
+def mark_completed(path: Path, meta: Meta, etag: str | None, checksum: tuple[str, str] | None) -> None:
+    """META says completed, with the object's ETag and, where it has one, the whole object's checksum
+    (algorithm, base64) as `aws s3api head-object --checksum-mode ENABLED` shows it, to compare later."""
+    meta.status = COMPLETED
+    meta.extra["completedAt"] = _now_iso()
+    if etag:
+        meta.extra["eTag"] = etag
+    if checksum is not None:
+        meta.extra[f"checksum{checksum[0]}"] = checksum[1]
+    write_meta(path, meta)
+
+
+def mark_aborted(path: Path, meta: Meta) -> None:
+    meta.status = ABORTED
+    meta.extra["abortedAt"] = _now_iso()
+    write_meta(path, meta)
 
 
 def check_writable_dir(path: Path, what: str) -> None:
@@ -327,3 +358,83 @@ def meta_lock(meta_path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# -- the state folder: META and PARTS the tool names itself ------------------------------------------------
+#
+#     $XDG_STATE_HOME/s3-multipart-upload/        (default ~/.local/state/s3-multipart-upload; --state-dir)
+#         3f9c...e1/                              one folder per upload: sha256 of (endpoint, bucket, key, source)
+#             upload.json                         what the folder is for: {"endpoint", "bucket", "key", "source"}
+#             meta.json  parts.jsonl              META_FILE and PARTS_FILE, as with -m and -a
+#             meta.json.lock
+
+STATE_APP = "s3-multipart-upload"
+RECORD = "upload.json"
+META_NAME = "meta.json"
+PARTS_NAME = "parts.jsonl"
+
+
+def state_root(given: Path | None = None) -> Path:
+    """--state-dir, else $XDG_STATE_HOME/s3-multipart-upload, else ~/.local/state/s3-multipart-upload."""
+    if given is not None:
+        return given.expanduser().absolute()
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / STATE_APP
+
+
+@dataclass(frozen=True)
+class StateFolder:
+    """One upload's folder in the state root: its META and PARTS paths, and the record of what it is for."""
+
+    path: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.path / META_NAME
+
+    @property
+    def parts(self) -> Path:
+        return self.path / PARTS_NAME
+
+    def record(self) -> dict[str, Any]:
+        try:
+            doc = json.loads((self.path / RECORD).read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def last_activity(self) -> float:
+        """The newest mtime of the folder's files (epoch seconds): when the upload last moved."""
+        times = [p.stat().st_mtime for p in (self.path / RECORD, self.meta, self.parts) if p.exists()]
+        return max(times, default=self.path.stat().st_mtime)
+
+
+def state_folder(root: Path, endpoint: str, bucket: str, key: str, source: str, given_endpoint: str | None = None,
+                 create: bool = True) -> StateFolder:
+    """The folder of the upload of ``source`` to ``endpoint``/``bucket``/``key`` (the endpoint as boto3 resolved
+    it), made with its record if new (unless ``create`` is False: a dry run). The same four values give the same
+    folder, so rerunning the same command finds its state. ``given_endpoint`` (--endpoint-url, or None) is kept in
+    the record for ``clean``, which aborts abandoned uploads."""
+    ident = json.dumps([endpoint, bucket, key, source], ensure_ascii=False)
+    folder = StateFolder(root / hashlib.sha256(ident.encode()).hexdigest()[:32])
+    if not create:
+        return folder
+    try:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        if not (folder.path / RECORD).exists():
+            record = {"endpoint": endpoint, "bucket": bucket, "key": key, "source": source,
+                      "endpointUrl": given_endpoint}
+            write_atomic(folder.path / RECORD, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise BadInput(f"cannot use the state folder {root}: {exc.strerror or exc}",
+                       "make it writable, or give another one with --state-dir (or -m and -a)") from None
+    return folder
+
+
+def state_folders(root: Path) -> list[StateFolder]:
+    """The upload folders under ``root`` (those with a record), oldest activity first."""
+    if not root.is_dir():
+        return []
+    found = [StateFolder(p) for p in root.iterdir() if p.is_dir() and (p / RECORD).is_file()]
+    return sorted(found, key=lambda f: f.last_activity())

@@ -46,7 +46,9 @@ from s3_multipart_upload.state import (
     PartRecord,
     PartsLog,
     check_writable_dir,
+    mark_completed,
     meta_lock,
+    new_meta,
     read_parts,
     write_meta,
 )
@@ -70,10 +72,6 @@ class Reconciled:
     logged: int = 0  # of those, found in the log
     adopted: int = 0  # held by the server, missing from the log, checked against the local bytes
     to_send: list[Part] = field(default_factory=list)
-
-
-def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Uploader:
@@ -129,8 +127,10 @@ class Uploader:
             # --no-overwrite before a new upload. A resumed one is checked again at completion, and its own
             # object (an earlier run completed it, then was killed) must not count as someone else's.
             identical = refuse_overwrite(self.job, run.parts)
+            if identical is None and req.skip_identical and not req.restart and not req.source.server_side:
+                identical = Completer(self.job, run.checksum, run.parts).already_built({})
             if identical is not None:
-                return self._identical_single(run, identical)
+                return self._identical(run, identical)
             run = self._create(run)
         elif not adopted:
             log.info("Continuing multipart upload from %s.", req.meta_path)
@@ -183,9 +183,8 @@ class Uploader:
         if req.auto_checksum and created in checksums.ALGORITHMS and \
                 (created in checksums.FULL_OBJECT) == (info.get("ChecksumType") == "FULL_OBJECT"):
             checksum, why = created, "auto: the adopted upload was created for it (ListParts says so)"
-        meta = Meta(bucket=req.bucket, key=req.key, upload_id=upload_id, split_size=plan.part_size,
-                    source=req.source.identity(), part_count=len(plan.parts), checksum_algorithm=checksum,
-                    created_at=_now_iso(), extra={"adopted": True, **req.meta_extra})
+        meta = new_meta(req.bucket, req.key, upload_id, plan.part_size, req.source.identity(), len(plan.parts),
+                        checksum, {"adopted": True, **req.meta_extra})
         write_meta(req.meta_path, meta)
         # Lines of that upload id in the log predate the lost META: they are read, and checked like the rest.
         return dataclasses.replace(with_meta(run, meta, plan, read_parts(req.parts_path, upload_id)),
@@ -193,9 +192,8 @@ class Uploader:
 
     def _new_meta(self, run: RunPlan, upload_id: str | None) -> Meta:
         req = self.req
-        return Meta(bucket=req.bucket, key=req.key, upload_id=upload_id, split_size=run.parts.part_size,
-                    source=req.source.identity(), part_count=len(run.parts.parts), checksum_algorithm=run.checksum,
-                    created_at=_now_iso(), extra=dict(req.meta_extra))
+        return new_meta(req.bucket, req.key, upload_id, run.parts.part_size, req.source.identity(),
+                        len(run.parts.parts), run.checksum, req.meta_extra)
 
     def _create(self, run: RunPlan) -> RunPlan:
         """A new multipart upload (META written before any part is sent), or, for one part, META for the end."""
@@ -217,11 +215,12 @@ class Uploader:
         write_meta(req.meta_path, meta)
         return _replace_meta(run, meta)
 
-    def _identical_single(self, run: RunPlan, etag: str) -> UploadResult:
+    def _identical(self, run: RunPlan, etag: str) -> UploadResult:
+        """The object at the key is already this data (size and MD5, or the parts' MD5s): record it as done."""
         req = self.req
         log.info("%s already holds exactly this data (size and MD5); recording it as done.", req.where)
-        result = UploadResult(req.bucket, req.key, None, run.parts.total_size, 1, checksum=run.checksum, etag=etag,
-                              already_complete=True)
+        result = UploadResult(req.bucket, req.key, None, run.parts.total_size, len(run.parts.parts),
+                              checksum=run.checksum, etag=etag, already_complete=True)
         self._mark_completed(self._new_meta(run, None), result)
         return result
 
@@ -358,14 +357,8 @@ class Uploader:
         return PartRecord(held.etag, part.number, upload_id, part.length, value)
 
     def _mark_completed(self, meta: Meta, result: UploadResult) -> None:
-        meta.status = COMPLETED
-        meta.extra["completedAt"] = _now_iso()
-        if result.etag:
-            meta.extra["eTag"] = result.etag
-        if result.full_checksum:
-            # What `aws s3api head-object --checksum-mode ENABLED` shows for the object, to compare later.
-            meta.extra[f"checksum{result.checksum}"] = result.full_checksum
-        write_meta(self.req.meta_path, meta)
+        full = (result.checksum or "", result.full_checksum) if result.full_checksum else None
+        mark_completed(self.req.meta_path, meta, result.etag, full)
         log.info("Completed %s: %s in %d parts, ETag %s.", self.req.where, human(result.size), result.parts_total,
                  result.etag)
 

@@ -543,6 +543,9 @@ def _batch(items: list[Item], bucket: str, prefix: str, opts: TransferOptions) -
 
     display = _setup_output(opts.quiet, opts.verbose)
     log = logging.getLogger("s3_multipart_upload")
+    if not opts.verbose:
+        for handler in log.handlers:  # one line per file: the engine's own notes only when they warn
+            handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name == log.name)
     events = JsonProgress(sys.stdout, NullProgress()) if opts.as_json else None
 
     def reporter(item: Item | None) -> Reporter:

@@ -1,0 +1,272 @@
+"""Everyday use through the console script against rclone: `upload FILE s3://B/K` with its state in the state
+folder, many files in one command (killed and rerun), a batch's exit code, and status/list/clean of the state
+folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from s3_multipart_upload.errors import ExitCode, most_urgent
+from s3_multipart_upload.plan import MiB
+from tests.conftest import S3Server, write_random
+from tests.s3proxy import Fault, S3Proxy, Seen
+
+pytestmark = pytest.mark.e2e
+
+
+def console_script() -> str:
+    import sys
+
+    script = Path(sys.executable).parent / "s3-multipart-upload"
+    assert script.exists(), "the console script is installed with the package"
+    return str(script)
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
+    return subprocess.run([console_script(), *args], env=full_env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def kill_when(args: list[str], env: dict[str, str], ready: Callable[[], bool], limit: float = 60) -> int:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
+    proc = subprocess.Popen([console_script(), *args], env=full_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and not ready() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    return proc.wait(timeout=30)
+
+
+def metas(state: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    """key -> META of every upload in the state folder that has one."""
+    out = {}
+    for record in state.glob("s3-multipart-upload/*/upload.json"):
+        meta = record.with_name("meta.json")
+        if meta.exists():
+            out[json.loads(record.read_text())["key"]] = json.loads(meta.read_text())
+    return out
+
+
+def logged(state: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in state.glob("s3-multipart-upload/*/parts.jsonl"))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def object_path(bucket: str, seen: Seen) -> str:
+    return seen.path.removeprefix(f"/{bucket}/")
+
+
+def test_file_to_url_killed_and_rerun_resumes_with_state_in_xdg_state_home(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    f = write_random(tmp_path / "data.bin", 8 * 5 * MiB + 777, seed=3)
+    env = aws_env | {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(tmp_path / "home")}
+    proxy = S3Proxy(s3_server.endpoint, delay=0.05)
+    try:
+        args = ["upload", str(f), f"s3://{bucket}/runs/data.bin", "-s", "5M", "-t", "2",
+                "--endpoint-url", proxy.endpoint]
+        code = kill_when(args, env, lambda: logged(tmp_path / "state") >= 3)
+        assert code == -signal.SIGKILL, "the upload finished before it could be killed"
+        [meta] = metas(tmp_path / "state").values()
+        assert meta["status"] == "in_progress" and meta["source"]["path"] == str(f)
+        folder = next((tmp_path / "state" / "s3-multipart-upload").iterdir())
+        record = json.loads((folder / "upload.json").read_text())
+        assert record["bucket"] == bucket and record["key"] == "runs/data.bin" and record["source"] == str(f)
+        assert not (tmp_path / "home").exists(), "XDG_STATE_HOME is where the state goes"
+        proxy.wait_idle()
+        held = {p["PartNumber"] for p in s3_server.client().list_parts(
+            Bucket=bucket, Key="runs/data.bin", UploadId=meta["uploadId"]).get("Parts", [])}
+        assert len(held) >= 3
+
+        proxy.reset()
+        r = run(args, env)
+        assert r.returncode == 0, r.stderr
+        assert not set(proxy.part_puts()) & held, "parts the server held were sent again"
+        got = s3_server.client().get_object(Bucket=bucket, Key="runs/data.bin")["Body"].read()
+        assert sha(got) == sha(f.read_bytes())
+
+        proxy.reset()
+        r = run(args, env)
+        assert r.returncode == 0 and "already complete" in r.stderr
+        assert not [s for s in proxy.seen if s.method in ("PUT", "POST")]
+    finally:
+        proxy.close()
+
+
+SIZES = [0, 1, 100, 4096, 65536] + [(i * 37_321) % 900_000 for i in range(35)] + \
+    [2 * MiB, 3 * MiB + 1, 5 * MiB] + [6 * MiB + 5, 9 * MiB, 11 * MiB + 3, 14 * MiB, 22 * MiB, 33 * MiB + 7, 40 * MiB]
+
+
+def test_fifty_files_in_one_command_killed_twice_then_rerun(s3_server: S3Server, bucket: str,
+                                                            aws_env: dict[str, str], tmp_path: Path) -> None:
+    assert len(SIZES) == 50
+    tree = tmp_path / "run"
+    files = []
+    for i, size in enumerate(SIZES):
+        f = tree / f"sub{i % 3}" / f"f{i:02d}.bin"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        files.append(write_random(f, size, seed=i))
+    state = tmp_path / "state"
+    env = aws_env | {"XDG_STATE_HOME": str(state)}
+    # Each PutObject and each part held a little, so that the command can be killed in each phase.
+    proxy = S3Proxy(s3_server.endpoint, delay=0.1,
+                    rule=lambda s, i: Fault(hold=0.05) if s.method == "PUT" and not s.query else None)
+    args = ["upload", "--recursive", str(tree), f"s3://{bucket}/batch/", "-s", "5M", "-t", "4",
+            "--endpoint-url", proxy.endpoint]
+    big = {f"batch/{f.relative_to(tree).as_posix()}" for f in files if f.stat().st_size > 5 * MiB}
+
+    def on_server() -> set[str]:
+        listed = s3_server.client().list_objects_v2(Bucket=bucket, Prefix="batch/")
+        return {o["Key"] for o in listed.get("Contents", [])}
+
+    def completed() -> int:
+        return sum(1 for m in metas(state).values() if m["status"] == "completed")
+
+    try:
+        runs: list[tuple[set[str], list[Seen]]] = []  # what the server held before each run, what the run sent
+        for ready in (lambda: completed() >= 10,  # in the phase of one-PutObject files
+                      lambda: any(len(p.read_text().splitlines()) >= 2 for p in state.rglob("parts.jsonl"))):
+            before, start = on_server(), len(proxy.seen)
+            assert kill_when(args, env, ready) == -signal.SIGKILL, "the batch finished before it could be killed"
+            proxy.wait_idle()
+            runs.append((before, proxy.seen[start:]))
+        assert 10 <= len(on_server()) < 50
+
+        # Lose the state of one finished small file: the server's size and ETag tell the rerun it is done.
+        done_small = sorted(k for k, m in metas(state).items() if m["status"] == "completed" and k not in big)[0]
+        [lost] = [r.parent for r in state.rglob("upload.json") if json.loads(r.read_text())["key"] == done_small]
+        for p in list(lost.iterdir()):
+            p.unlink()
+        lost.rmdir()
+        held_parts = {}
+        for key, m in metas(state).items():
+            if m["status"] == "in_progress" and m["uploadId"]:
+                page = s3_server.client().list_parts(Bucket=bucket, Key=key, UploadId=m["uploadId"])
+                held_parts[key] = {p["PartNumber"] for p in page.get("Parts", [])}
+        assert any(held_parts.values()), "a file of several parts was under way when the batch was killed"
+
+        before, start = on_server(), len(proxy.seen)
+        r = run([*args, "--json"], env)
+        assert r.returncode == 0, r.stderr
+        runs.append((before, proxy.seen[start:]))
+        summary = json.loads(r.stdout.splitlines()[-1])
+        assert summary["event"] == "summary" and summary["files"] == 50 and summary["exitCode"] == 0
+        assert summary["completed"] + summary["alreadyComplete"] == 50 and summary["alreadyComplete"] >= 10
+        assert "50 files to s3://" in r.stderr and "Done: " in r.stderr
+
+        for f in files:
+            key = f"batch/{f.relative_to(tree).as_posix()}"
+            got = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            assert sha(got) == sha(f.read_bytes()), f"{key} is not byte-identical to {f}"
+
+        completions: Counter[str] = Counter()
+        for held_before, sent in runs:
+            puts = {object_path(bucket, s) for s in sent if s.method == "PUT" and not s.query}
+            assert not puts & held_before, f"objects already complete were sent again: {sorted(puts & held_before)}"
+            completions.update(object_path(bucket, s) for s in sent if s.method == "POST" and "uploadId" in s.query)
+        assert set(completions) <= big and max(completions.values()) == 1, "a multipart upload completed twice"
+        final = runs[-1][1]
+        for key, held in held_parts.items():
+            resent = {s.part_number for s in final if object_path(bucket, s) == key and s.part_number} & held
+            assert not resent, f"{key}: parts the server held were sent again: {sorted(resent)}"
+        assert done_small not in {object_path(bucket, s) for s in final if s.method == "PUT"}
+    finally:
+        proxy.close()
+
+
+def test_batch_exit_code_is_the_most_urgent_failure(s3_server: S3Server, bucket: str, aws_env: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    ok = write_random(tmp_path / "ok.bin", 1000, seed=1)
+    refused = write_random(tmp_path / "refused.bin", 1000, seed=2)
+    missing = tmp_path / "missing.bin"
+    env = aws_env | {"XDG_STATE_HOME": str(tmp_path / "state")}
+    proxy = S3Proxy(s3_server.endpoint,
+                    rule=lambda s, i: Fault(403, "AccessDenied") if s.path.endswith("/refused.bin") else None)
+    try:
+        r = run(["upload", str(ok), str(refused), str(missing), f"s3://{bucket}/x/", "--json",
+                 "--endpoint-url", proxy.endpoint], env)
+        assert r.returncode == 5, r.stderr
+        events = [json.loads(line) for line in r.stdout.splitlines()]
+        by_key = {e["key"]: e for e in events if e["event"] == "file_done"}
+        assert by_key["x/ok.bin"]["status"] == "completed"
+        assert by_key["x/refused.bin"]["exitCode"] == 5 and by_key["x/missing.bin"]["exitCode"] == 2
+        assert str(missing) in by_key["x/missing.bin"]["error"]
+        assert events[-1]["event"] == "summary" and events[-1]["exitCode"] == 5 and events[-1]["failed"] == 2
+        assert "s3://" + bucket + "/x/refused.bin" in r.stderr and f"{missing} does not exist" in r.stderr
+        got = s3_server.client().get_object(Bucket=bucket, Key="x/ok.bin")["Body"].read()
+        assert got == ok.read_bytes()
+
+        r = run(["upload", str(ok), str(missing), f"s3://{bucket}/x/", "--endpoint-url", proxy.endpoint], env)
+        assert r.returncode == 2, r.stderr
+        assert "Already complete" in r.stderr, "the file done before is skipped by its state"
+    finally:
+        proxy.close()
+
+
+def test_urgency_order() -> None:
+    assert most_urgent([]) == ExitCode.OK
+    assert most_urgent([ExitCode.INTERRUPTED, ExitCode.TEMPORARY]) == ExitCode.TEMPORARY
+    assert most_urgent([ExitCode.TEMPORARY, ExitCode.USAGE, ExitCode.REFUSED]) == ExitCode.REFUSED
+    assert most_urgent([ExitCode.REFUSED, ExitCode.CONFLICT, ExitCode.BUG]) == ExitCode.BUG
+
+
+def test_status_list_and_clean_of_the_state_folder(s3_server: S3Server, bucket: str, aws_env: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    small = write_random(tmp_path / "small.bin", 2000, seed=1)
+    big = write_random(tmp_path / "big.bin", 12 * MiB, seed=2)
+    state = tmp_path / "state"
+    common = ["--state-dir", str(state)]
+    # Part 2 of big.bin refused: its upload stays in progress, with part 1 (and maybe 3) logged.
+    proxy = S3Proxy(s3_server.endpoint,
+                    rule=lambda s, i: Fault(403, "AccessDenied") if s.part_number == 2 else None)
+    try:
+        r = run(["upload", str(small), f"s3://{bucket}/small.bin", *common, "--endpoint-url", proxy.endpoint],
+                aws_env)
+        assert r.returncode == 0, r.stderr
+        r = run(["upload", str(big), f"s3://{bucket}/big.bin", "-s", "5M", "-t", "1", *common,
+                 "--endpoint-url", proxy.endpoint], aws_env)
+        assert r.returncode == 5, r.stderr
+    finally:
+        proxy.close()
+    root = state  # --state-dir is the folder itself
+    assert len(list(root.iterdir())) == 2
+
+    r = run(["status", *common], aws_env)
+    assert r.returncode == 0, r.stderr
+    assert "in progress" in r.stdout and "completed" in r.stdout and f"s3://{bucket}/big.bin" in r.stdout
+    assert "2 uploads in" in r.stdout
+    r = run(["list", "--json", *common], aws_env)
+    assert r.returncode == 0, r.stderr
+    listed = {d["key"]: d for d in map(json.loads, r.stdout.splitlines())}
+    assert listed["small.bin"]["state"] == "completed" and listed["small.bin"]["bytesDone"] == 2000
+    assert listed["big.bin"]["state"] == "in_progress" and listed["big.bin"]["bytesDone"] == 5 * MiB
+    upload_id = listed["big.bin"]["uploadId"]
+
+    r = run(["clean", "--older-than", "0s", *common], aws_env)
+    assert r.returncode == 2 and "--yes" in r.stderr, "no terminal to confirm on: clean refuses"
+    r = run(["clean", "--older-than", "1d", "--yes", *common], aws_env)
+    assert r.returncode == 0 and "Nothing" in r.stdout
+    assert len(list(root.iterdir())) == 2
+
+    r = run(["clean", "--older-than", "0s", "--yes", *common, "--endpoint-url", s3_server.endpoint], aws_env)
+    assert r.returncode == 0, r.stderr
+    assert "Aborted and removed" in r.stdout and "Removed" in r.stdout
+    assert list(root.iterdir()) == []
+    uploads = s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert upload_id not in {u["UploadId"] for u in uploads}, "the abandoned upload was aborted on the server"
+    assert s3_server.client().head_object(Bucket=bucket, Key="small.bin")["ContentLength"] == 2000

@@ -228,7 +228,8 @@ def cli() -> None:
 @dataclass(frozen=True)
 class TransferOptions:
     """The options upload and copy share, as ``transfer_options`` parses them. A new option of both: one
-    click.option in ``transfer_options``, one field here (with its default), and its use in ``_request``."""
+    click.option in ``transfer_options`` and one field here (with its default); a field named as one of
+    UploadRequest's reaches the engine by that name (``_request``)."""
 
     bucket: str | None = None
     key: str | None = None
@@ -477,13 +478,19 @@ def _state_paths(opts: TransferOptions, endpoint: str, bucket: str, key: str, so
 
 def _request(opts: TransferOptions, source: Source, bucket: str, key: str, meta: Path, parts: Path,
              checksum: tuple[str, str], **engine: Any) -> UploadRequest:
-    """The engine's request from the options (``engine``: what the command adds, such as skip_identical)."""
-    return UploadRequest(
-        bucket=bucket, key=key, source=source, meta_path=meta, parts_path=parts, threads=opts.thread_count,
-        split_size=opts.split_size, checksum=checksum[0], checksum_why=checksum[1],
+    """The engine's request: what the command decided (``engine``: such as skip_identical), and every option of
+    TransferOptions whose name is a field of UploadRequest too, by that name (restart, upload_id, ...)."""
+    decided: dict[str, Any] = {
+        "bucket": bucket, "key": key, "source": source, "meta_path": meta, "parts_path": parts,
+        "threads": opts.thread_count, "checksum": checksum[0], "checksum_why": checksum[1],
         # A measurement knob (bench/): MD5 sent as Content-MD5 from the first part, as the engine falls back to.
-        content_md5=os.environ.get("S3MU_CONTENT_MD5") == "1", restart=opts.restart, upload_id=opts.upload_id,
-        no_overwrite=opts.no_overwrite, **engine)
+        "content_md5": os.environ.get("S3MU_CONTENT_MD5") == "1", **engine}
+    same = {name: getattr(opts, name) for name in _PASSED_BY_NAME if name not in decided}
+    return UploadRequest(**same, **decided)
+
+
+_PASSED_BY_NAME = sorted({f.name for f in dataclasses.fields(TransferOptions)}
+                         & {f.name for f in dataclasses.fields(UploadRequest)})
 
 
 def _transfer(source: Source, dest: tuple[str, str], opts: TransferOptions, clients: ClientFactory | None = None,
@@ -562,8 +569,8 @@ def _batch(items: list[Item], bucket: str, prefix: str, opts: TransferOptions) -
                      where, human(r.size), "" if r.already_complete else f", sent {human(r.bytes_sent)} in "
                      f"{r.parts_sent} parts in {r.seconds:.1f} s")
         elif outcome.failure is not None and outcome.started:
-            log.error("Failed (exit %d): %s -> %s: %s", outcome.code, outcome.item.path, where,
-                      outcome.failure.message)
+            log.error("%s (exit %d): %s -> %s: %s", "Paused" if outcome.failure.resumable else "Failed",
+                      outcome.code, outcome.item.path, where, outcome.failure.message)
         if events is not None:
             fields: dict[str, Any] = {"file": str(outcome.item.path), "bucket": bucket, "key": outcome.item.key,
                                       "status": outcome.status, "exitCode": int(outcome.code)}

@@ -18,6 +18,7 @@ import pytest
 
 from s3_multipart_upload.errors import ExitCode, most_urgent
 from s3_multipart_upload.plan import MiB
+from s3_multipart_upload.state import meta_lock
 from tests.conftest import S3Server, write_random
 from tests.s3proxy import Fault, S3Proxy, Seen
 
@@ -263,9 +264,17 @@ def test_status_list_and_clean_of_the_state_folder(s3_server: S3Server, bucket: 
     assert r.returncode == 0 and "Nothing" in r.stdout
     assert len(list(root.iterdir())) == 2
 
-    r = run(["clean", "--older-than", "0s", "--yes", *common, "--endpoint-url", s3_server.endpoint], aws_env)
+    clean = ["clean", "--older-than", "0s", "--yes", *common, "--endpoint-url", s3_server.endpoint]
+    big_folder = Path(listed["big.bin"]["folder"])
+    with meta_lock(big_folder / "meta.json"):  # as a running upload holds it
+        r = run(clean, aws_env)
+    assert r.returncode == 3, r.stderr
+    assert "Removed: s3://" in r.stdout and f"Kept s3://{bucket}/big.bin" in r.stderr
+    assert list(root.iterdir()) == [big_folder]
+
+    r = run(clean, aws_env)
     assert r.returncode == 0, r.stderr
-    assert "Aborted and removed" in r.stdout and "Removed" in r.stdout
+    assert "Aborted and removed" in r.stdout
     assert list(root.iterdir()) == []
     uploads = s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert upload_id not in {u["UploadId"] for u in uploads}, "the abandoned upload was aborted on the server"

@@ -15,6 +15,9 @@ from s3_multipart_upload.state import (
     meta_lock,
     read_meta,
     read_parts,
+    state_folder,
+    state_folders,
+    state_root,
     write_atomic,
     write_meta,
 )
@@ -125,3 +128,24 @@ def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None
         log.append(PartRecord("z", 3, "U", 5))
     assert set(read_parts(path, "U")) == {1, 2, 3}
     assert path.read_text().count("\n") == 3
+
+
+def test_state_folder_is_found_again_by_what_the_upload_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    root = state_root()
+    assert root == tmp_path / "xdg" / "s3-multipart-upload"
+    a = state_folder(root, "http://127.0.0.1:9000", "b", "k", "/data/f.bin", given_endpoint="http://127.0.0.1:9000")
+    assert state_folder(root, "http://127.0.0.1:9000", "b", "k", "/data/f.bin") == a
+    others = {state_folder(root, *ident).path for ident in (("http://other", "b", "k", "/data/f.bin"),
+                                                            ("http://127.0.0.1:9000", "c", "k", "/data/f.bin"),
+                                                            ("http://127.0.0.1:9000", "b", "k2", "/data/f.bin"),
+                                                            ("http://127.0.0.1:9000", "b", "k", "/data/g.bin"))}
+    assert len(others) == 4 and a.path not in others
+    assert a.record() == {"endpoint": "http://127.0.0.1:9000", "bucket": "b", "key": "k", "source": "/data/f.bin",
+                          "endpointUrl": "http://127.0.0.1:9000"}
+    assert [f.path for f in state_folders(root)].count(a.path) == 1
+    assert not state_folder(root, "e", "b", "k", "/x", create=False).path.exists()
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/path")  # the XDG spec: a relative path is ignored
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert state_root() == tmp_path / "home" / ".local" / "state" / "s3-multipart-upload"
+    assert state_root(tmp_path / "shared") == tmp_path / "shared"

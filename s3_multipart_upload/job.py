@@ -28,6 +28,7 @@ from s3_multipart_upload.s3 import (
     describe,
     is_throttling,
 )
+from s3_multipart_upload.shard import Shard, log_of
 from s3_multipart_upload.sources import Source
 
 if TYPE_CHECKING:
@@ -53,6 +54,12 @@ class UploadRequest:
     upload_id: str | None = None  # adopt this multipart upload (META was lost)
     no_overwrite: bool = False  # complete only if no object exists at the key
     meta_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in META; a rerun must match
+    shard: Shard | None = None  # --shard I/N: send only this shard's parts; complete only if every part is held
+
+    @property
+    def log_path(self) -> Path:
+        """The parts log this run appends to (each shard has its own; every log is read)."""
+        return log_of(self.parts_path, self.shard)
 
     @property
     def where(self) -> str:
@@ -79,6 +86,8 @@ class UploadResult:
     bytes_sent: int = 0
     seconds: float = 0.0
     full_checksum: str | None = None  # the whole object's checksum (base64) where the algorithm has that form
+    parts_left: int = 0  # --shard: parts this run left to other shards (not held by the server when it looked)
+    completed_by: str | None = None  # --shard: every part was held and this other shard claimed the completion
 
 
 class ObjectMissing(IntegrityError):

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from s3_multipart_upload import __version__, checksums
+from s3_multipart_upload import shard as shards_
 from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, ControllerClients, read_token
 from s3_multipart_upload.errors import (
     BadInput,
@@ -66,6 +67,7 @@ from s3_multipart_upload.s3 import (
     describe,
     error_code,
 )
+from s3_multipart_upload.shard import MAX_SHARDS
 from s3_multipart_upload.sources import ChunkDirSource, FileSource, S3ObjectSource, Source, parse_s3_url
 from s3_multipart_upload.state import read_meta
 from s3_multipart_upload.uploader import Uploader, UploadRequest
@@ -259,6 +261,15 @@ def transfer_options(fn: F) -> F:
         click.option("--no-overwrite", is_flag=True,
                      help="Refuse (exit 3) if an object exists at the key: checked before sending, and the "
                           "completion is conditional (If-None-Match) where the store supports it."),
+        click.option("--shard", "shard_spec", metavar="I/N|auto|all",
+                     help="Send only the parts of shard I of N (part p belongs to shard (p-1) mod N), for one upload "
+                          "driven by the tasks of an array job that share META on a shared file system; auto reads "
+                          "the task from SLURM, AWS Batch or a Kubernetes Indexed Job; all (or no --shard) finishes "
+                          "whatever is left. The shard that finds every part held completes the upload."),
+        click.option("--shards", type=click.IntRange(1, MAX_SHARDS),
+                     help="With --shard auto: the number of shards, where the scheduler does not give it "
+                          "(Kubernetes), or to take a SLURM task id as the shard index (a resubmission of some "
+                          "indices)."),
         click.option("--dry-run", is_flag=True,
                      help="Print the plan (part size and why, parts, bytes, memory, requests) and send nothing."),
         click.option("--json", "as_json", is_flag=True,
@@ -307,11 +318,12 @@ def upload(file_path: Path | None, directory: Path | None, prefix: str | None, c
     are needed: an upload controller signs a URL for each part.
     """
     source = _source(file_path, directory, prefix)
+    shard = _shard_of(options)
     if controller is not None or file_id is not None or token_file is not None:
-        _through_controller(source, controller, file_id, token_file, options)
+        _through_controller(source, controller, file_id, token_file, options, shard)
         return
     _need_bucket_and_key(options)
-    _transfer(source, **options)
+    _transfer(source, **options, shard=shard)
 
 
 def _need_bucket_and_key(options: dict[str, Any]) -> None:
@@ -321,7 +333,7 @@ def _need_bucket_and_key(options: dict[str, Any]) -> None:
 
 
 def _through_controller(source: Source, controller: str | None, file_id: str | None, token_file: Path | None,
-                        options: dict[str, Any]) -> None:
+                        options: dict[str, Any], shard: shards_.Shard | None) -> None:
     """upload --controller: ask the controller for the file's upload (resume it, or create it), then run the
     usual engine with a client that goes through the controller's presigned URLs."""
     if controller is None or file_id is None:
@@ -373,7 +385,7 @@ def _through_controller(source: Source, controller: str | None, file_id: str | N
         log.debug("Controller upload %s of %s: s3://%s/%s in parts of %s.", upload_id, where, bucket, key,
                   human(split))
     _transfer(source, **{**options, "bucket": bucket, "key": key, "upload_id": upload_id, "split_size": split},
-              clients=clients, meta_extra=extra)
+              clients=clients, meta_extra=extra, shard=shard)
 
 
 def _controller_call(requests: Requester, call: Callable[[], T], where: str) -> T:
@@ -422,6 +434,7 @@ def copy(source_url: str, source_endpoint_url: str | None, source_profile: str |
     mid-copy stops the copy (exit 3) instead of mixing two versions.
     """
     bucket, key = parse_s3_url(source_url)
+    shard = _shard_of(options)
     dest = (options["endpoint_url"], options["profile"], options["region"])
     src = (source_endpoint_url or dest[0], source_profile or dest[1], source_region or dest[2])
     server_side = src == dest and not through_client
@@ -431,14 +444,26 @@ def copy(source_url: str, source_endpoint_url: str | None, source_profile: str |
     source = S3ObjectSource(bucket, key, ClientFactory(Endpoint(*src), pool_size=options["thread_count"] + 2),
                             RetryPolicy(attempts=options["retries"]), server_side=server_side)
     _need_bucket_and_key(options)
-    _transfer(source, **options)
+    _transfer(source, **options, shard=shard)
+
+
+def _shard_of(options: dict[str, Any]) -> shards_.Shard | None:
+    """--shard/--shards, checked against the options a shard cannot take (before the controller fills any in)."""
+    shard = shards_.parse(options["shard_spec"], options["shards"])
+    if shard is not None:
+        for flag, name in (("--restart", "restart"), ("--upload-id", "upload_id")):
+            if options[name]:
+                raise BadInput(f"{flag} cannot go with --shard: every task of the array would do it",
+                               f"run once with {flag} and without --shard, then start the shards")
+    return shard
 
 
 def _transfer(
     source: Source, bucket: str, key: str, meta_file_path: Path, parts_file_path: Path, thread_count: int,
     split_size: int | None, checksum: str, retries: int, restart: bool, upload_id: str | None, no_overwrite: bool,
     dry_run: bool, as_json: bool, endpoint_url: str | None, profile: str | None, region: str | None, quiet: bool,
-    verbose: bool, clients: ClientFactory | None = None, meta_extra: dict[str, Any] | None = None,
+    verbose: bool, shard_spec: str | None, shards: int | None, clients: ClientFactory | None = None,
+    meta_extra: dict[str, Any] | None = None, shard: shards_.Shard | None = None,
 ) -> None:
     through_controller = meta_extra is not None and "controller" in meta_extra
     if clients is None:
@@ -450,7 +475,7 @@ def _transfer(
         content_md5=os.environ.get("S3MU_CONTENT_MD5") == "1",
         bucket=bucket, key=key, source=source, meta_path=meta_file_path, parts_path=parts_file_path,
         threads=thread_count, split_size=split_size, restart=restart,
-        upload_id=upload_id, no_overwrite=no_overwrite, meta_extra=meta_extra or {},
+        upload_id=upload_id, no_overwrite=no_overwrite, meta_extra=meta_extra or {}, shard=shard,
     )
     if dry_run:
         _show_plan(Uploader(request, clients).dry_run(), as_json)
@@ -472,8 +497,14 @@ def _transfer(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     reporter.close()
+    shard_done = shard is not None and not result.etag and not result.already_complete
     if result.already_complete:
         log.info("Nothing to do: s3://%s/%s is already complete.", bucket, key)
+    elif shard_done:
+        log.info("Shard %s done: sent %d parts (%s) in %.1f s; %s.", shard, result.parts_sent,
+                 human(result.bytes_sent), result.seconds,
+                 f"{result.parts_left} parts left to other shards" if result.parts_left else
+                 f"every part is on the server, {result.completed_by} completes the upload")
     else:
         log.info("Done: s3://%s/%s, %s in %d parts; sent %d parts (%s) in %.1f s, %d already done, %d adopted.",
                  bucket, key, human(result.size), result.parts_total, result.parts_sent, human(result.bytes_sent),
@@ -485,6 +516,11 @@ def _transfer(
                    "bytesSent": result.bytes_sent, "seconds": round(result.seconds, 3),
                    "checksumAlgorithm": result.checksum,
                    "fullObjectChecksum": result.full_checksum}
+        if shard is not None:
+            summary |= {"shard": str(shard), "partsLeft": result.parts_left, "completedBy": result.completed_by}
+        if shard_done:
+            events.event("summary", status="shard_done", exitCode=0, **summary)
+            return
         events.event("completed", alreadyComplete=result.already_complete, **summary)
         events.event("summary", status="already_complete" if result.already_complete else "completed", exitCode=0,
                      **summary)
@@ -574,6 +610,9 @@ def status(meta_file_path: Path, parts_file_path: Path | None, as_json: bool, to
         f"source:   {st.source or 'unknown (historical meta file)'}: {changed}",
         f"server:   {server}",
     ]
+    if st.shards:
+        lines.append(f"shards:   {st.shards}" + (f"; parts logged in {len(st.shard_logs)} shard logs"
+                                                   if st.shard_logs else ""))
     if st.checksum_algorithm:
         lines.append(f"checksum: {st.checksum_algorithm}" + (f", whole object {st.full_object_checksum} (compare with "
                                                              "head-object --checksum-mode ENABLED)"

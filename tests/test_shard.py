@@ -25,6 +25,7 @@ from s3_multipart_upload.plan import MiB
 from s3_multipart_upload.shard import Shard, from_environment, parse
 from tests.conftest import S3Server, run_cli, upload_args, write_random
 from tests.s3proxy import Fault, S3Proxy, Seen
+from tests.service_fixtures import StartService
 
 PART = 5 * MiB
 
@@ -324,3 +325,47 @@ def test_a_change_one_shard_sees_stops_every_shard(s3_server: S3Server, bucket: 
     assert r.returncode == 3 and "no shard completes it" in r.stderr, r.stderr
     heads = s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])
     assert heads == [], "no object of mixed data"
+
+
+@pytest.mark.integration
+def test_shards_through_the_controller(start_service: StartService, s3_server: S3Server, tmp_path: Path,
+                                       shared: Path) -> None:
+    """Three clients with the same file id and token, no AWS credentials, each a shard of the one upload the
+    controller hands out."""
+    proxy = S3Proxy(s3_server.endpoint)
+    try:
+        svc = start_service(f"sqlite:///{tmp_path / 'controller.sqlite3'}", "--part-size", "5M",
+                            endpoint=proxy.endpoint)
+        f = write_random(shared / "f.bin", 7 * PART + 99, seed=20)
+        args = ["upload", "--controller", svc.base_url, "--file-id", "sharded-1", "--token-file",
+                str(svc.token_file()), "-f", str(f), "-m", str(shared / "m.json"), "-a", str(shared / "p.jsonl")]
+        env = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+               "AWS_EC2_METADATA_DISABLED": "true"}
+        procs = [_start([*args, "--shard", f"{i}/3"], env, _machine(tmp_path, i)) for i in range(3)]
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], errs
+        assert _creates(proxy) == 1 and _completes(proxy) == 1
+        assert sorted(proxy.part_puts()) == list(range(1, 9)) and set(proxy.part_puts().values()) == {1}
+        assert bytes(svc.s3_client().get_object(Bucket=svc.bucket, Key="files/sharded-1")["Body"].read()) == \
+            f.read_bytes()
+    finally:
+        proxy.close()
+
+
+@pytest.mark.integration
+def test_copy_in_shards(s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path,
+                        shared: Path) -> None:
+    data = write_random(tmp_path / "src.bin", 3 * PART + 5, seed=21).read_bytes()
+    s3_server.client().put_object(Bucket=bucket, Key="src", Body=data)
+    proxy = S3Proxy(s3_server.endpoint)
+    try:
+        args = ["copy", "--source", f"s3://{bucket}/src", "--through-client", "-b", bucket, "-k", "dst", "-s", "5M",
+                "-m", str(shared / "m.json"), "-a", str(shared / "p.jsonl"), "--endpoint-url", proxy.endpoint]
+        for i in (1, 0):
+            r = run_cli([*args, "--shard", f"{i}/2"], aws_env, cwd=_machine(tmp_path, i))
+            assert r.returncode == 0, r.stderr
+        copies = sorted(int(s.query["partNumber"]) for s in proxy.seen if s.part_number is not None)
+        assert copies == [1, 2, 3, 4] and _creates(proxy) == 1 and _completes(proxy) == 1
+        assert _object(s3_server, bucket, "dst") == data
+    finally:
+        proxy.close()

@@ -432,17 +432,18 @@ class Uploader:
                     for p in completer.list_parts(upload_id)}
         except Exception as exc:
             if classify(exc) is Kind.GONE:
+                if self.req.shard is not None:
+                    fresh = read_meta(self.req.meta_path)
+                    if fresh is not None and fresh.status == COMPLETED:  # another shard completed it
+                        result.already_complete, result.etag = True, fresh.extra.get("eTag")
+                        return None
                 # Under --shard, the other shards' logs as they are now: one of them may have sent the last parts.
                 logged = {} if not run.trust_log else \
                     read_logs(self.req, upload_id) if self.req.shard is not None else run.logged
                 etag = completer.already_built(logged)
                 if etag is not None:
                     result.etag, result.full_checksum = etag, completer.full_checksum(logged)
-                    if self.req.shard is not None:
-                        result.already_complete = True
-                        fresh = read_meta(self.req.meta_path)
-                        if fresh is not None and fresh.status == COMPLETED:
-                            return None  # the shard that completed it recorded it
+                    result.already_complete = self.req.shard is not None
                     self._mark_completed(meta, result)
                     return None
             raise self.job.fail(exc) from exc

@@ -44,6 +44,11 @@ class StateConflict(UploadError):
     exit_code = ExitCode.CONFLICT
 
 
+class SourceChanged(StateConflict):
+    """The data changed since the upload began, or while it was read (exit 3): its parts must not be completed
+    into one object. Under --shard, one task seeing it stops every other from completing."""
+
+
 class UploadGone(UploadError):
     """The multipart upload no longer exists on the server (exit 4)."""
 

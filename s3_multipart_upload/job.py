@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from s3_multipart_upload.errors import IntegrityError, UploadError
 from s3_multipart_upload.progress import NullProgress, Reporter
 from s3_multipart_upload.s3 import ClientFactory, Requester, RetryPolicy, describe, is_throttling, translate
+from s3_multipart_upload.shard import Shard, log_of
 from s3_multipart_upload.sources import Source
 
 if TYPE_CHECKING:
@@ -45,6 +46,12 @@ class UploadRequest:
     no_overwrite: bool = False  # complete only if no object exists at the key
     skip_identical: bool = False  # a new upload whose key already holds these bytes (size, MD5) is recorded as done
     meta_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in META; a rerun must match
+    shard: Shard | None = None  # --shard I/N: send only this shard's parts; complete only if every part is held
+
+    @property
+    def log_path(self) -> Path:
+        """The parts log this run appends to (each shard has its own; every log is read)."""
+        return log_of(self.parts_path, self.shard)
 
     @property
     def where(self) -> str:
@@ -71,6 +78,8 @@ class UploadResult:
     bytes_sent: int = 0
     seconds: float = 0.0
     full_checksum: str | None = None  # the whole object's checksum (base64) where the algorithm has that form
+    parts_left: int = 0  # --shard: parts this run left to other shards (not held by the server when it looked)
+    completed_by: str | None = None  # --shard: every part was held and this other shard claimed the completion
 
 
 class ObjectMissing(IntegrityError):

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from s3_multipart_upload import __version__, checksums
+from s3_multipart_upload import shard as shards_
 from s3_multipart_upload.batch import Batch, Item, Outcome, items_of, result_json, summary
 from s3_multipart_upload.controller import (
     TOKEN_ENV,
@@ -61,6 +62,7 @@ from s3_multipart_upload.progress import (
     Reporter,
 )
 from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy, resolved_endpoint
+from s3_multipart_upload.shard import MAX_SHARDS
 from s3_multipart_upload.sources import (
     ChunkDirSource,
     FileSource,
@@ -243,6 +245,8 @@ class TransferOptions:
     restart: bool = False
     upload_id: str | None = None
     no_overwrite: bool = False
+    shard_spec: str | None = None
+    shards: int | None = None
     dry_run: bool = False
     as_json: bool = False
     endpoint_url: str | None = None
@@ -292,6 +296,15 @@ def transfer_options(fn: F) -> F:
         click.option("--no-overwrite", is_flag=True,
                      help="Refuse (exit 3) if an object exists at the key: checked before sending, and the "
                           "completion is conditional (If-None-Match) where the store supports it."),
+        click.option("--shard", "shard_spec", metavar="I/N|auto|all",
+                     help="Send only the parts of shard I of N (part p belongs to shard (p-1) mod N), for one upload "
+                          "driven by the tasks of an array job that share META on a shared file system; auto reads "
+                          "the task from SLURM, AWS Batch or a Kubernetes Indexed Job; all (or no --shard) finishes "
+                          "whatever is left. The shard that finds every part held completes the upload."),
+        click.option("--shards", type=click.IntRange(1, MAX_SHARDS),
+                     help="With --shard auto: the number of shards, where the scheduler does not give it "
+                          "(Kubernetes), or to take a SLURM task id as the shard index (a resubmission of some "
+                          "indices)."),
         click.option("--dry-run", is_flag=True,
                      help="Print the plan (part size and why, parts, bytes, memory, requests) and send nothing."),
         click.option("--json", "as_json", is_flag=True,
@@ -355,14 +368,15 @@ def upload(targets: tuple[str, ...], recursive: bool, file_path: Path | None, di
     (a trailing slash on the destination, or --recursive) each file is an upload of its own. With
     --controller, no AWS credentials are needed: an upload controller signs a URL for each part.
     """
+    shard = _shard_of(opts)
     if targets or recursive:
-        _aws_form(targets, recursive, (file_path, directory, prefix, controller, opts.bucket, opts.key), opts)
+        _aws_form(targets, recursive, (file_path, directory, prefix, controller, opts.bucket, opts.key), opts, shard)
         return
     source = _source(file_path, directory, prefix)
     if controller is not None or file_id is not None or token_file is not None:
-        _through_controller(source, controller, file_id, token_file, opts)
+        _through_controller(source, controller, file_id, token_file, opts, shard)
         return
-    _transfer(source, _need_bucket_and_key(opts), opts)
+    _transfer(source, _need_bucket_and_key(opts), opts, shard=shard)
 
 
 def _need_bucket_and_key(opts: TransferOptions) -> tuple[str, str]:
@@ -373,7 +387,8 @@ def _need_bucket_and_key(opts: TransferOptions) -> tuple[str, str]:
     return opts.bucket, opts.key
 
 
-def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...], opts: TransferOptions) -> None:
+def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...], opts: TransferOptions,
+              shard: shards_.Shard | None) -> None:
     """``upload FILE s3://B/K``, ``upload FILE... s3://B/PREFIX/``, ``upload --recursive DIR s3://B/PREFIX/``."""
     if any(value is not None for value in others):
         raise BadInput("give FILE... s3://BUCKET/KEY, or -b/-k/-f (or -d/-p), not both",
@@ -384,19 +399,20 @@ def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...]
     bucket, key = parse_s3_target(targets[-1])
     files = [Path(t) for t in targets[:-1]]
     if len(files) == 1 and not recursive and key and not key.endswith("/"):
-        _transfer(FileSource(files[0]), (bucket, key), opts, skip_identical=True)
+        _transfer(FileSource(files[0]), (bucket, key), opts, skip_identical=shard is None, shard=shard)
         return
     if key and not key.endswith("/"):
         raise BadInput(f"several files go under a prefix, and {targets[-1]} does not end with a slash",
                        f"write s3://{bucket}/{key}/")
-    if opts.meta_file_path is not None or opts.parts_file_path is not None or opts.upload_id is not None:
-        raise BadInput("-m, -a and --upload-id name one upload, and this command makes one per file",
+    if opts.meta_file_path is not None or opts.parts_file_path is not None or opts.upload_id is not None or \
+            shard is not None:
+        raise BadInput("-m, -a, --upload-id and --shard name one upload, and this command makes one per file",
                        "leave them out (each file keeps its state in the state folder; see --state-dir)")
     _batch(items_of(files, key, recursive), bucket, key, opts)
 
 
 def _through_controller(source: Source, controller: str | None, file_id: str | None, token_file: Path | None,
-                        opts: TransferOptions) -> None:
+                        opts: TransferOptions, shard: shards_.Shard | None) -> None:
     """upload --controller: the controller's upload of the file (resumed or created), then the usual engine with a
     client that goes through the controller's presigned URLs."""
     if controller is None or file_id is None:
@@ -424,7 +440,7 @@ def _through_controller(source: Source, controller: str | None, file_id: str | N
     up = controller_upload(api, file_id, size, opts.split_size, opts.retries, meta, meta_path)
     opts = dataclasses.replace(opts, upload_id=up.upload_id, split_size=up.part_size)
     _transfer(source, (up.bucket, up.key), opts, clients=up.clients, state=(meta_path, parts_path),
-              meta_extra={"controller": api.base_url, "fileId": file_id})
+              meta_extra={"controller": api.base_url, "fileId": file_id}, shard=shard)
 
 
 @cli.command(epilog="""\b
@@ -456,11 +472,23 @@ def copy(source_url: str, source_endpoint_url: str | None, source_profile: str |
     blocks whatever the part size. Every read is conditional on the source's ETag: a source that changes
     mid-copy stops the copy (exit 3) instead of mixing two versions.
     """
+    shard = _shard_of(opts)
     src = Endpoint(source_endpoint_url or opts.endpoint_url, source_profile or opts.profile,
                    source_region or opts.region)
     source = object_source(source_url, src, opts.endpoint, (opts.bucket, opts.key), through_client,
                            opts.thread_count + 2, RetryPolicy(attempts=opts.retries))
-    _transfer(source, _need_bucket_and_key(opts), opts)
+    _transfer(source, _need_bucket_and_key(opts), opts, shard=shard)
+
+
+def _shard_of(opts: TransferOptions) -> shards_.Shard | None:
+    """--shard/--shards, checked against the options a shard cannot take (before the controller fills any in)."""
+    shard = shards_.parse(opts.shard_spec, opts.shards)
+    if shard is not None:
+        for flag, value in (("--restart", opts.restart), ("--upload-id", opts.upload_id)):
+            if value:
+                raise BadInput(f"{flag} cannot go with --shard: every task of the array would do it",
+                               f"run once with {flag} and without --shard, then start the shards")
+    return shard
 
 
 def _state_paths(opts: TransferOptions, endpoint: str, bucket: str, key: str, source: Source,
@@ -495,7 +523,7 @@ _PASSED_BY_NAME = sorted({f.name for f in dataclasses.fields(TransferOptions)}
 
 def _transfer(source: Source, dest: tuple[str, str], opts: TransferOptions, clients: ClientFactory | None = None,
               state: tuple[Path, Path] | None = None, meta_extra: dict[str, Any] | None = None,
-              skip_identical: bool = False) -> None:
+              skip_identical: bool = False, shard: shards_.Shard | None = None) -> None:
     """One upload or copy: plan it (--dry-run) or run it, and say how it went."""
     bucket, key = dest
     clients = clients or ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2)
@@ -504,7 +532,7 @@ def _transfer(source: Source, dest: tuple[str, str], opts: TransferOptions, clie
     choice = checksums.choose(opts.checksum, endpoint, controller=meta_extra is not None and "controller" in meta_extra,
                               copy=isinstance(source, S3ObjectSource))
     request = _request(opts, source, bucket, key, meta_path, parts_path, choice, meta_extra=meta_extra or {},
-                       skip_identical=skip_identical)
+                       skip_identical=skip_identical, shard=shard)
     if opts.dry_run:
         _show_plan(Uploader(request, clients).dry_run(), opts.as_json)
         return
@@ -520,14 +548,25 @@ def _transfer(source: Source, dest: tuple[str, str], opts: TransferOptions, clie
             _json_failure(events, failure_of(exc), {"bucket": bucket, "key": key})
         raise
     display.close()
+    shard_done = shard is not None and not result.etag and not result.already_complete
     if result.already_complete:
         log.info("Nothing to do: s3://%s/%s is already complete.", bucket, key)
+    elif shard_done:
+        log.info("Shard %s done: sent %d parts (%s) in %.1f s; %s.", shard, result.parts_sent,
+                 human(result.bytes_sent), result.seconds,
+                 f"{result.parts_left} parts left to other shards" if result.parts_left else
+                 f"every part is on the server, {result.completed_by} completes the upload")
     else:
         log.info("Done: s3://%s/%s, %s in %d parts; sent %d parts (%s) in %.1f s, %d already done, %d adopted.",
                  bucket, key, human(result.size), result.parts_total, result.parts_sent, human(result.bytes_sent),
                  result.seconds, result.parts_logged, result.parts_adopted)
     if events is not None:
         summary = result_json(result)
+        if shard is not None:
+            summary |= {"shard": str(shard), "partsLeft": result.parts_left, "completedBy": result.completed_by}
+        if shard_done:
+            events.event("summary", status="shard_done", exitCode=0, **summary)
+            return
         events.event("completed", alreadyComplete=result.already_complete, **summary)
         events.event("summary", status="already_complete" if result.already_complete else "completed", exitCode=0,
                      **summary)
@@ -685,6 +724,9 @@ def status(meta_file_path: Path | None, parts_file_path: Path | None, as_json: b
         f"source:   {st.source or 'unknown (historical meta file)'}: {changed}",
         f"server:   {server}",
     ]
+    if st.shards:
+        lines.append(f"shards:   {st.shards}" + (f"; parts logged in {len(st.shard_logs)} shard logs"
+                                                   if st.shard_logs else ""))
     if st.checksum_algorithm:
         lines.append(f"checksum: {st.checksum_algorithm}" + (f", whole object {st.full_object_checksum} (compare with "
                                                              "head-object --checksum-mode ENABLED)"

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from s3_multipart_upload.errors import BadInput, TemporaryFailure, UploadError
 from s3_multipart_upload.s3 import Kind, Requester, classify, describe, list_all_parts, translate
+from s3_multipart_upload.shard import all_logs
 from s3_multipart_upload.sources import ChunkDirSource, FileSource, Source
 from s3_multipart_upload.state import (
     ABORTED,
     COMPLETED,
     IN_PROGRESS,
     Meta,
+    PartRecord,
     StateFolder,
     mark_aborted,
     meta_lock,
@@ -76,6 +78,8 @@ class Status:
     server: str  # in_progress, gone, not_checked, unreachable
     checksum_algorithm: str | None = None  # how the parts are proven (META's checksumAlgorithm)
     full_object_checksum: str | None = None  # a completed full-object upload's checksum (base64), to compare
+    shards: int | None = None  # an upload begun with --shard I/N: N
+    shard_logs: list[str] = field(default_factory=list)  # the shards' logs that hold parts of it (PARTS.shard-I)
     server_error: str | None = None
     server_parts: int | None = None
     server_bytes: int | None = None
@@ -105,7 +109,14 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester 
         except UploadError:
             changed = True
     total = recorded.get("size") if isinstance(recorded.get("size"), int) else None
-    logged = read_parts(parts_path, meta.upload_id) if parts_path is not None and meta.upload_id else {}
+    logged: dict[int, PartRecord] = {}
+    logs: list[str] = []
+    if parts_path is not None and meta.upload_id:
+        for path in all_logs(parts_path):  # -a's and every shard's (--shard)
+            found = read_parts(path, meta.upload_id)
+            logged.update(found)
+            if path != parts_path and found:
+                logs.append(path.name)
     part_size = meta.split_size
     parts_total = meta.part_count
     if meta.status == COMPLETED:
@@ -124,6 +135,7 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester 
         parts_total=parts_total, parts_done=done_parts, bytes_total=total, bytes_done=done_bytes,
         server="not_checked", checksum_algorithm=meta.checksum_algorithm,
         full_object_checksum=meta.extra.get(f"checksum{meta.checksum_algorithm}") if meta.checksum_algorithm else None,
+        shards=meta.extra.get("shards") if isinstance(meta.extra.get("shards"), int) else None, shard_logs=logs,
     )
     if meta.upload_id is None or meta.status in (COMPLETED, ABORTED) or requests is None:
         return status

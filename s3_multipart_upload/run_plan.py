@@ -16,6 +16,7 @@ from typing import Any
 from s3_multipart_upload.errors import BadInput, StateConflict
 from s3_multipart_upload.job import UploadRequest
 from s3_multipart_upload.plan import DEFAULT_PART_SIZE, Plan, human
+from s3_multipart_upload.shard import all_logs
 from s3_multipart_upload.sources import ChunkDirSource
 from s3_multipart_upload.state import COMPLETED, Meta, PartRecord, read_meta, read_parts
 from s3_multipart_upload.stream import BLOCK
@@ -50,7 +51,8 @@ class RunPlan:
     def describe(self, req: UploadRequest) -> dict[str, Any]:
         """The plan as ``--dry-run`` prints it (and ``--dry-run --json`` emits it)."""
         meta, plan = self.meta, self.parts
-        todo = [p for p in plan.parts if p.number not in self.logged]
+        shard = req.shard
+        todo = [p for p in plan.parts if p.number not in self.logged and (shard is None or shard.owns(p.number))]
         if meta is not None and meta.status == COMPLETED:
             todo, requests = [], {}
         elif self.single_put:
@@ -68,14 +70,15 @@ class RunPlan:
             "checksumWhy": self.checksum_why, "memoryBound": threads * min(BLOCK, max(p.length for p in plan.parts)),
             "status": meta.status if meta else "new", "uploadId": meta.upload_id if meta else self.upload_id_asked,
             "partsLogged": len(self.logged), "bytesToSend": sum(p.length for p in todo),
-            "requests": requests,
+            "requests": requests, "shard": str(shard) if shard else None,
+            "shardParts": sum(1 for p in plan.parts if shard.owns(p.number)) if shard else None,
         }
 
 
 def check_paths(req: UploadRequest) -> None:
     """The state files must be files of their own, outside the data."""
     lock = req.meta_path.with_name(req.meta_path.name + ".lock")
-    for path, flag in ((req.meta_path, "-m"), (req.parts_path, "-a"), (lock, "-m")):
+    for path, flag in ((req.meta_path, "-m"), (req.parts_path, "-a"), (req.log_path, "-a"), (lock, "-m")):
         if req.source.covers(path):
             raise BadInput(f"{flag} {path} is (or would be taken for) the data to upload",
                            f"give {flag} a path of its own, outside the data (such as ../{path.name})")
@@ -139,10 +142,18 @@ def make_plan(req: UploadRequest, warn: bool = True) -> RunPlan:
         why = "as asked (-s)"
     else:
         why = f"the default, {human(DEFAULT_PART_SIZE)}"
-    logged = read_parts(req.parts_path, meta.upload_id) if meta is not None and meta.upload_id else {}
+    logged = read_logs(req, meta.upload_id) if meta is not None and meta.upload_id else {}
     return RunPlan(meta=meta, set_aside=set_aside, parts=plan, part_size_why=why, checksum=checksum,
                    checksum_why=checksum_why, logged=logged, trust_log=meta is not None and meta.source is not None,
                    upload_id_asked=req.upload_id if meta is None else None)
+
+
+def read_logs(req: UploadRequest, upload_id: str) -> dict[int, PartRecord]:
+    """The parts of ``upload_id`` in every log of the upload: -a's and each shard's (``PARTS.shard-I``)."""
+    logged: dict[int, PartRecord] = {}
+    for path in all_logs(req.parts_path):
+        logged.update(read_parts(path, upload_id))
+    return logged
 
 
 def with_meta(run: RunPlan, meta: Meta, parts: Plan, logged: dict[int, PartRecord]) -> RunPlan:

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import Any, Protocol
 
-from s3_multipart_upload.errors import BadInput, StateConflict, TemporaryFailure
+from s3_multipart_upload.errors import BadInput, SourceChanged, StateConflict, TemporaryFailure
 from s3_multipart_upload.plan import Part, Plan, plan_bytes, plan_chunks
 from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy, error_code, translate
 from s3_multipart_upload.stream import PartSource, PartStream, RangeReader
@@ -80,7 +80,7 @@ class _FileRange:
         try:
             self._fd: int | None = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            raise StateConflict(f"{path} disappeared during the upload", "put the file back (the parts sent are "
+            raise SourceChanged(f"{path} disappeared during the upload", "put the file back (the parts sent are "
                                 "kept), or start over with --restart") from None
         except OSError as exc:
             raise TemporaryFailure(f"cannot read {path}: {exc.strerror}", "rerun once the file is readable") from None
@@ -95,7 +95,7 @@ class _FileRange:
             raise TemporaryFailure(f"cannot read {self.path} at byte {self._next}: {exc.strerror}",
                                    "rerun once the file is readable") from None
         if not data:
-            raise StateConflict(
+            raise SourceChanged(
                 f"{self.path} is shorter than when the upload was planned (read ended at byte {self._next})",
                 "the file changed during the upload; start again with --restart once it is final",
             )
@@ -156,7 +156,7 @@ class FileSource:
                 f"meta file {meta_path} belongs to an upload of {recorded.get('path')}, not {self.path}",
                 "give that file, or another -m and -a path for this one")
         if recorded.get("size") != self.total_size or recorded.get("mtimeNs") != self._mtime_ns:
-            raise StateConflict(
+            raise SourceChanged(
                 f"{self.path} changed since the upload began (size {recorded.get('size')} -> {self.total_size} "
                 f"bytes, mtime {recorded.get('mtimeNs')} -> {self._mtime_ns})",
                 _changed_hint(meta_path),
@@ -171,7 +171,7 @@ class FileSource:
         except OSError:
             now = None
         if now is None or not _same_file(now, self._stat):
-            raise StateConflict(f"{self.path} changed or was replaced during the upload",
+            raise SourceChanged(f"{self.path} changed or was replaced during the upload",
                                 "the object would mix two versions, so it was not completed; rerun with --restart "
                                 "once the file is final")
 
@@ -222,7 +222,7 @@ class ChunkDirSource:
             raise StateConflict(f"meta file {meta_path} belongs to another upload ({recorded.get('path')})",
                                 "give the same -f or -d/-p as that upload, or another -m path")
         if recorded.get("files") != self.identity()["files"]:
-            raise StateConflict(f"the chunk files {self.folder}/{self.prefix}* changed since the upload began",
+            raise SourceChanged(f"the chunk files {self.folder}/{self.prefix}* changed since the upload began",
                                 _changed_hint(meta_path))
 
     def covers(self, path: Path) -> bool:
@@ -236,7 +236,7 @@ class ChunkDirSource:
             except OSError:
                 now = None
             if now is None or not _same_file(now, then):
-                raise StateConflict(f"chunk file {path} changed or was replaced during the upload",
+                raise SourceChanged(f"chunk file {path} changed or was replaced during the upload",
                                     "the object would mix two versions, so it was not completed; rerun with "
                                     "--restart once the chunks are final")
 
@@ -251,9 +251,9 @@ class _ObjectRange:
         self._source, self._part, self._body = source, part, body
         self._left = part.length
 
-    def _short(self) -> StateConflict:
+    def _short(self) -> SourceChanged:
         part = self._part
-        return StateConflict(f"the source object {self._source.url} did not return exactly {part.length} bytes for "
+        return SourceChanged(f"the source object {self._source.url} did not return exactly {part.length} bytes for "
                              f"bytes={part.offset}-{part.offset + part.length - 1}",
                              "it may have changed; rerun with --restart to copy it again")
 
@@ -346,8 +346,8 @@ class S3ObjectSource:
     def plan(self, split_size: int | None, fixed: bool) -> Plan:
         return plan_bytes(self.total_size, split_size, fixed)
 
-    def _changed(self, what: str) -> StateConflict:
-        return StateConflict(f"the source object {self.url} changed {what} (its ETag is no longer {self.etag})",
+    def _changed(self, what: str) -> SourceChanged:
+        return SourceChanged(f"the source object {self.url} changed {what} (its ETag is no longer {self.etag})",
                              "the copy would mix two versions; rerun with --restart to copy the new version")
 
     def open_range(self, part: Part) -> RangeReader:
@@ -381,7 +381,7 @@ class S3ObjectSource:
                                 "give the same --source as that copy, or another -m and -a path")
         now = self._head()
         if (recorded.get("eTag"), recorded.get("size")) != (str(now["ETag"]), int(now["ContentLength"])):
-            raise StateConflict(
+            raise SourceChanged(
                 f"the source object {self.url} changed since the copy began (ETag {recorded.get('eTag')} -> "
                 f"{now['ETag']}, size {recorded.get('size')} -> {now['ContentLength']})",
                 "the parts already copied hold the old version; rerun with --restart to copy the new one")

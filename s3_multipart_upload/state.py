@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import json
@@ -339,22 +340,35 @@ class PartsLog:
 
 
 @contextlib.contextmanager
-def meta_lock(meta_path: Path) -> Iterator[None]:
-    """Hold an exclusive OS lock on ``META.lock`` beside the meta file, or fail at once."""
+def meta_lock(meta_path: Path, shared: bool = False) -> Iterator[None]:
+    """Hold an OS lock on ``META.lock`` beside the meta file, or fail at once: exclusive for a run of the whole
+    upload, shared among the shards of one (``--shard``), so that a finisher cannot run while a shard does."""
     lock_path = meta_path.with_name(meta_path.name + ".lock")
+    busy = (f"another s3-multipart-upload process is working on {meta_path} (it holds {lock_path})",
+            "wait for it to finish, or stop it, then rerun")
+    with file_lock(lock_path, shared, busy, f"make {lock_path.parent} writable or choose another -m path"):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path, shared: bool, busy: tuple[str, str], unwritable_hint: str) -> Iterator[None]:
+    """flock ``lock_path`` (created if needed) without waiting; ``busy`` is the (message, hint) when another
+    process holds it. On a file system without flock (Lustre mounted without -o flock) the run goes on unlocked,
+    with a warning."""
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise BadInput(f"cannot create the lock file {lock_path}: {exc.strerror}",
-                       f"make {lock_path.parent} writable or choose another -m path") from None
+        raise BadInput(f"cannot create the lock file {lock_path}: {exc.strerror}", unwritable_hint) from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StateConflict(
-                f"another s3-multipart-upload process is working on {meta_path} (it holds {lock_path})",
-                "wait for it to finish, or stop it, then rerun",
-            ) from None
+            raise StateConflict(*busy) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            log.warning("The file system of %s does not lock files (%s): nothing stops two runs of this upload "
+                        "at once here.", lock_path, exc.strerror)
         yield
     finally:
         os.close(fd)

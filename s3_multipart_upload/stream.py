@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from s3_multipart_upload import checksums
-from s3_multipart_upload.errors import StateConflict
+from s3_multipart_upload.errors import SourceChanged
 from s3_multipart_upload.plan import MiB, Part
 
 BLOCK = 1 * MiB
@@ -142,6 +142,6 @@ def digest_part(source: PartSource, part: Part, algorithm: str) -> checksums.Par
     finally:
         stream.close()
     if digest is None:  # the reader ended before the part did without saying so: a source that changed
-        raise StateConflict(f"part {part.number} could not be read whole ({stream.tell()} of {part.length} bytes)",
+        raise SourceChanged(f"part {part.number} could not be read whole ({stream.tell()} of {part.length} bytes)",
                             "the data changed during the upload; start again with --restart once it is final")
     return digest

@@ -13,6 +13,7 @@ is never aborted here: only ``abort`` does that.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -29,14 +30,15 @@ from s3_multipart_upload.completion import (
     overwrite_refused,
     refuse_overwrite,
 )
-from s3_multipart_upload.errors import StateConflict, UploadGone
+from s3_multipart_upload.errors import SourceChanged, StateConflict, TemporaryFailure, UploadGone
 from s3_multipart_upload.job import Job, Throttle, UploadRequest, UploadResult
 from s3_multipart_upload.plan import Part, human, ranges
 from s3_multipart_upload.progress import Reporter
 from s3_multipart_upload.reconcile import ListedPart, reconcile
-from s3_multipart_upload.run_plan import RunPlan, check_paths, make_plan, with_meta
+from s3_multipart_upload.run_plan import RunPlan, check_paths, make_plan, read_logs, with_meta
 from s3_multipart_upload.s3 import ClientFactory, Kind, RetryPolicy, classify, error_code
 from s3_multipart_upload.sender import Sender
+from s3_multipart_upload.shard import Claim, claim_path, read_claim, release, try_claim
 from s3_multipart_upload.sources import S3ObjectSource
 from s3_multipart_upload.state import (
     ABORTED,
@@ -46,9 +48,11 @@ from s3_multipart_upload.state import (
     PartRecord,
     PartsLog,
     check_writable_dir,
+    file_lock,
     mark_completed,
     meta_lock,
     new_meta,
+    read_meta,
     read_parts,
     write_meta,
 )
@@ -62,6 +66,9 @@ log = logging.getLogger(__name__)
 # META keys for what a run learnt about the store (see Sender): MD5 goes as Content-MD5; part ETags are not MD5s.
 CONTENT_MD5 = "contentMD5"
 ETAGS_NOT_MD5 = "eTagsNotMD5"
+SHARDS = "shards"  # META: the count of shards of an upload begun with --shard
+CREATE_WAIT = 900.0  # how long a shard waits for the one creating the upload (its CreateMultipartUpload retries)
+CLAIM_POLL = 0.25
 
 
 @dataclass
@@ -85,6 +92,7 @@ class Uploader:
     ) -> None:
         self.req = request
         self.job = Job(request, clients, progress, retry, sleep)
+        self._claims: list[Claim] = []  # shard claims this run holds (released when it ends)
 
     def dry_run(self) -> dict[str, Any]:
         """The plan of this run, from the command and the local files only: sends nothing."""
@@ -95,15 +103,104 @@ class Uploader:
         req = self.req
         check_paths(req)
         check_writable_dir(req.meta_path, "meta file")
-        check_writable_dir(req.parts_path, "parts file")
-        with meta_lock(req.meta_path):
+        check_writable_dir(req.log_path, "parts file")
+        with contextlib.ExitStack() as held:
+            held.enter_context(meta_lock(req.meta_path, shared=req.shard is not None))
+            if req.shard is not None:
+                held.enter_context(file_lock(
+                    req.log_path.with_name(req.log_path.name + ".lock"), False,
+                    (f"another s3-multipart-upload process is running shard {req.shard} of {req.meta_path}",
+                     "wait for it to finish, or stop it, then rerun"),
+                    f"make {req.log_path.parent} writable or choose another -a path"))
+                held.callback(self._release_claims)
+            else:
+                self._clear_claims()
             started = time.monotonic()
-            result = self._run(make_plan(req))
+            try:
+                run = make_plan(req)
+                if req.shard is not None:
+                    run = self._join(run)
+                result = self._run(run)
+            except SourceChanged as exc:
+                if req.shard is not None:  # tell the other shards, which may not see it (NFS attribute caches)
+                    self._mark_changed(exc)
+                raise
             result.seconds = time.monotonic() - started
             return result
 
+    # -- shards: one upload, many processes (see shard.py) -----------------------------------------
+
+    def _join(self, run: RunPlan) -> RunPlan:
+        """Under --shard with no META yet: create the upload if this shard claims it first, else wait until the
+        shard that did has written META, and plan with it. Never a second multipart upload."""
+        req, shard = self.req, self.req.shard
+        assert shard is not None
+        if run.meta is not None or run.adopting or run.single_put:
+            return run  # (one part: shard 0 sends it, see _run)
+        path = claim_path(req.meta_path, "create")
+        deadline = time.monotonic() + CREATE_WAIT
+        told = False
+        for _ in range(int(CREATE_WAIT / CLAIM_POLL) + 10):
+            claim = try_claim(path, shard)
+            if claim is not None:
+                fresh = make_plan(req, warn=False)  # created by another shard between the plan and the claim?
+                if fresh.meta is not None:
+                    release(claim)
+                    return fresh
+                self._claims.append(claim)
+                return run
+            if req.meta_path.exists():
+                return make_plan(req)
+            if not told:
+                held = read_claim(path)
+                log.info("Shard %s: %s is creating the upload; waiting for %s.", shard,
+                         held.describe() if held else "another shard", req.meta_path)
+                told = True
+            if time.monotonic() > deadline:
+                break
+            time.sleep(CLAIM_POLL)
+        held = read_claim(path)
+        raise TemporaryFailure(
+            f"shard {shard}: {held.describe() if held else 'another shard'} has been creating the upload of "
+            f"{req.where} for {CREATE_WAIT:.0f} s and {req.meta_path} is still missing",
+            f"rerun; if that task is dead, remove {path} first")
+
+    def _release_claims(self) -> None:
+        while self._claims:
+            release(self._claims.pop())
+
+    def _clear_claims(self) -> None:
+        """A run of the whole upload holds META.lock alone, so no shard is running: claims left by dead shards
+        (killed between claiming and releasing) are stale."""
+        for what in ("create", "complete"):
+            held = read_claim(claim_path(self.req.meta_path, what))
+            if held is not None:
+                log.info("Removing %s, left by %s, which is no longer running.", held.path, held.describe())
+                release(held)
+
+    def _check_shards(self, meta: Meta) -> None:
+        shard, recorded = self.req.shard, meta.extra.get(SHARDS)
+        if shard is not None and recorded is not None and recorded != shard.count:
+            raise StateConflict(f"meta file {self.req.meta_path} records an upload in {recorded} shards, not "
+                                f"{shard.count} ({shard.origin})",
+                                f"give every task of the upload the same count: --shard I/{recorded}")
+        changed = read_claim(claim_path(self.req.meta_path, "changed"))
+        if changed is not None and meta.status != COMPLETED:
+            raise SourceChanged(f"{changed.describe()} found that the data of {self.req.where} changed during the "
+                                f"upload ({changed.holder.get('why', 'see its output')}); no shard completes it",
+                                "rerun without --shard with --restart once the data is final (remove "
+                                f"{changed.path} then)")
+
+    def _mark_changed(self, exc: SourceChanged) -> None:
+        claim = try_claim(claim_path(self.req.meta_path, "changed"), self.req.shard, take_over=False,
+                          why=exc.message)
+        if claim is not None:
+            log.warning("Recorded in %s: no shard will complete this upload.", claim.path)
+
     def _run(self, run: RunPlan) -> UploadResult:
         req, meta = self.req, run.meta
+        if meta is not None:
+            self._check_shards(meta)
         if run.set_aside is not None:
             self._set_aside(run.set_aside)
         if meta is not None and meta.status == COMPLETED:
@@ -117,6 +214,10 @@ class Uploader:
         if meta is not None and req.upload_id is not None and meta.upload_id != req.upload_id:
             raise StateConflict(f"meta file {req.meta_path} records upload {meta.upload_id}, not {req.upload_id}",
                                 "leave out --upload-id to resume the recorded one, or give another -m and -a path")
+        if req.shard is not None and run.single_put and not req.shard.owns(1):
+            log.info("Shard %s: %s is one part, which shard 0 sends; nothing to do here.", req.shard, req.where)
+            return UploadResult(req.bucket, req.key, None, run.parts.total_size, 1, checksum=run.checksum,
+                                parts_left=1)
         adopted = run.adopting
         if run.upload_id_asked is not None and adopted:
             run = self._adopt(run, run.upload_id_asked)
@@ -132,6 +233,7 @@ class Uploader:
             if identical is not None:
                 return self._identical(run, identical)
             run = self._create(run)
+            self._release_claims()  # META is written: the waiting shards may read it
         elif not adopted:
             log.info("Continuing multipart upload from %s.", req.meta_path)
         assert run.meta is not None
@@ -146,6 +248,9 @@ class Uploader:
     def _set_aside(self, meta: Meta) -> None:
         """--restart: keep the old parts log under another name and forget the old upload."""
         req = self.req
+        changed = read_claim(claim_path(req.meta_path, "changed"))
+        if changed is not None:
+            release(changed)
         if req.parts_path.exists():
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
             aside = req.parts_path.with_name(f"{req.parts_path.name}.{stamp}.old")
@@ -192,8 +297,11 @@ class Uploader:
 
     def _new_meta(self, run: RunPlan, upload_id: str | None) -> Meta:
         req = self.req
+        extra = dict(req.meta_extra)
+        if req.shard is not None:
+            extra[SHARDS] = req.shard.count  # every task of the upload must count the same shards
         return new_meta(req.bucket, req.key, upload_id, run.parts.part_size, req.source.identity(),
-                        len(run.parts.parts), run.checksum, req.meta_extra)
+                        len(run.parts.parts), run.checksum, extra)
 
     def _create(self, run: RunPlan) -> RunPlan:
         """A new multipart upload (META written before any part is sent), or, for one part, META for the end."""
@@ -271,43 +379,118 @@ class Uploader:
     # -- multipart ---------------------------------------------------------------------------------
 
     def _multipart(self, run: RunPlan, meta: Meta, upload_id: str, result: UploadResult) -> None:
-        job, req, plan = self.job, self.req, run.parts
+        job, req, plan, shard = self.job, self.req, run.parts, self.req.shard
         completer = Completer(job, run.checksum, plan)
-        try:
-            listed = {p["PartNumber"]: ListedPart(p["PartNumber"], p["ETag"].strip('"'), p["Size"])
-                      for p in completer.list_parts(upload_id)}
-        except Exception as exc:
-            if classify(exc) is Kind.GONE:
-                logged = run.logged if run.trust_log else {}
-                etag = completer.already_built(logged)
-                if etag is not None:
-                    result.etag, result.full_checksum = etag, completer.full_checksum(logged)
-                    self._mark_completed(meta, result)
-                    return
-            raise job.fail(exc) from exc
+        listed = self._listed(completer, upload_id, run, meta, result)
+        if listed is None:
+            return
         sender = Sender(job, run.checksum, content_md5=meta.extra.get(CONTENT_MD5) is True,
                         etags_not_md5=meta.extra.get(ETAGS_NOT_MD5) is True)
-        with PartsLog(req.parts_path) as parts_log:
+        with PartsLog(req.log_path) as parts_log:
             state = self._reconcile(run, upload_id, listed, parts_log)
             result.parts_logged, result.parts_adopted = state.logged, state.adopted
-            if meta.source is None:  # historical META: its parts are now checked; record the file from here on
+            if meta.source is None and shard is None:
+                # historical META: its parts are now checked; record the file from here on
                 meta.source = req.source.identity()
                 meta.part_count = len(plan.parts)
                 meta.checksum_algorithm = run.checksum
                 write_meta(req.meta_path, meta)
+            if shard is not None:
+                log.info("Shard %s: %d of this shard's %d parts to send (%s).", shard, len(state.to_send),
+                         sum(1 for p in plan.parts if shard.owns(p.number)), shard.origin)
             log.info("Will upload %d chunks.", len(state.to_send))
             job.progress.started(plan.total_size, len(plan.parts),
                                  sum(plan.parts[n - 1].length for n in state.done), len(state.done))
             try:
                 sent = sender.send_all(state.to_send, upload_id, parts_log, len(state.done), len(plan.parts))
             finally:
-                self._remember_store(meta, sender)
-        result.parts_sent, result.bytes_sent = sent.parts, sent.bytes
-        done = state.done | sent.records
-        completed = completer.complete(upload_id, done)
-        result.etag = completer.verify(completed, [done[p.number].etag for p in plan.parts], sender.etags_not_md5)
-        result.full_checksum = completed.full_checksum
-        self._mark_completed(meta, result)
+                if shard is None:  # shards share META: only the one that creates or completes writes it
+                    self._remember_store(meta, sender)
+            result.parts_sent, result.bytes_sent = sent.parts, sent.bytes
+            done = state.done | sent.records
+            if shard is not None:
+                shard_done = self._shard_done(run, meta, upload_id, completer, sender, parts_log, result)
+                if shard_done is None:
+                    return
+                done = shard_done
+        try:
+            completed = completer.complete(upload_id, done)
+            result.etag = completer.verify(completed, [done[p.number].etag for p in plan.parts],
+                                           sender.etags_not_md5)
+            result.full_checksum = completed.full_checksum
+            self._mark_completed(meta, result)
+        finally:
+            self._release_claims()
+
+    def _listed(self, completer: Completer, upload_id: str, run: RunPlan, meta: Meta,
+                result: UploadResult) -> dict[int, ListedPart] | None:
+        """The server's parts of the upload; None when the upload is gone because it was completed (by an earlier
+        run killed before it said so, or by another shard): then ``result`` says so and META records it."""
+        try:
+            return {p["PartNumber"]: ListedPart(p["PartNumber"], p["ETag"].strip('"'), p["Size"])
+                    for p in completer.list_parts(upload_id)}
+        except Exception as exc:
+            if classify(exc) is Kind.GONE:
+                if self.req.shard is not None:
+                    fresh = read_meta(self.req.meta_path)
+                    if fresh is not None and fresh.status == COMPLETED:  # another shard completed it
+                        result.already_complete, result.etag = True, fresh.extra.get("eTag")
+                        return None
+                # Under --shard, the other shards' logs as they are now: one of them may have sent the last parts.
+                logged = {} if not run.trust_log else \
+                    read_logs(self.req, upload_id) if self.req.shard is not None else run.logged
+                etag = completer.already_built(logged)
+                if etag is not None:
+                    result.etag, result.full_checksum = etag, completer.full_checksum(logged)
+                    result.already_complete = self.req.shard is not None
+                    self._mark_completed(meta, result)
+                    return None
+            raise self.job.fail(exc) from exc
+
+    def _shard_done(self, run: RunPlan, meta: Meta, upload_id: str, completer: Completer, sender: Sender,
+                    parts_log: PartsLog, result: UploadResult) -> dict[int, PartRecord] | None:
+        """After a shard sent its parts: the server's part list says whether every part is held. If so, and this
+        shard is the one to claim the completion, the records of every part (from every log; parts no log has
+        yet are checked against the local bytes as on a resume); else None, and ``result`` says what is left."""
+        req, plan, shard = self.req, run.parts, self.req.shard
+        assert shard is not None
+        listed = self._listed(completer, upload_id, run, meta, result)
+        if listed is None:
+            return None
+        missing = [p.number for p in plan.parts
+                   if p.number not in listed or listed[p.number].size != p.length]
+        if missing:
+            result.parts_left = len(missing)
+            log.info("Shard %s: done; %d parts left to other shards (%s). The last shard to finish completes the "
+                     "upload; a run without --shard finishes whatever is left.", shard, len(missing),
+                     ranges(missing))
+            return None
+        claim = try_claim(claim_path(req.meta_path, "complete"), shard)
+        if claim is None:
+            held = read_claim(claim_path(req.meta_path, "complete"))
+            log.info("Shard %s: done; every part is on the server and %s is completing the upload.", shard,
+                     held.describe() if held else "another shard")
+            result.completed_by = held.describe() if held else "another shard"
+            return None
+        self._claims.append(claim)
+        fresh = read_meta(req.meta_path)
+        if fresh is not None:
+            self._check_shards(fresh)
+            if fresh.status == COMPLETED:
+                result.already_complete, result.etag = True, fresh.extra.get("eTag")
+                self._release_claims()
+                return None
+        log.info("Shard %s: every part is on the server; completing the upload.", shard)
+        everyone = dataclasses.replace(run, logged=read_logs(req, upload_id))
+        state = self._reconcile(everyone, upload_id, listed, parts_log, owned_only=False)
+        if state.to_send:  # another shard's part the server holds with other bytes: the object must not have it
+            log.warning("Shard %s: sending %d parts of other shards again (%s).", shard, len(state.to_send),
+                        ranges([p.number for p in state.to_send]))
+            again = sender.send_all(state.to_send, upload_id, parts_log, len(state.done), len(plan.parts))
+            result.parts_sent += again.parts
+            result.bytes_sent += again.bytes
+            state.done |= again.records
+        return state.done
 
     def _remember_store(self, meta: Meta, sender: Sender) -> None:
         """What the parts taught about the store, kept in META so that a rerun does not learn it again by
@@ -318,11 +501,16 @@ class Uploader:
             write_meta(self.req.meta_path, meta)
 
     def _reconcile(self, run: RunPlan, upload_id: str, listed: dict[int, ListedPart],
-                   parts_log: PartsLog) -> Reconciled:
+                   parts_log: PartsLog, owned_only: bool = True) -> Reconciled:
         """The log (a cache) against the server's part list (the truth); parts the server holds that the log lacks
-        are adopted, and logged, when they prove to be the source's bytes."""
-        plan = run.parts
+        are adopted, and logged, when they prove to be the source's bytes. A shard sends and checks only its own
+        parts (``owned_only``): the others are other shards' business until every part is held."""
+        plan, shard = run.parts, self.req.shard
         decision = reconcile(plan.parts, run.logged, listed, trust_log=run.trust_log)
+        if shard is not None and owned_only:
+            decision.send = [p for p in decision.send if shard.owns(p.number)]
+            decision.verify = [(p, held) for p, held in decision.verify if shard.owns(p.number)]
+            decision.logged_not_listed = [n for n in decision.logged_not_listed if shard.owns(n)]
         if decision.logged_not_listed:
             log.warning("%d parts in the log are not on the server and will be sent again: %s.",
                         len(decision.logged_not_listed), ranges(decision.logged_not_listed))

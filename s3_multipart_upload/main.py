@@ -488,6 +488,10 @@ def _shard_of(opts: TransferOptions) -> shards_.Shard | None:
             if value:
                 raise BadInput(f"{flag} cannot go with --shard: every task of the array would do it",
                                f"run once with {flag} and without --shard, then start the shards")
+        if opts.meta_file_path is None and opts.state_dir is None:
+            # The state folder in each machine's home would give each task an upload of its own.
+            raise BadInput("--shard needs state that every task of the array shares",
+                           "give -m and -a on a shared file system, or --state-dir on one")
     return shard
 
 

@@ -369,3 +369,9 @@ def test_copy_in_shards(s3_server: S3Server, bucket: str, aws_env: dict[str, str
         assert _object(s3_server, bucket, "dst") == data
     finally:
         proxy.close()
+
+
+def test_shards_need_state_they_share(tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 1024)
+    r = CliRunner().invoke(cli, ["upload", str(f), "s3://b/k", "--shard", "0/2"])
+    assert r.exit_code == 2 and "--shard needs state that every task of the array shares" in r.output, r.output

@@ -278,7 +278,7 @@ class Client:
 
         await asyncio.gather(*(sender() for _ in range(min(self.threads, layout.parts))))
         done = await self.call("complete", "PATCH", f"/multipart_uploads/{seg}",
-                               body={"status": "uploaded", "parts": dict(sorted(etags.items(), key=lambda kv: int(kv[0])))})
+                               body={"status": "uploaded", "parts": etags})
         if done.status_code == 409 and done.extensions["s3mu_attempt"] > 0:
             self.stats.recovered.append(f"client {self.number}: complete answered 409 on a retry")
         else:
@@ -368,7 +368,7 @@ async def load(scenario: Scenario, instances: list[Instance], tokens: list[str],
         tasks = [asyncio.create_task(one(c)) for c in clients]
         if scenario.kill_at is not None:
             tasks.append(asyncio.create_task(killer()))
-        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
             task.cancel()
             stats.errors.append("a client did not finish in time")
@@ -517,7 +517,8 @@ def main() -> int:
 
     started = dt.datetime.now(dt.UTC)
     result: dict[str, Any] = {"started": started.strftime("%Y-%m-%d %H:%M UTC"), "clients": args.clients,
-                              "parts": args.parts, "threads": args.threads, "machine": machine_info(), "others": busiest_processes(),
+                              "parts": args.parts, "threads": args.threads, "machine": machine_info(),
+                              "others": busiest_processes(),
                               "loadavg": [round(os.getloadavg()[0], 2)], "rows": []}
     work = Path(tempfile.mkdtemp(prefix="s3mu-load-", dir=args.tmp))
     try:

@@ -30,7 +30,6 @@ Results: bench/results/controller-load-<date>.json and controller-load-latest.md
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
 import hashlib
@@ -43,15 +42,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import httpx
+import urllib3
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -60,11 +63,11 @@ sys.path.insert(0, str(HERE))
 
 from run import BenchError, free_port, human, log, machine_info, parse_size, rclone_server  # noqa: E402
 
+from s3_multipart_upload.controller import ControllerAPI  # noqa: E402
+
 RESULTS = HERE / "results"
 ACCESS_KEY, SECRET_KEY = "controller-load-key", secrets.token_hex(16)
 TAG = 64  # each part starts with 64 bytes naming its client and number: no two parts are alike
-RETRIABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
-             httpx.ConnectTimeout, httpx.ReadTimeout)
 TRIES = 6  # per controller request, over the instances
 
 
@@ -192,115 +195,118 @@ class Stats:
     bytes_sent: int = 0
     uploads: dict[int, str] = field(default_factory=dict)  # client -> upload id
 
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
     def timed(self, kind: str, seconds: float) -> None:
-        self.latency.setdefault(kind, []).append(seconds)
+        with self.lock:
+            self.latency.setdefault(kind, []).append(seconds)
+            self.requests += kind != "put"
+
+    def count(self, name: str, by: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + by)
 
 
 class Failed(Exception):
     pass
 
 
+class Refused(Exception):
+    """A 4xx answer of the controller."""
+
+    def __init__(self, status: int, code: str, attempt: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.attempt, self.message = status, code, attempt, message
+
+
 class Client:
-    def __init__(self, number: int, token: str, instances: list[Instance], http: httpx.AsyncClient, data: Data,
-                 stats: Stats, file_id: str, threads: int) -> None:
+    """One user's upload, with the CLI's own HTTP client (controller.ControllerAPI: urllib3, one pool per client)
+    and its part concurrency; a connection error sends the request to the next instance."""
+
+    def __init__(self, number: int, token: str, instances: list[Instance], data: Data, stats: Stats,
+                 file_id: str, threads: int) -> None:
         self.number = number
-        self.threads = threads
-        self.instances = instances
+        self.apis = [ControllerAPI(i.url, token, pool_size=threads + 2) for i in instances]
         self.home = number % len(instances)
-        self.http = http
         self.data = data
         self.stats = stats
         self.file_id = file_id
-        self.auth = {"Authorization": f"Bearer {token}"}
+        self.threads = threads
 
-    async def call(self, kind: str, method: str, path: str, body: Any = None,
-                   params: dict[str, str] | None = None) -> httpx.Response:
-        """One controller request; a connection error sends it to the next instance (bounded)."""
+    def call(self, kind: str, method: str, path: str, body: Any = None,
+             query: dict[str, str] | None = None) -> tuple[Any, int]:
+        """(answer, attempt); refusals raise Refused, 5xx and no instance at all raise Failed."""
         last: Exception | None = None
         for attempt in range(TRIES):
-            where = self.instances[self.home]
+            at = self.home
             started = time.monotonic()
             try:
-                response = await self.http.request(method, where.url + path, json=body, params=params,
-                                                   headers=self.auth)
-            except RETRIABLE as exc:
+                answer = self.apis[at].call(method, path, kind, body=body, query=query)
+            except (ConnectionError, TimeoutError) as exc:
                 last = exc
-                self.stats.failovers += 1
-                self.home = (self.home + 1) % len(self.instances)
-                await asyncio.sleep(0.05 * (attempt + 1))
+                self.stats.count("failovers")
+                self.home = (at + 1) % len(self.apis)  # after the one that failed, wherever home is now
+                time.sleep(0.05 * (attempt + 1))
                 continue
+            except botocore.exceptions.ClientError as exc:
+                self.stats.timed(kind, time.monotonic() - started)
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if status >= 500:
+                    raise Failed(f"client {self.number}: {kind} answered {status}: {exc}") from exc
+                raise Refused(status, str(exc.response.get("Error", {}).get("Code")), attempt, str(exc)) from exc
             self.stats.timed(kind, time.monotonic() - started)
-            self.stats.requests += 1
-            response.extensions["s3mu_attempt"] = attempt
-            if response.status_code >= 500:
-                raise Failed(f"client {self.number}: {kind} answered {response.status_code}: {response.text[:300]}")
-            return response
+            return answer, attempt
         raise Failed(f"client {self.number}: {kind}: no instance answered ({last!r})")
 
-    def expect(self, response: httpx.Response, status: int, kind: str) -> Any:
-        if response.status_code != status:
-            raise Failed(f"client {self.number}: {kind} answered {response.status_code}: {response.text[:300]}")
-        return response.json()
-
-    async def run(self) -> None:
+    def run(self) -> None:
         layout = self.data.layout
         fid = self.file_id
-        found = self.expect(await self.call("pending", "GET", f"/files/{fid}/multipart_uploads",
-                                            params={"status": "pending"}), 200, "pending")
+        pending = ("pending", "GET", f"/files/{fid}/multipart_uploads")
+        found, _ = self.call(*pending, query={"status": "pending"})
         if found is not None:
             raise Failed(f"client {self.number}: file {fid} already has an upload")
-        body: dict[str, Any] = {"part_size": layout.part_size} if layout.declare_size else {}
-        if layout.declare_size:
-            body["size"] = layout.size
-        made = await self.call("create", "POST", f"/files/{fid}/multipart_uploads", body=body)
-        if made.status_code == 409 and made.extensions["s3mu_attempt"] > 0:
+        body: dict[str, Any] = {"size": layout.size, "part_size": layout.part_size} if layout.declare_size else {}
+        try:
+            upload, _ = self.call("create", "POST", f"/files/{fid}/multipart_uploads", body=body)
+        except Refused as exc:
+            if exc.code != "UploadExists" or exc.attempt == 0:
+                raise Failed(f"client {self.number}: create: {exc.message}") from exc
             # The first try created it before its instance died: as the CLI does, take the pending one.
-            self.stats.recovered.append(f"client {self.number}: create answered 409 on a retry")
-            upload = self.expect(await self.call("pending", "GET", f"/files/{fid}/multipart_uploads",
-                                                 params={"status": "pending"}), 200, "pending")
-        else:
-            upload = self.expect(made, 201, "create")
+            self.stats.recovered.append(f"client {self.number}: create answered UploadExists on a retry")
+            upload, _ = self.call(*pending, query={"status": "pending"})
         upload_id = upload["upload_id"]
         self.stats.uploads[self.number] = upload_id
-        seg = upload_id.replace("/", "%2F")
+        seg = urllib.parse.quote(upload_id, safe="")
         for _ in range(2):  # the engine asks twice: when it adopts the upload, and before it plans what to send
-            self.expect(await self.call("get", "GET", f"/multipart_uploads/{seg}"), 200, "get")
-            held = self.expect(await self.call("parts", "GET", f"/multipart_uploads/{seg}/parts"), 200, "parts")
+            self.call("get", "GET", f"/multipart_uploads/{seg}")
+            held, _ = self.call("parts", "GET", f"/multipart_uploads/{seg}/parts")
             if held["parts"]:
                 raise Failed(f"client {self.number}: a new upload already holds parts")
-        etags: dict[str, str] = {}
-        queue = list(range(layout.parts, 0, -1))
+        with ThreadPoolExecutor(min(self.threads, layout.parts)) as pool:
+            etags = dict(zip((str(n) for n in range(1, layout.parts + 1)),
+                             pool.map(lambda n: self.send(seg, n), range(1, layout.parts + 1)), strict=True))
+        try:
+            self.call("complete", "PATCH", f"/multipart_uploads/{seg}", body={"status": "uploaded", "parts": etags})
+        except Refused as exc:
+            if exc.code != "InvalidTransition" or exc.attempt == 0:
+                raise Failed(f"client {self.number}: complete: {exc.message}") from exc
+            self.stats.recovered.append(f"client {self.number}: complete answered InvalidTransition on a retry")
 
-        async def sender() -> None:
-            while queue:
-                number = queue.pop()
-                etags[str(number)] = await self.send(seg, number)
-
-        await asyncio.gather(*(sender() for _ in range(min(self.threads, layout.parts))))
-        done = await self.call("complete", "PATCH", f"/multipart_uploads/{seg}",
-                               body={"status": "uploaded", "parts": etags})
-        if done.status_code == 409 and done.extensions["s3mu_attempt"] > 0:
-            self.stats.recovered.append(f"client {self.number}: complete answered 409 on a retry")
-        else:
-            self.expect(done, 200, "complete")
-
-    async def send(self, seg: str, number: int) -> str:
-        signed = self.expect(await self.call("part_url", "POST",
-                                             f"/multipart_uploads/{seg}/part/{number}/presigned_post"),
-                             200, "part_url")
+    def send(self, seg: str, number: int) -> str:
+        signed, _ = self.call("part_url", "POST", f"/multipart_uploads/{seg}/part/{number}/presigned_post")
         payload = self.data.part(self.number, number)
         started = time.monotonic()
         try:
-            put = await self.http.request(signed["method"], signed["url"], content=payload,
-                                          headers={"Content-Length": str(len(payload))})
-        except httpx.HTTPError as exc:
+            put = self.apis[0].http.request(signed["method"], signed["url"], body=payload, redirect=False,
+                                            headers={"Content-Length": str(len(payload))})
+        except urllib3.exceptions.HTTPError as exc:
             raise Failed(f"client {self.number}: PUT of part {number} failed: {exc!r}") from exc
         self.stats.timed("put", time.monotonic() - started)
-        etag = put.headers.get("ETag", "").strip('"')
-        if put.status_code != 200 or etag != self.data.part_md5[self.number, number]:
-            raise Failed(f"client {self.number}: PUT of part {number}: {put.status_code} ETag {etag!r}")
-        self.stats.parts_sent += 1
-        self.stats.bytes_sent += len(payload)
+        etag = (put.headers.get("ETag") or "").strip('"')
+        if put.status != 200 or etag != self.data.part_md5[self.number, number]:
+            raise Failed(f"client {self.number}: PUT of part {number}: {put.status} ETag {etag!r}")
+        self.stats.count("parts_sent")
+        self.stats.count("bytes_sent", len(payload))
         return etag
 
 
@@ -337,42 +343,46 @@ def object_md5(s3: Any, bucket: str, key: str) -> str:
     return h.hexdigest()
 
 
-async def load(scenario: Scenario, instances: list[Instance], tokens: list[str], data: Data, run_id: str,
-               timeout: float, threads: int) -> tuple[Stats, float]:
+def load(scenario: Scenario, instances: list[Instance], tokens: list[str], data: Data, run_id: str,
+         timeout: float, threads: int) -> tuple[Stats, float]:
     stats = Stats()
-    limits = httpx.Limits(max_connections=2 * threads * data.layout.clients,
-                         max_keepalive_connections=2 * threads * data.layout.clients)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(120, connect=10), limits=limits) as http:
-        clients = [Client(n, tokens[n], instances, http, data, stats, f"{run_id}-{n:03d}", threads)
-                   for n in range(data.layout.clients)]
-        total_parts = data.layout.clients * data.layout.parts
+    clients = [Client(n, tokens[n], instances, data, stats, f"{run_id}-{n:03d}", threads)
+               for n in range(data.layout.clients)]
+    total_parts = data.layout.clients * data.layout.parts
+    finished = threading.Event()
 
-        async def killer() -> None:
-            assert scenario.kill_at is not None
-            for _ in range(int(timeout * 20)):
-                if stats.parts_sent >= scenario.kill_at * total_parts:
-                    victim = instances[1]
-                    victim.proc.send_signal(signal.SIGKILL)
-                    victim.killed_at = time.monotonic()
-                    log(f"  killed instance 1 (pid {victim.proc.pid}) at {stats.parts_sent}/{total_parts} parts")
-                    return
-                await asyncio.sleep(0.05)
+    def killer() -> None:
+        assert scenario.kill_at is not None
+        for _ in range(int(timeout * 20)):
+            if finished.is_set():
+                return
+            if stats.parts_sent >= scenario.kill_at * total_parts:
+                victim = instances[1]
+                victim.proc.send_signal(signal.SIGKILL)
+                victim.killed_at = time.monotonic()
+                log(f"  killed instance 1 (pid {victim.proc.pid}) at {stats.parts_sent}/{total_parts} parts")
+                return
+            time.sleep(0.05)
 
-        async def one(client: Client) -> None:
-            try:
-                await client.run()
-            except Failed as exc:
-                stats.errors.append(str(exc))
+    def one(client: Client) -> None:
+        try:
+            client.run()
+        except (Failed, Refused) as exc:
+            stats.errors.append(str(exc))
+        except Exception as exc:  # the bench's own bug: count it, do not hide it
+            stats.errors.append(f"client {client.number}: {exc!r}")
 
-        started = time.monotonic()
-        tasks = [asyncio.create_task(one(c)) for c in clients]
-        if scenario.kill_at is not None:
-            tasks.append(asyncio.create_task(killer()))
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
+    started = time.monotonic()
+    kill = threading.Thread(target=killer, daemon=True) if scenario.kill_at is not None else None
+    if kill is not None:
+        kill.start()
+    with ThreadPoolExecutor(len(clients)) as pool:
+        futures = [pool.submit(one, c) for c in clients]
+        _done, late = wait(futures, timeout=timeout)
+        for _ in late:
             stats.errors.append("a client did not finish in time")
-        wall = time.monotonic() - started
+    wall = time.monotonic() - started
+    finished.set()
     return stats, wall
 
 
@@ -391,11 +401,13 @@ def run_scenario(scenario: Scenario, layout: Layout, data: Data, endpoint: str, 
                     else pg.create_database("load"))
     with services(scenario.instances, bucket, endpoint, database_url, tokens_file, folder, []) as instances:
         cpu_before = [i.cpu_s() for i in instances]
+        own_before, s3_before = time.process_time(), s3_cpu()
         load_before = os.getloadavg()[0]
         log(f"{run_id}: {layout.clients} clients x {layout.parts} parts of {human(layout.part_size)} "
             f"on {scenario.instances} instance(s), {scenario.database}")
-        stats, wall = asyncio.run(load(scenario, instances, tokens, data, run_id, timeout, threads))
+        stats, wall = load(scenario, instances, tokens, data, run_id, timeout, threads)
         cpu = [round(i.cpu_s() - b, 2) for i, b in zip(instances, cpu_before, strict=True)]
+        own_cpu, s3_cpu_s = round(time.process_time() - own_before, 2), round(s3_cpu() - s3_before, 2)
         load_after = os.getloadavg()[0]
         # The state the controller keeps, asked of the instance that is still up.
         survivor = instances[0]
@@ -437,6 +449,7 @@ def run_scenario(scenario: Scenario, layout: Layout, data: Data, endpoint: str, 
         "server_5xx": server_5xx, "tracebacks": tracebacks,
         "statuses": statuses, "objects_wrong": wrong, "objects_right": layout.clients - len(wrong),
         "orphan_s3_uploads": len(left), "service_cpu_s": cpu,
+        "clients_cpu_s": own_cpu, "s3_server_cpu_s": s3_cpu_s,
         "loadavg": [round(load_before, 2), round(load_after, 2)],
         "killed_after_s": (round(instances[1].killed_at - (time.monotonic() - wall), 1)
                            if scenario.kill_at is not None and instances[1].killed_at else None),
@@ -452,6 +465,11 @@ def run_scenario(scenario: Scenario, layout: Layout, data: Data, endpoint: str, 
 
 
 _DATA_DIRS: dict[str, str] = {}
+_S3_PROC: list[Any] = []
+
+
+def s3_cpu() -> float:
+    return float(_S3_PROC[0].cpu_s()) if _S3_PROC else float("nan")
 
 
 def endpoint_data(endpoint: str) -> str:
@@ -473,14 +491,16 @@ def report(result: dict[str, Any]) -> str:
              f"Python {result['machine']['python']}; load average before/after: {result['loadavg'][0]} / "
              f"{result['loadavg'][1]}. Busiest other processes at the start: {result['others']}.", "",
              "| part size | scenario | instances | wall s | controller requests/s | part-url p50 ms | part-url p99 ms "
-             "| PUT MiB/s | errors | 5xx | failovers | uploaded, object right | orphan S3 uploads | service CPU s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| PUT MiB/s | errors | 5xx | failovers | uploaded, object right | orphan S3 uploads | CPU s: service(s) "
+             "/ clients / S3 server |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
         lines.append(f"| {human(r['part_size'])} | {r['scenario']} | {r['instances']} | {r['wall_s']} | "
                      f"{r['requests_per_s']} | {r['part_url_p50_ms']} | {r['part_url_p99_ms']} | {r['put_mib_s']} | "
                      f"{len(r['errors'])} | {r['server_5xx']} | {r['failovers']} | "
                      f"{r['objects_right']}/{r['clients']} | {r['orphan_s3_uploads']} | "
-                     f"{' + '.join(str(c) for c in r['service_cpu_s'])} |")
+                     f"{' + '.join(str(c) for c in r['service_cpu_s'])} / {r['clients_cpu_s']} / "
+                     f"{r['s3_server_cpu_s']} |")
     lines += ["", "p50 / p99 latency of each request kind, ms:", ""]
     for r in result["rows"]:
         kinds = ", ".join(f"{k} {r['latency_p50_ms'][k]} / {r['latency_p99_ms'][k]}" for k in r["latency_p50_ms"])
@@ -525,6 +545,7 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             server = stack.enter_context(rclone_server("load", work / "s3", ACCESS_KEY, SECRET_KEY, [], work))
             _DATA_DIRS[server.endpoint] = str(work / "s3")
+            _S3_PROC.append(server)
             pg = stack.enter_context(postgres()) if any(s.database == "postgresql" for s in chosen) else None
             for size_text in args.part_size.split(","):
                 part_size = parse_size(size_text)

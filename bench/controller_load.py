@@ -192,6 +192,8 @@ class Stats:
     recovered: list[str] = field(default_factory=list)  # answers to a retry that told of the first try's effect
     errors: list[str] = field(default_factory=list)  # what a client could not get past
     parts_sent: int = 0
+    started: float = 0.0  # time.monotonic() at the start of the load
+    part_retries: int = 0  # PUTs that failed on the way (timeout, reset) and were sent again
     bytes_sent: int = 0
     uploads: dict[int, str] = field(default_factory=dict)  # client -> upload id
 
@@ -293,21 +295,29 @@ class Client:
             self.stats.recovered.append(f"client {self.number}: complete answered InvalidTransition on a retry")
 
     def send(self, seg: str, number: int) -> str:
-        signed, _ = self.call("part_url", "POST", f"/multipart_uploads/{seg}/part/{number}/presigned_post")
+        """A fresh URL and a PUT; a PUT that fails on the way (a timeout, a reset) is tried again, as the CLI's
+        engine does (bounded), and counted."""
         payload = self.data.part(self.number, number)
-        started = time.monotonic()
-        try:
-            put = self.apis[0].http.request(signed["method"], signed["url"], body=payload, redirect=False,
-                                            headers={"Content-Length": str(len(payload))})
-        except urllib3.exceptions.HTTPError as exc:
-            raise Failed(f"client {self.number}: PUT of part {number} failed: {exc!r}") from exc
-        self.stats.timed("put", time.monotonic() - started)
-        etag = (put.headers.get("ETag") or "").strip('"')
-        if put.status != 200 or etag != self.data.part_md5[self.number, number]:
-            raise Failed(f"client {self.number}: PUT of part {number}: {put.status} ETag {etag!r}")
-        self.stats.count("parts_sent")
-        self.stats.count("bytes_sent", len(payload))
-        return etag
+        for attempt in range(TRIES):
+            signed, _ = self.call("part_url", "POST", f"/multipart_uploads/{seg}/part/{number}/presigned_post")
+            started = time.monotonic()
+            try:
+                put = self.apis[0].http.request(signed["method"], signed["url"], body=payload, redirect=False,
+                                                headers={"Content-Length": str(len(payload))})
+            except urllib3.exceptions.HTTPError as exc:
+                if attempt == TRIES - 1:
+                    raise Failed(f"client {self.number}: PUT of part {number} failed {TRIES} times: {exc!r}") from exc
+                self.stats.count("part_retries")
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            self.stats.timed("put", time.monotonic() - started)
+            etag = (put.headers.get("ETag") or "").strip('"')
+            if put.status != 200 or etag != self.data.part_md5[self.number, number]:
+                raise Failed(f"client {self.number}: PUT of part {number}: {put.status} ETag {etag!r}")
+            self.stats.count("parts_sent")
+            self.stats.count("bytes_sent", len(payload))
+            return etag
+        raise AssertionError("unreachable")
 
 
 # -- a scenario -----------------------------------------------------------------------------------
@@ -372,7 +382,7 @@ def load(scenario: Scenario, instances: list[Instance], tokens: list[str], data:
         except Exception as exc:  # the bench's own bug: count it, do not hide it
             stats.errors.append(f"client {client.number}: {exc!r}")
 
-    started = time.monotonic()
+    started = stats.started = time.monotonic()
     kill = threading.Thread(target=killer, daemon=True) if scenario.kill_at is not None else None
     if kill is not None:
         kill.start()
@@ -413,6 +423,7 @@ def run_scenario(scenario: Scenario, layout: Layout, data: Data, endpoint: str, 
         survivor = instances[0]
         statuses: dict[str, int] = {}
         wrong: list[str] = []
+        ok_clients: set[int] = set()
         with ThreadPoolExecutor(4) as pool:
             def verify(n: int) -> None:
                 upload_id = stats.uploads.get(n)
@@ -426,11 +437,18 @@ def run_scenario(scenario: Scenario, layout: Layout, data: Data, endpoint: str, 
                     md5 = object_md5(s3, bucket, got["key"])
                     if md5 != data.file_md5[n]:
                         wrong.append(f"client {n}: object {got['key']} has MD5 {md5}, the file {data.file_md5[n]}")
+                    else:
+                        ok_clients.add(n)
                 else:
                     wrong.append(f"client {n}: upload {upload_id} is {got['status']}")
 
             list(pool.map(verify, range(layout.clients)))
-        left = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        try:
+            left = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        except botocore.exceptions.ClientError:  # rclone's answer for a bucket with none: NoSuchUpload
+            left = []
+        known = {u for n, u in stats.uploads.items() if n not in ok_clients}
+        orphans = [u["UploadId"] for u in left if u["UploadId"] not in known]
     logs = "".join(i.log_path.read_text(errors="replace") for i in instances)
     server_5xx = len(re.findall(r'HTTP/1\.1" 5\d\d', logs))
     tracebacks = logs.count("Traceback")
@@ -448,17 +466,19 @@ def run_scenario(scenario: Scenario, layout: Layout, data: Data, endpoint: str, 
         "errors": stats.errors, "failovers": stats.failovers, "recovered": stats.recovered,
         "server_5xx": server_5xx, "tracebacks": tracebacks,
         "statuses": statuses, "objects_wrong": wrong, "objects_right": layout.clients - len(wrong),
-        "orphan_s3_uploads": len(left), "service_cpu_s": cpu,
+        "s3_uploads_left": len(left), "orphan_s3_uploads": len(orphans),
+        "part_retries": stats.part_retries, "service_cpu_s": cpu,
         "clients_cpu_s": own_cpu, "s3_server_cpu_s": s3_cpu_s,
         "loadavg": [round(load_before, 2), round(load_after, 2)],
-        "killed_after_s": (round(instances[1].killed_at - (time.monotonic() - wall), 1)
+        "killed_after_s": (round(instances[1].killed_at - stats.started, 1)
                            if scenario.kill_at is not None and instances[1].killed_at else None),
     }
     ok = not stats.errors and not wrong and server_5xx == 0 and statuses == {"uploaded": layout.clients}
     row["ok"] = ok
     log(f"  {'OK' if ok else 'FAILED'}: {row['requests_per_s']} req/s, part-url p50 {row['part_url_p50_ms']} ms "
         f"p99 {row['part_url_p99_ms']} ms, {len(stats.errors)} errors, {server_5xx} 5xx, {stats.failovers} "
-        f"failovers, {row['objects_right']}/{layout.clients} objects right, {len(left)} orphan S3 uploads")
+        f"failovers, {row['objects_right']}/{layout.clients} objects right, {len(orphans)} orphan S3 uploads, "
+        f"{stats.part_retries} part retries")
     for line in (stats.errors + wrong)[:10]:
         log(f"    {line}")
     return row
@@ -491,13 +511,13 @@ def report(result: dict[str, Any]) -> str:
              f"Python {result['machine']['python']}; load average before/after: {result['loadavg'][0]} / "
              f"{result['loadavg'][1]}. Busiest other processes at the start: {result['others']}.", "",
              "| part size | scenario | instances | wall s | controller requests/s | part-url p50 ms | part-url p99 ms "
-             "| PUT MiB/s | errors | 5xx | failovers | uploaded, object right | orphan S3 uploads | CPU s: service(s) "
-             "/ clients / S3 server |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| PUT MiB/s | errors | 5xx | failovers | PUTs retried | uploaded, object right | orphan S3 uploads "
+             "| CPU s: service(s) / clients / S3 server |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
         lines.append(f"| {human(r['part_size'])} | {r['scenario']} | {r['instances']} | {r['wall_s']} | "
                      f"{r['requests_per_s']} | {r['part_url_p50_ms']} | {r['part_url_p99_ms']} | {r['put_mib_s']} | "
-                     f"{len(r['errors'])} | {r['server_5xx']} | {r['failovers']} | "
+                     f"{len(r['errors'])} | {r['server_5xx']} | {r['failovers']} | {r['part_retries']} | "
                      f"{r['objects_right']}/{r['clients']} | {r['orphan_s3_uploads']} | "
                      f"{' + '.join(str(c) for c in r['service_cpu_s'])} / {r['clients_cpu_s']} / "
                      f"{r['s3_server_cpu_s']} |")

@@ -244,3 +244,57 @@ def test_a_database_that_is_gone_is_503_then_served_again(start_service: StartSe
         assert found["status"] == "pending"
     assert "Database unavailable" in svc.log()
     assert " 500 " not in svc.log() and "Traceback" not in svc.log()
+
+
+# -- a completion whose answer was lost ------------------------------------------------------------------------
+
+
+def _parts_sent(c: httpx.Client, upload: dict[str, Any], chunks: list[bytes]) -> dict[str, str]:
+    etags = {}
+    for n, chunk in enumerate(chunks, start=1):
+        signed = ok(c.post(f"/multipart_uploads/{upload['upload_id']}/part/{n}/presigned_post"))
+        response = httpx.put(signed["url"], content=chunk, timeout=60)
+        assert response.status_code == 200, response.text
+        etags[str(n)] = response.headers["ETag"].strip('"')
+    return etags
+
+
+def test_a_completion_done_by_an_instance_that_died_is_uploaded_on_the_retry(sqlite_service: ServiceProcess) -> None:
+    """The load test's kill: S3 completed the upload, the instance died before its transaction committed, the
+    client's retry reaches a service that still has it pending and S3 answers NoSuchUpload. rclone's ETag of
+    the object is its MD5, which the parts' ETags cannot prove: the declared size and the object's time do."""
+    svc = sqlite_service
+    chunks = [secrets.token_bytes(5 * 2**20), secrets.token_bytes(1000)]
+    with svc.client() as c:
+        upload = ok(c.post(f"/files/{new_file_id()}/multipart_uploads",
+                           json={"size": sum(map(len, chunks)), "part_size": 5 * 2**20}), 201)
+        etags = _parts_sent(c, upload, chunks)
+        svc.s3_client().complete_multipart_upload(  # what the instance that died did
+            Bucket=svc.bucket, Key=upload["key"], UploadId=upload["upload_id"],
+            MultipartUpload={"Parts": [{"PartNumber": int(n), "ETag": e} for n, e in etags.items()]})
+        done = ok(c.patch(f"/multipart_uploads/{upload['upload_id']}", json={"status": "uploaded", "parts": etags}))
+        assert done["status"] == "uploaded" and done["object_size"] == sum(map(len, chunks))
+    body = svc.s3_client().get_object(Bucket=svc.bucket, Key=upload["key"])["Body"].read()
+    assert body == b"".join(chunks)
+
+
+def test_an_older_object_at_the_key_is_no_proof_of_completion(sqlite_service: ServiceProcess) -> None:
+    """The file's earlier upload left an object of the same size; the new upload is aborted behind the service's
+    back. Completing it must not take the old object for its own: failed, as before."""
+    import time
+
+    svc = sqlite_service
+    file_id = new_file_id()
+    chunk = secrets.token_bytes(1000)
+    with svc.client() as c:
+        first = ok(c.post(f"/files/{file_id}/multipart_uploads", json={"size": 1000}), 201)
+        ok(c.patch(f"/multipart_uploads/{first['upload_id']}",
+                   json={"status": "uploaded", "parts": _parts_sent(c, first, [chunk])}))
+        ok(c.patch(f"/multipart_uploads/{first['upload_id']}", json={"status": "rejected"}))
+        time.sleep(1.1)  # the object's time has whole seconds: the new upload begins in a later one
+        second = ok(c.post(f"/files/{file_id}/multipart_uploads", json={"size": 1000}), 201)
+        etags = _parts_sent(c, second, [secrets.token_bytes(1000)])
+        svc.s3_client().abort_multipart_upload(Bucket=svc.bucket, Key=second["key"], UploadId=second["upload_id"])
+        refused(c.patch(f"/multipart_uploads/{second['upload_id']}", json={"status": "uploaded", "parts": etags}),
+                409, "UploadGone")
+        assert ok(c.get(f"/multipart_uploads/{second['upload_id']}"))["status"] == "failed"

@@ -12,6 +12,7 @@ principal can neither read nor overwrite another's objects; a file's upload goes
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -38,7 +39,7 @@ from s3_multipart_upload.service.db import (
     files,
     multipart_uploads,
 )
-from s3_multipart_upload.service.storage import Presigned, Storage, StorageError
+from s3_multipart_upload.service.storage import Head, Presigned, Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,23 @@ class Upload:
         """The key as its owner named it (key-centric family): without the service's namespace."""
         marker = f"users/{self.owner}/"
         return self.key.split(marker, 1)[1] if marker in self.key else self.key
+
+
+def _completed_from(upload: Upload, parts: dict[int, str], head: Head) -> bool:
+    """Whether the object S3 holds at the upload's key is this upload's completion with ``parts``.
+
+    S3's ETag of a multipart object is the MD5 of the parts' MD5s, "-" and their count: a proof. Stores
+    whose ETag is the whole object's MD5 (rclone serve s3) allow no such proof; there, an object of
+    exactly the declared size, written no earlier than the upload began, at a key that only this
+    upload's principal reaches through the controller, is taken for it. Anything else stays failed.
+    """
+    if head.etag == composite_etag([parts[n].strip('"') for n in sorted(parts)]):
+        return True
+    if ("-" in head.etag or upload.size is None or head.size != upload.size or head.last_modified is None
+            or upload.created_at is None):
+        return False
+    began = dt.datetime.strptime(upload.created_at or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return head.last_modified >= began
 
 
 def check_key(key: str) -> None:
@@ -314,15 +332,17 @@ class Service:
         try:
             etag = self._storage(lambda: self.storage.complete(upload.key, upload.upload_id, parts), upload)
         except _Gone:
-            # A completion that went through, and whose answer was lost (a retry of ours, or of the store's
-            # client): the object is there, made of exactly these parts.
+            # A completion that went through, and whose answer was lost (an instance that died after S3
+            # completed the upload and before its transaction committed, a retry of ours, or of the store's
+            # client): the object is there, made of these parts.
             head = self._storage(lambda: self.storage.head(upload.key))
-            if head is None or head[1] != composite_etag([parts[n].strip('"') for n in sorted(parts)]):
+            if head is None or not _completed_from(upload, parts, head):
                 raise
-            etag = head[1]
+            log.info("Upload %s: S3 no longer has it, and its object is there: it was completed by an earlier "
+                     "request whose answer was lost.", upload.upload_id)
+            etag = head.etag
         head = self._storage(lambda: self.storage.head(upload.key))
-        size, head_etag = head if head is not None else (None, None)
-        return {"etag": etag or head_etag, "object_size": size}
+        return {"etag": etag or (head.etag if head else None), "object_size": head.size if head else None}
 
     def _storage(self, call: Any, upload: Upload | None = None, gone_ok: bool = False) -> Any:
         try:

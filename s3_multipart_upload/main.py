@@ -934,12 +934,15 @@ Exit codes: 0 stopped, 2 bad option or tokens file, 75 database unreachable.""")
 @click.option("--url-expiry", default="15m", show_default=True,
               help="How long a presigned URL stays valid: 90s, 15m, 1h (at most 7d).")
 @click.option("--key-prefix", default="", help="Prefix of every key the service writes (users/..., files/...).")
+@click.option("--max-pending-uploads", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Pending uploads one principal may have at once; one more is refused (409 TooManyPendingUploads) "
+                   "until one is completed or cancelled.")
 @s3_options
 @output_options
 @handle_errors
 def serve(bucket: str, host: str, port: int, database_url: str, tokens_file: Path | None, part_size: int,
-          url_expiry: str, key_prefix: str, endpoint_url: str | None, profile: str | None, region: str | None,
-          quiet: bool, verbose: bool) -> None:
+          url_expiry: str, key_prefix: str, max_pending_uploads: int, endpoint_url: str | None, profile: str | None,
+          region: str | None, quiet: bool, verbose: bool) -> None:
     """Run the upload controller: presigned multipart uploads for clients without AWS credentials.
 
     The service holds the credentials (boto3's usual chain: AWS_*, --profile, SSO) and keeps
@@ -957,7 +960,8 @@ def serve(bucket: str, host: str, port: int, database_url: str, tokens_file: Pat
         raise BadInput(f"--url-expiry {url_expiry} is outside S3's limits for presigned URLs (1 s to 7 days)")
     config = ServeConfig(bucket=bucket, database_url=database_url, tokens_file=tokens_file,
                          tokens_env=os.environ.get("S3MU_API_TOKENS"), endpoint_url=endpoint_url, profile=profile,
-                         region=region, part_size=part_size, url_expiry=int(expiry), key_prefix=key_prefix)
+                         region=region, part_size=part_size, url_expiry=int(expiry), key_prefix=key_prefix,
+                         max_pending=max_pending_uploads)
     run(config, host, port)
 
 

@@ -105,6 +105,7 @@ def run_service(s3: S3Server, bucket: str, database_url: str, folder: Path, *ext
     tokens = {p: secrets.token_urlsafe(24) for p in PRINCIPALS}
     tokens_file = folder / "tokens.txt"
     tokens_file.write_text("".join(f"{p} {t}\n" for p, t in tokens.items()))
+    tokens_file.chmod(0o600)
     port = free_port()
     log_path = folder / f"service-{port}.log"
     endpoint = endpoint or s3.endpoint

@@ -5,20 +5,24 @@
 - ``/me``: the principal of the token (the page's sign-in).
 
 Every route needs ``Authorization: Bearer TOKEN`` (401 without a known one), except /health and the
-upload page (``/`` and ``/static/...``, page.py).
+upload page (``/`` and ``/static/...``, page.py). A request body over MAX_BODY_BYTES is refused (413)
+before it is read; a database that does not answer is a 503 the client may retry, never a 500.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated, Any
 
+import sqlalchemy.exc
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from s3_multipart_upload import __version__
 from s3_multipart_upload.plan import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
@@ -28,6 +32,10 @@ from s3_multipart_upload.service.core import Service, ServiceError, Upload
 from s3_multipart_upload.service.page import add_page
 from s3_multipart_upload.service.storage import Presigned
 
+log = logging.getLogger(__name__)
+
+# The largest JSON body: a completion of 10,000 parts with their quoted ETags is about 650 KB.
+MAX_BODY_BYTES = 2**20
 PRINTABLE = r"^[\x20-\x7e]*$"
 STATUS_PATTERN = f"^({'|'.join(db.STATUSES)})$"
 Key = Annotated[str, Field(min_length=1, max_length=1024, description="object key (at most 1,024 bytes of UTF-8)")]
@@ -158,8 +166,57 @@ def _url(p: Presigned) -> dict[str, Any]:
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Error, "description": "no token, or an unknown one"},
     404: {"model": Error, "description": "no such upload or file, or it belongs to another principal"},
-    409: {"model": Error, "description": "the upload's status does not allow this"},
+    409: {"model": Error, "description": "the upload's status does not allow this, or the principal has the most "
+                                         "pending uploads allowed (TooManyPendingUploads)"},
+    413: {"model": Error, "description": f"the request body is over {MAX_BODY_BYTES} bytes"},
+    503: {"model": Error, "description": "the storage or the database did not answer: retry later"},
 }
+
+
+class BodyLimit:
+    """413 for a request body over ``limit`` bytes, without reading it: by its Content-Length, or, for a chunked
+    body, as soon as the bytes received pass the limit (what was received is then replayed to the app)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:  # the server has checked that it is a number, and reads no more than it says
+            if int(length) > self.limit:
+                await self._refuse(scope, receive, send, int(length))
+                return
+            await self.app(scope, receive, send)
+            return
+        received: list[Message] = []
+        size = 0
+        while True:  # bounded: each message brings bytes, and more than the limit ends it
+            message = await receive()
+            received.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(scope, receive, send, None)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return received.pop(0) if received else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, length: int | None) -> None:
+        said = f"{length} bytes" if length is not None else f"more than {self.limit} bytes"
+        response = JSONResponse({"detail": f"the request body is {said}; this controller takes at most "
+                                           f"{self.limit}", "code": "BodyTooLarge"},
+                                status_code=413, headers={"Connection": "close", "Cache-Control": "no-store"})
+        await response(scope, receive, send)
 
 
 _bearer = HTTPBearer(auto_error=False, description="an API token of the service's tokens file")
@@ -188,6 +245,15 @@ def create_app(service: Service, tokens: Tokens) -> FastAPI:
         # surrogate ("\ud800"), which cannot be encoded as UTF-8 (FastAPI's handler then fails with a 500).
         body = json.dumps({"detail": jsonable_encoder(exc.errors())})
         return Response(body, status_code=422, media_type="application/json")
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # The database is down, restarting, or every connection of the pool is busy: the client may retry.
+        cause = getattr(exc, "orig", None) or exc
+        log.warning("Database unavailable: %s: %s", type(cause).__name__, str(cause).splitlines()[0][:200])
+        return JSONResponse({"detail": "the database did not answer; retry in a moment", "code": "DatabaseUnavailable"},
+                            status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
@@ -283,4 +349,5 @@ def create_app(service: Service, tokens: Tokens) -> FastAPI:
         response.headers["Cache-Control"] = "no-store"  # answers carry signed URLs
         return response
 
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # outermost of the app's own: before anything reads
     return app

@@ -12,6 +12,8 @@ principal can neither read nor overwrite another's objects; a file's upload goes
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -37,13 +39,14 @@ from s3_multipart_upload.service.db import (
     files,
     multipart_uploads,
 )
-from s3_multipart_upload.service.storage import Presigned, Storage, StorageError
+from s3_multipart_upload.service.storage import Head, Presigned, Storage, StorageError
 
 log = logging.getLogger(__name__)
 
 MAX_KEY_BYTES = 1024
 FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+PENDING_LOCK = 7338202  # PostgreSQL advisory-lock class of the per-principal count (db.migrate uses one key alone)
 
 
 class ServiceError(Exception):
@@ -76,6 +79,7 @@ def not_found(upload_id: str) -> ServiceError:
 class Settings:
     part_size: int = 16 * 2**20  # for files whose size is not declared; a declared size may raise it
     key_prefix: str = ""
+    max_pending: int = 1000  # pending uploads per principal: each holds an S3 upload and its parts until it ends
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,23 @@ class Upload:
         """The key as its owner named it (key-centric family): without the service's namespace."""
         marker = f"users/{self.owner}/"
         return self.key.split(marker, 1)[1] if marker in self.key else self.key
+
+
+def _completed_from(upload: Upload, parts: dict[int, str], head: Head) -> bool:
+    """Whether the object S3 holds at the upload's key is this upload's completion with ``parts``.
+
+    S3's ETag of a multipart object is the MD5 of the parts' MD5s, "-" and their count: a proof. Stores
+    whose ETag is the whole object's MD5 (rclone serve s3) allow no such proof; there, an object of
+    exactly the declared size, written no earlier than the upload began, at a key that only this
+    upload's principal reaches through the controller, is taken for it. Anything else stays failed.
+    """
+    if head.etag == composite_etag([parts[n].strip('"') for n in sorted(parts)]):
+        return True
+    if ("-" in head.etag or upload.size is None or head.size != upload.size or head.last_modified is None
+            or upload.created_at is None):
+        return False
+    began = dt.datetime.strptime(upload.created_at or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return head.last_modified >= began
 
 
 def check_key(key: str) -> None:
@@ -180,9 +201,12 @@ class Service:
         """A multipart upload of ``key`` in the principal's namespace (key-centric family)."""
         full = self.user_key(principal, key)
         chosen = self._part_size(size, part_size)
+        with self.db.read() as conn:
+            self._check_pending(conn, principal)  # before S3 is asked: the usual refusal costs no S3 call
         upload_id = self._storage(lambda: self.storage.create(full, content_type))
         try:
             with self.db.transaction() as conn:
+                self._check_pending(conn, principal, lock=True)  # again, exactly: another request may have won
                 self._insert(conn, upload_id, None, full, principal, chosen, size, content_type)
                 return self._get(conn, principal, upload_id)
         except Exception:
@@ -201,8 +225,10 @@ class Service:
             if active is not None:
                 raise ServiceError(409, "UploadExists", f"file {file_id!r} already has an upload that is "
                                                         f"{active.status} ({active.s3_upload_id})")
+            self._check_pending(conn, principal)
             upload_id = self._storage(lambda: self.storage.create(key, content_type))
             try:
+                self._check_pending(conn, principal, lock=True)
                 self._insert(conn, upload_id, file_id, key, principal, chosen, size, content_type)
                 conn.execute(files.update().where(files.c.file_id == file_id).values(s3_upload_id=upload_id))
             except Exception:
@@ -306,15 +332,17 @@ class Service:
         try:
             etag = self._storage(lambda: self.storage.complete(upload.key, upload.upload_id, parts), upload)
         except _Gone:
-            # A completion that went through, and whose answer was lost (a retry of ours, or of the store's
-            # client): the object is there, made of exactly these parts.
+            # A completion that went through, and whose answer was lost (an instance that died after S3
+            # completed the upload and before its transaction committed, a retry of ours, or of the store's
+            # client): the object is there, made of these parts.
             head = self._storage(lambda: self.storage.head(upload.key))
-            if head is None or head[1] != composite_etag([parts[n].strip('"') for n in sorted(parts)]):
+            if head is None or not _completed_from(upload, parts, head):
                 raise
-            etag = head[1]
+            log.info("Upload %s: S3 no longer has it, and its object is there: it was completed by an earlier "
+                     "request whose answer was lost.", upload.upload_id)
+            etag = head.etag
         head = self._storage(lambda: self.storage.head(upload.key))
-        size, head_etag = head if head is not None else (None, None)
-        return {"etag": etag or head_etag, "object_size": size}
+        return {"etag": etag or (head.etag if head else None), "object_size": head.size if head else None}
 
     def _storage(self, call: Any, upload: Upload | None = None, gone_ok: bool = False) -> Any:
         try:
@@ -337,6 +365,21 @@ class Service:
             self.storage.abort(key, upload_id)
         except StorageError:
             log.warning("Could not abort S3 upload %s of %s after a failed insert.", upload_id, key)
+
+    def _check_pending(self, conn: Connection, principal: str, lock: bool = False) -> None:
+        """409 if the principal already has the most pending uploads allowed. With ``lock``, exact: on PostgreSQL
+        the principal's advisory lock is held until the transaction ends, so two creates cannot both count
+        one below the limit (SQLite's write transactions take turns anyway)."""
+        if lock and not self.db.is_sqlite:
+            key = int.from_bytes(hashlib.sha256(principal.encode()).digest()[:4], "big", signed=True)
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PENDING_LOCK, key)))
+        count = conn.execute(sa.select(sa.func.count()).select_from(multipart_uploads).where(
+            multipart_uploads.c.owner == principal, multipart_uploads.c.status == PENDING)).scalar() or 0
+        if count >= self.settings.max_pending:
+            raise ServiceError(409, "TooManyPendingUploads",
+                               f"{principal} has {count} pending uploads, and this controller allows "
+                               f"{self.settings.max_pending}: complete or cancel some (status uploaded or cancelled) "
+                               "before starting another")
 
     def _claim_file(self, conn: Connection, principal: str, file_id: str) -> None:
         insert = sqlite_insert(files) if self.db.is_sqlite else postgresql_insert(files)

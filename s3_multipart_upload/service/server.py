@@ -31,6 +31,7 @@ class ServeConfig:
     part_size: int = 16 * 2**20
     url_expiry: int = 900
     key_prefix: str = ""
+    max_pending: int = 1000
 
 
 def build(config: ServeConfig) -> FastAPI:
@@ -48,7 +49,8 @@ def build(config: ServeConfig) -> FastAPI:
     log.info("Database %s at schema version %d; %d API tokens; bucket %s.", database.safe_url, version,
              len(tokens), config.bucket)
     storage = Storage(config.bucket, config.endpoint_url, config.profile, config.region, config.url_expiry)
-    service = Service(database, storage, Settings(part_size=config.part_size, key_prefix=config.key_prefix))
+    settings = Settings(part_size=config.part_size, key_prefix=config.key_prefix, max_pending=config.max_pending)
+    service = Service(database, storage, settings)
     return create_app(service, tokens)
 
 

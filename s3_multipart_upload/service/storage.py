@@ -39,6 +39,13 @@ class StorageError(Exception):
 
 
 @dataclass(frozen=True)
+class Head:
+    size: int
+    etag: str  # without quotes
+    last_modified: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class Presigned:
     url: str
     method: str
@@ -107,15 +114,17 @@ class Storage:
     def list_parts(self, key: str, upload_id: str) -> list[dict[str, Any]]:
         return _mapped("ListParts", key, lambda: _list_all_parts(self.client, self.bucket, key, upload_id))
 
-    def head(self, key: str) -> tuple[int, str] | None:
-        """(size, ETag) of the object at ``key``, or None if there is none."""
+    def head(self, key: str) -> Head | None:
+        """Size, ETag and time of the object at ``key``, or None if there is none."""
         try:
             head = _mapped("HeadObject", key, lambda: self.client.head_object(Bucket=self.bucket, Key=key))
         except StorageError as exc:
             if exc.code in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return int(head["ContentLength"]), str(head["ETag"]).strip('"')
+        modified = head.get("LastModified")
+        return Head(int(head["ContentLength"]), str(head["ETag"]).strip('"'),
+                    modified if isinstance(modified, dt.datetime) else None)
 
 
 def _mapped(operation: str, key: str, call: Callable[[], T]) -> T:

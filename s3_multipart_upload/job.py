@@ -26,6 +26,7 @@ from s3_multipart_upload.s3 import (
     as_upload_error,
     classify,
     describe,
+    is_clock_skew,
     is_throttling,
 )
 from s3_multipart_upload.sources import Source
@@ -146,8 +147,8 @@ class Job:
         if self.stop.wait(seconds):
             raise Stopping()
 
-    def call(self, what: str, fn: Callable[[S3Client], T]) -> T:
-        return self.requests.call(what, fn)
+    def call(self, what: str, fn: Callable[[S3Client], T], body_size: int | None = None) -> T:
+        return self.requests.call(what, fn, body_size)
 
     def fail(self, exc: BaseException, parts_done: int | None = None, parts_total: int | None = None) -> UploadError:
         """The error to stop with for a failure that retries did not fix."""
@@ -162,6 +163,12 @@ class Job:
             return CredentialsExpired(
                 f"the credentials for {self.where} expired or were refused ({describe(exc)}).{done}",
                 "refresh your credentials (aws sso login, aws-vault, a new session), then rerun the same command",
+            )
+        if is_clock_skew(exc):
+            return TemporaryFailure(
+                f"the server refuses the time this machine signs requests for {self.where} with, even corrected by "
+                f"its Date header ({describe(exc)}).{done}",
+                "set this machine's clock right (NTP: timedatectl set-ntp true), then rerun the same command",
             )
         if kind is Kind.TRANSIENT:
             return TemporaryFailure(

@@ -54,6 +54,8 @@ class Seen:
     query: dict[str, str]
     size: int
     access_key: str = ""  # from the SigV4 Authorization header
+    connection: int = 0  # the client's port: a request on a new connection has another one
+    amz_date: str = ""  # X-Amz-Date, the time the client signed the request at
 
     @property
     def part_number(self) -> int | None:
@@ -72,6 +74,12 @@ class Fault:
     body: str | None = None  # answer with this body (and ``status``) instead of an S3 error
     headers: dict[str, str] | None = None  # forward with these request headers replaced (moto checks no signature)
     hold: float = 0.0  # hold the request this long, then forward it as it is (until a presigned URL expires)
+    # A stalled connection: read this many body bytes (-1: all of them) and then neither read nor answer, until the
+    # client gives up (or the proxy closes; at most ``STALL_LIMIT`` s).
+    stall_after: int | None = None
+
+
+STALL_LIMIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,7 @@ class S3Proxy:
                 auth = self.headers.get("Authorization") or ""
                 access_key = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else ""
                 seen = Seen(self.command, url.path, dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True)),
-                            length, access_key)
+                            length, access_key, self.client_address[1], self.headers.get("X-Amz-Date", ""))
                 with proxy._lock:
                     index = len(proxy.seen)
                     proxy.seen.append(seen)
@@ -156,6 +164,11 @@ class S3Proxy:
                 if fault is not None and fault.hold:
                     time.sleep(fault.hold)
                     fault = None
+                if fault is not None and fault.stall_after is not None:
+                    self.rfile.read(length if fault.stall_after < 0 else min(fault.stall_after, length))
+                    proxy._closing.wait(STALL_LIMIT)
+                    self.close_connection = True
+                    return
                 if fault is not None and fault.cut_after is not None:
                     self.rfile.read(min(fault.cut_after, length))
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -221,6 +234,7 @@ class S3Proxy:
                 pass  # clients killed mid-request are what these tests do
 
         self._busy = 0
+        self._closing = threading.Event()
         self._server = Server(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -295,5 +309,6 @@ class S3Proxy:
             self.seen.clear()
 
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()

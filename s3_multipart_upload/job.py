@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -91,12 +92,13 @@ class Stopping(Exception):
 
 
 class Throttle:
-    """How many parts may be in flight: halved when the server says SlowDown, doubled back after a calm spell."""
+    """How many parts may be in flight: halved when the server says SlowDown, doubled back after a calm spell.
+    ``on_change(in_flight, was)`` hears of both."""
 
     def __init__(self, limit: int, cool_down: float = 30.0, clock: Callable[[], float] = time.monotonic,
-                 on_slow_down: Callable[[int, int], None] | None = None) -> None:
+                 on_change: Callable[[int, int], None] | None = None) -> None:
         self.limit = limit
-        self._on_slow_down = on_slow_down
+        self._on_change = on_change
         self.current = limit
         self._cool_down = cool_down
         self._clock = clock
@@ -110,16 +112,18 @@ class Throttle:
             if lowered < self.current:
                 log.warning("The server asks to slow down: %d parts in flight instead of %d for at least %.0f s.",
                             lowered, self.current, self._cool_down)
-                if self._on_slow_down is not None:
-                    self._on_slow_down(lowered, self.current)
+                if self._on_change is not None:
+                    self._on_change(lowered, self.current)
                 self.current = lowered
 
     def allowed(self) -> int:
         with self._lock:
             if self.current < self.limit and self._clock() >= self._calm_at:
-                self.current = min(self.limit, self.current * 2)
+                was, self.current = self.current, min(self.limit, self.current * 2)
                 self._calm_at = self._clock() + self._cool_down
                 log.info("The server has been calm: up to %d parts in flight again.", self.current)
+                if self._on_change is not None:
+                    self._on_change(self.current, was)
             return self.current
 
 
@@ -133,7 +137,9 @@ class Job:
         self.progress = progress or NullProgress()
         self.retry = retry or RetryPolicy()
         self.stop = threading.Event()
-        self.throttle = Throttle(max(1, request.threads), on_slow_down=self.progress.throttled)
+        # S3MU_TEST_COOL_DOWN: a test hook (seconds), so that a test sees the throttle recover without waiting 30 s.
+        cool_down = float(os.environ.get("S3MU_TEST_COOL_DOWN") or 30.0)
+        self.throttle = Throttle(max(1, request.threads), cool_down, on_change=self.progress.throttled)
         self.requests = Requester(clients, self.retry, on_retry=self._on_retry, sleep=sleep or self._backoff)
 
     def _on_retry(self, what: str, attempt: int, exc: BaseException, wait: float) -> None:

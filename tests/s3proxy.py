@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import random
 import re
 import socket
 import threading
@@ -97,6 +98,25 @@ class CorsRule:
 Rule = Callable[[Seen, int], Fault | None]  # (request, index of the request) -> fault or None
 
 
+def storm(seconds: float, share: float = 0.5, seed: int = 0) -> Rule:
+    """A throttling storm: SlowDown to ``share`` of the part uploads (drawn at random, seeded) for ``seconds`` from
+    the first part upload on, then nothing."""
+    draw = random.Random(seed)
+    lock = threading.Lock()
+    began: list[float] = []
+
+    def rule(seen: Seen, index: int) -> Fault | None:
+        if seen.part_number is None:
+            return None
+        with lock:
+            now = time.monotonic()
+            began[:] = began or [now]
+            if now - began[0] < seconds and draw.random() < share:
+                return Fault(status=503, code="SlowDown")
+        return None
+    return rule
+
+
 @dataclass
 class S3Proxy:
     upstream: str  # http://127.0.0.1:PORT
@@ -107,6 +127,7 @@ class S3Proxy:
     refused: list[str] = field(default_factory=list)  # why each BadDigest was answered
     cors: CorsRule | None = None  # answer preflight requests by this rule instead of forwarding them
     hide_headers: tuple[str, ...] = ()  # answer headers not passed on (a bucket whose CORS rule lacks some)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of each part upload, monotonic
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -131,11 +152,14 @@ class S3Proxy:
                     index = len(proxy.seen)
                     proxy.seen.append(seen)
                     proxy._busy += 1
+                began = time.monotonic()
                 try:
                     self._forward(seen, index, length)
                 finally:
                     with proxy._lock:
                         proxy._busy -= 1
+                        if seen.part_number is not None:
+                            proxy.spans.append((began, time.monotonic()))
 
             def _preflight(self, rule: CorsRule) -> None:
                 origin = self.headers.get("Origin", "")

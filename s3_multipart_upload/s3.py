@@ -392,7 +392,8 @@ class _waited(stop_base):
         return retry_state.idle_for >= self.seconds
 
 
-RetryHook = Callable[[str, int, BaseException, float], None]  # (what, attempt, error, seconds to wait)
+# (what, attempt, error, seconds to wait, time.monotonic() when the failed try began)
+RetryHook = Callable[[str, int, BaseException, float, float], None]
 
 
 class Requester:
@@ -409,8 +410,10 @@ class Requester:
         """``fn(client)`` with retries. ``body_size``: the request sends a body of up to this many bytes, so its answer
         may take longer (``Timeouts.for_body``)."""
         clock = self.clients.clock
+        began = [0.0]  # when the latest try began
 
         def attempt(client: S3Client) -> T:
+            began[0] = time.monotonic()
             with clock.signing():
                 try:
                     return fn(client)
@@ -425,7 +428,7 @@ class Requester:
             log.warning("%s: %s; retry %d in %.1f s.", what, describe(exc) if exc else "failed",
                         state.attempt_number, wait)
             if exc is not None and self._on_retry is not None:
-                self._on_retry(what, state.attempt_number, exc, wait)
+                self._on_retry(what, state.attempt_number, exc, wait, began[0])
 
         for _ in range(3):  # at most: the first client, a refreshed one, and one refreshed by another thread
             generation = self.clients.generation

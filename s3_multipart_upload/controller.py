@@ -32,6 +32,7 @@ from s3_multipart_upload.s3 import (
     Kind,
     Requester,
     RetryPolicy,
+    Timeouts,
     classify,
     describe,
     error_code,
@@ -132,10 +133,11 @@ def _seg(value: str) -> str:
 
 
 def _send(http: urllib3.PoolManager, method: str, url: str, body: Any, headers: dict[str, str], operation: str,
-          where: str) -> urllib3.BaseHTTPResponse:
+          where: str, timeout: urllib3.Timeout | None = None) -> urllib3.BaseHTTPResponse:
     """One request; connection failures become the builtin errors the engine retries."""
+    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}  # None would mean no timeout at all
     try:
-        return http.request(method, url, body=body, headers=headers, redirect=False, preload_content=True)
+        return http.request(method, url, body=body, headers=headers, redirect=False, preload_content=True, **extra)
     except urllib3.exceptions.TimeoutError as exc:
         raise TimeoutError(f"{operation}: no answer from {where} in time") from exc
     except urllib3.exceptions.HTTPError as exc:
@@ -146,9 +148,10 @@ def _send(http: urllib3.PoolManager, method: str, url: str, body: Any, headers: 
 class ControllerS3:
     """The S3 calls of the engine for one upload, made through the controller and its presigned URLs."""
 
-    def __init__(self, api: ControllerAPI, upload_id: str) -> None:
+    def __init__(self, api: ControllerAPI, upload_id: str, timeouts: Timeouts | None = None) -> None:
         self.api = api
         self.upload_id = upload_id
+        self.timeouts = timeouts or Timeouts()
 
     def _check_upload(self, upload_id: str) -> None:
         if upload_id != self.upload_id:
@@ -172,6 +175,8 @@ class ControllerS3:
             raise BadInput("through a controller, parts are checked with Content-MD5 only",
                            "leave out --checksum (S3 refuses unsigned x-amz-checksum headers on presigned URLs)")
         headers = {"Content-Length": str(len(Body))}  # Body: the engine's PartStream, read as it is sent
+        # Stalls: as for botocore's part uploads (s3.Timeouts), here for a part this size.
+        timeout = urllib3.Timeout(connect=self.timeouts.send, read=self.timeouts.for_body(len(Body)))
         if ContentMD5:
             headers["Content-MD5"] = ContentMD5
         for attempt in (1, 2):
@@ -179,7 +184,7 @@ class ControllerS3:
                                    "GetPartUrl")
             Body.seek(0)  # a second try reads the part again from the file (and hashes it again)
             response = _send(self.api.http, signed.get("method", "PUT"), signed["url"], Body, headers,
-                             f"UploadPart {PartNumber}", where=_host(signed["url"]))
+                             f"UploadPart {PartNumber}", where=_host(signed["url"]), timeout=timeout)
             code = _s3_code(response.data) if response.status >= 300 else None
             if attempt == 1 and (response.status == 403 or code in _EXPIRED):
                 # Expired (the part waited, or the clocks differ): a fresh URL, once. S3 answers 403
@@ -260,8 +265,11 @@ class ControllerClients(ClientFactory):
         self.api = api
         self.upload_id = upload_id
 
-    def _build(self) -> S3Client:
-        return cast("S3Client", ControllerS3(self.api, self.upload_id))
+    def _build(self, read_timeout: float) -> S3Client:
+        return cast("S3Client", ControllerS3(self.api, self.upload_id, self.timeouts))
+
+    def client(self, body_size: int | None = None) -> S3Client:
+        return super().client()  # one for every request: each part's PUT takes a timeout for its size
 
     def refresh(self, seen_generation: int) -> bool:
         return False  # no AWS credentials here: a refused token is final (exit 5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -91,35 +92,47 @@ class Stopping(Exception):
 
 
 class Throttle:
-    """How many parts may be in flight: halved when the server says SlowDown, doubled back after a calm spell."""
+    """How many parts may be in flight: halved when the server says SlowDown, doubled back after a calm spell.
 
-    def __init__(self, limit: int, cool_down: float = 30.0, clock: Callable[[], float] = time.monotonic,
-                 on_slow_down: Callable[[int, int], None] | None = None) -> None:
+    A SlowDown halves once per burst: the answer to a request sent before the last cut only restarts the calm
+    spell (the parts in flight at a SlowDown often all get one, and one cut already answers them all).
+    ``on_change(in_flight, was)`` hears of every change, down and up."""
+
+    def __init__(self, limit: int, cool_down: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[int, int], None] | None = None) -> None:
         self.limit = limit
-        self._on_slow_down = on_slow_down
+        self._on_change = on_change
         self.current = limit
         self._cool_down = cool_down
         self._clock = clock
         self._calm_at = 0.0
+        self._cut_at = float("-inf")
         self._lock = threading.Lock()
 
-    def slow_down(self) -> None:
+    def slow_down(self, sent_at: float | None = None) -> None:
+        """The server said SlowDown to a request sent at ``sent_at`` (by ``clock``; None: now)."""
         with self._lock:
-            self._calm_at = self._clock() + self._cool_down
+            now = self._clock()
+            self._calm_at = now + self._cool_down
+            if sent_at is not None and sent_at < self._cut_at:
+                return  # sent before the last cut: that cut answered it
             lowered = max(1, self.current // 2)
             if lowered < self.current:
                 log.warning("The server asks to slow down: %d parts in flight instead of %d for at least %.0f s.",
                             lowered, self.current, self._cool_down)
-                if self._on_slow_down is not None:
-                    self._on_slow_down(lowered, self.current)
+                if self._on_change is not None:
+                    self._on_change(lowered, self.current)
                 self.current = lowered
+                self._cut_at = now
 
     def allowed(self) -> int:
         with self._lock:
             if self.current < self.limit and self._clock() >= self._calm_at:
-                self.current = min(self.limit, self.current * 2)
+                was, self.current = self.current, min(self.limit, self.current * 2)
                 self._calm_at = self._clock() + self._cool_down
                 log.info("The server has been calm: up to %d parts in flight again.", self.current)
+                if self._on_change is not None:
+                    self._on_change(self.current, was)
             return self.current
 
 
@@ -133,12 +146,14 @@ class Job:
         self.progress = progress or NullProgress()
         self.retry = retry or RetryPolicy()
         self.stop = threading.Event()
-        self.throttle = Throttle(max(1, request.threads), on_slow_down=self.progress.throttled)
+        # S3MU_TEST_COOL_DOWN: a test hook (seconds), so that a test sees the throttle recover without waiting 10 s.
+        cool_down = float(os.environ.get("S3MU_TEST_COOL_DOWN") or 10.0)
+        self.throttle = Throttle(max(1, request.threads), cool_down, on_change=self.progress.throttled)
         self.requests = Requester(clients, self.retry, on_retry=self._on_retry, sleep=sleep or self._backoff)
 
-    def _on_retry(self, what: str, attempt: int, exc: BaseException, wait: float) -> None:
+    def _on_retry(self, what: str, attempt: int, exc: BaseException, wait: float, began: float) -> None:
         if is_throttling(exc):
-            self.throttle.slow_down()
+            self.throttle.slow_down(began)
         self.progress.retry(what, attempt, describe(exc), wait)
 
     def _backoff(self, seconds: float) -> None:
@@ -147,8 +162,8 @@ class Job:
         if self.stop.wait(seconds):
             raise Stopping()
 
-    def call(self, what: str, fn: Callable[[S3Client], T]) -> T:
-        return self.requests.call(what, fn)
+    def call(self, what: str, fn: Callable[[S3Client], T], body_size: int | None = None) -> T:
+        return self.requests.call(what, fn, body_size)
 
     def fail(self, exc: BaseException, parts_done: int | None = None, parts_total: int | None = None) -> UploadError:
         """The error to stop with for a failure that retries did not fix."""

@@ -1,16 +1,27 @@
 """The S3 client and the one place that knows botocore's exceptions.
 
 ``classify`` sorts every failure into what the engine does next: retry it (transient),
-refresh the session (credentials), or stop with the matching exit code.
+refresh the session (credentials), or stop with the matching exit code. ``Timeouts`` bounds how
+long a request may go with no byte moving; ``SigningClock`` signs with the server's time once a
+server refused this machine's as too far off.
+
+Hooks for tests only (environment variables, not options; a user never needs them):
+``S3MU_TEST_TIMEOUTS`` (``Timeouts`` fields, e.g. ``send=1,answer=2,answer_per_gib=0``) and
+``S3MU_TEST_CLOCK_SHIFT`` (seconds added to this machine's clock for signing, as faketime would).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime as dt
+import email.utils
 import enum
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,6 +40,7 @@ from s3_multipart_upload.errors import (
     UploadError,
     UploadGone,
 )
+from s3_multipart_upload.plan import GiB
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -48,7 +60,7 @@ class Kind(enum.Enum):
 
 
 TRANSIENT_CODES = frozenset({
-    "SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
+    "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
     "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
     "BadDigest",  # bytes damaged in transit: send them again
     "IncompleteBody", "XAmzContentSHA256Mismatch", "OperationAborted", "500", "502", "503", "504",
@@ -79,6 +91,33 @@ def is_throttling(exc: BaseException) -> bool:
     return error_code(exc) in THROTTLING_CODES or status in (429, 503)
 
 
+# A request signed at a time too far from the server's (S3 allows 15 minutes). S3, MinIO and Ceph answer
+# RequestTimeTooSkewed; rclone serve s3 answers AccessDenied with the second message.
+SKEW_CODES = frozenset({"RequestTimeTooSkewed"})
+SKEW_MESSAGES = ("the difference between the request time and the current time is too large",
+                 "the difference between the request time and the server's time exceeds")
+
+
+def is_clock_skew(exc: BaseException) -> bool:
+    """The server refused the request because the time it was signed at is too far from the server's."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    message = str(exc.response.get("Error", {}).get("Message") or "").lower()
+    return error_code(exc) in SKEW_CODES or any(m in message for m in SKEW_MESSAGES)
+
+
+def stall_of(exc: BaseException) -> str | None:
+    """Where a request's bytes stopped moving, if that is why it failed: "send" (the network took no byte of the
+    body for ``Timeouts.send``) or "answer" (no byte of the answer came for the read timeout)."""
+    if isinstance(exc, botocore.exceptions.ReadTimeoutError):
+        return "answer"
+    if isinstance(exc, botocore.exceptions.ConnectionClosedError):
+        cause = exc.kwargs.get("error")  # urllib3's ProtocolError("Connection aborted.", TimeoutError(...))
+        if any(isinstance(arg, TimeoutError) for arg in getattr(cause, "args", ())):
+            return "send"
+    return None
+
+
 def needs_content_md5(exc: BaseException) -> bool:
     """The store refused a body sent without Content-MD5 or an additional checksum (S3 and others do so where
     Object Lock retention applies: "Content-MD5 OR x-amz-checksum- HTTP header is required")."""
@@ -99,6 +138,8 @@ def classify(exc: BaseException) -> Kind:
     if isinstance(exc, botocore.exceptions.ClientError):
         code = error_code(exc) or ""
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if is_clock_skew(exc):
+            return Kind.TRANSIENT  # the Requester signs the next try with the server's time
         if code in CREDENTIAL_CODES:
             return Kind.CREDENTIALS
         if code in GONE_CODES:
@@ -190,6 +231,11 @@ def translate(exc: BaseException, bucket: str, key: str, *, where: str | None = 
         return CredentialsExpired(
             f"the credentials for {where} expired or were refused ({describe(exc)}).{detail}",
             "refresh your credentials (aws sso login, aws-vault, a new session), then rerun the same command")
+    if is_clock_skew(exc):
+        return TemporaryFailure(
+            f"the server refuses the time this machine signs requests for {where} with, even corrected by its Date "
+            f"header ({describe(exc)}).{detail}",
+            "set this machine's clock right (NTP: timedatectl set-ntp true), then rerun the same command")
     if kind is Kind.TRANSIENT:
         after = f" after {tries} tries" if tries else ""
         return TemporaryFailure(f"the server did not accept a request for {where}{after} ({describe(exc)}).{detail}",
@@ -207,24 +253,132 @@ class Endpoint:
     region: str | None = None
 
 
-class ClientFactory:
-    """Builds the shared S3 client; ``refresh`` rebuilds the session to pick up renewed credentials."""
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a request may go with no byte moving before it is abandoned; it then counts as a transient failure
+    and is retried on a new connection (urllib3 discards a connection that timed out).
 
-    def __init__(self, endpoint: Endpoint, pool_size: int) -> None:
+    ``send``: to connect, and for the network to take each block of a body (urllib3 applies the connect timeout
+    to every write of the body: a body stalls when nothing reads it). ``answer`` plus ``answer_per_gib`` for each GiB
+    of the body: from a body's last byte to its answer's first, and between the answer's bytes. A store may work on a
+    part after its last byte (rclone serve s3 in streaming mode answers an out-of-order 1 GiB part about 40 s later),
+    so this wait grows with the part size: 20.5 s for 5 MiB, 23 s for 32 MiB, 120 s for 1 GiB, 520 s for 5 GiB.
+    ``other``: the answer to a request without a body (a CompleteMultipartUpload assembles the object first)."""
+
+    send: float = 10.0
+    answer: float = 20.0
+    answer_per_gib: float = 100.0
+    other: float = 120.0
+
+    def for_body(self, size: int) -> float:
+        """The read timeout for the answer to a request that sends ``size`` bytes."""
+        return round(self.answer + self.answer_per_gib * size / GiB, 1)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Timeouts:
+        """The defaults, or what ``S3MU_TEST_TIMEOUTS`` (a test hook: ``send=1,answer=2``) sets."""
+        given = environ.get("S3MU_TEST_TIMEOUTS", "").strip()
+        if not given:
+            return cls()
+        pairs = dict(item.split("=", 1) for item in given.split(","))
+        return dataclasses.replace(cls(), **{name.strip(): float(value) for name, value in pairs.items()})
+
+
+_signing = threading.local()  # .shift: seconds the requests signed in this thread add to this machine's clock
+
+
+def _signing_time(remove_tzinfo: bool = True) -> dt.datetime:
+    """What botocore's signers call for the time to sign with (``botocore.compat.get_current_datetime``)."""
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=getattr(_signing, "shift", 0.0))
+    return now.replace(tzinfo=None) if remove_tzinfo else now
+
+
+def _install_signing_time() -> None:
+    """Make botocore's SigV4 signers (its own and awscrt's) take the time from ``_signing_time``. botocore has no
+    clock setting or skew correction (boto/boto3#1252), and its signers call the function they imported by name, so
+    it is replaced in their modules. With no shift set in the thread, the time is exactly botocore's."""
+    import botocore.auth
+
+    botocore.auth.get_current_datetime = _signing_time  # type: ignore[attr-defined]
+    try:
+        import botocore.crt.auth
+    except ImportError:  # no awscrt: botocore signs with its own signers only
+        return
+    botocore.crt.auth.get_current_datetime = _signing_time  # type: ignore[attr-defined]
+
+
+class SigningClock:
+    """The time this process signs requests to one store with: the machine's clock, plus the offset learnt from a
+    server that refused a request as signed too far from its own time (the server's Date header says its time).
+    Said once; later corrections (a clock stepped by NTP, a laptop that slept) are logged at debug level."""
+
+    def __init__(self, shift: float = 0.0) -> None:
+        self.shift = shift  # the test hook S3MU_TEST_CLOCK_SHIFT: this machine's clock, as a test fakes it
+        self.offset = 0.0
+        self.corrections = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def signing(self) -> Iterator[None]:
+        """Requests signed in this thread within the block use this clock (nested blocks: the innermost)."""
+        before = getattr(_signing, "shift", 0.0)
+        _signing.shift = self.shift + self.offset
+        try:
+            yield
+        finally:
+            _signing.shift = before
+
+    def correct(self, exc: BaseException, what: str) -> None:
+        """Take the offset from the server's answer to a request it refused as skewed."""
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) \
+            if isinstance(exc, botocore.exceptions.ClientError) else {}
+        try:
+            server = email.utils.parsedate_to_datetime(headers["date"]).timestamp() + 0.5  # Date is whole seconds
+        except (KeyError, TypeError, ValueError):
+            log.warning("%s: the server refused this machine's clock, and its answer has no Date header to take "
+                        "the time from.", what)
+            return
+        offset = server - (time.time() + self.shift)
+        with self._lock:
+            if abs(offset - self.offset) < 2:
+                return  # already corrected (by another thread's answer)
+            self.offset = offset
+            self.corrections += 1
+            first = self.corrections == 1
+        (log.warning if first else log.debug)(
+            "This machine's clock is %s the server's (%s: %s); requests are now signed with the server's time. "
+            "Set the clock right (NTP) to avoid this.", _ahead_or_behind(-offset), what, describe(exc))
+
+
+def _ahead_or_behind(seconds: float) -> str:
+    amount = abs(seconds)
+    text = f"{amount:.0f} s" if amount < 120 else f"{amount / 60:.0f} min" if amount < 7200 \
+        else f"{amount / 3600:.1f} h"
+    return f"{text} {'ahead of' if seconds > 0 else 'behind'}"
+
+
+class ClientFactory:
+    """Builds the shared S3 clients, one per read timeout (requests without a body, and part uploads of the run's part
+    size: see ``Timeouts``); ``refresh`` rebuilds them to pick up renewed credentials."""
+
+    def __init__(self, endpoint: Endpoint, pool_size: int, timeouts: Timeouts | None = None) -> None:
         self.endpoint = endpoint
         self.pool_size = pool_size
+        self.timeouts = timeouts or Timeouts.from_env()
+        self.clock = SigningClock(float(os.environ.get("S3MU_TEST_CLOCK_SHIFT") or 0))
+        _install_signing_time()
         self._lock = threading.Lock()
-        self._client: S3Client | None = None
+        self._clients: dict[float, S3Client] = {}
         self.generation = 0
 
-    def _build(self) -> S3Client:
+    def _build(self, read_timeout: float) -> S3Client:
         session = boto3.session.Session(profile_name=self.endpoint.profile, region_name=self.endpoint.region)
         config = Config(
             max_pool_connections=self.pool_size,
             # One retry layer: the engine retries with tenacity, so botocore sends each request once.
             retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=120,
+            connect_timeout=self.timeouts.send,
+            read_timeout=read_timeout,
             # We send Content-MD5 or an explicit checksum ourselves; botocore's default trailing
             # checksums break several S3-compatible stores (boto/boto3#4435).
             request_checksum_calculation="when_required",
@@ -234,11 +388,14 @@ class ClientFactory:
         )
         return session.client("s3", endpoint_url=self.endpoint.endpoint_url, config=config)
 
-    def client(self) -> S3Client:
+    def client(self, body_size: int | None = None) -> S3Client:
+        """The client for requests that send ``body_size`` bytes (the run's part size, so that its parts share one
+        connection pool), or no body."""
+        read_timeout = self.timeouts.other if body_size is None else self.timeouts.for_body(body_size)
         with self._lock:
-            if self._client is None:
-                self._client = self._build()
-            return self._client
+            if read_timeout not in self._clients:
+                self._clients[read_timeout] = self._build(read_timeout)
+            return self._clients[read_timeout]
 
     def refresh(self, seen_generation: int) -> bool:
         """Rebuild once per generation; False if a refresh already happened (credentials still bad)."""
@@ -247,7 +404,7 @@ class ClientFactory:
                 return True  # another thread refreshed since this caller's request: just retry
             if self.generation >= 1:
                 return False
-            self._client = self._build()
+            self._clients.clear()
             self.generation += 1
             return True
 
@@ -281,7 +438,8 @@ class _waited(stop_base):
         return retry_state.idle_for >= self.seconds
 
 
-RetryHook = Callable[[str, int, BaseException, float], None]  # (what, attempt, error, seconds to wait)
+# (what, attempt, error, seconds to wait, time.monotonic() when the failed try began)
+RetryHook = Callable[[str, int, BaseException, float, float], None]
 
 
 class Requester:
@@ -294,14 +452,29 @@ class Requester:
         self._on_retry = on_retry
         self._sleep = sleep
 
-    def call(self, what: str, fn: Callable[[S3Client], T]) -> T:
+    def call(self, what: str, fn: Callable[[S3Client], T], body_size: int | None = None) -> T:
+        """``fn(client)`` with retries. ``body_size``: the request sends a body of up to this many bytes, so its answer
+        may take longer (``Timeouts.for_body``)."""
+        clock = self.clients.clock
+        began = [0.0]  # when the latest try began
+
+        def attempt(client: S3Client) -> T:
+            began[0] = time.monotonic()
+            with clock.signing():
+                try:
+                    return fn(client)
+                except botocore.exceptions.ClientError as exc:
+                    if is_clock_skew(exc):
+                        clock.correct(exc, what)
+                    raise
+
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
             log.warning("%s: %s; retry %d in %.1f s.", what, describe(exc) if exc else "failed",
                         state.attempt_number, wait)
             if exc is not None and self._on_retry is not None:
-                self._on_retry(what, state.attempt_number, exc, wait)
+                self._on_retry(what, state.attempt_number, exc, wait, began[0])
 
         for _ in range(3):  # at most: the first client, a refreshed one, and one refreshed by another thread
             generation = self.clients.generation
@@ -314,7 +487,7 @@ class Requester:
                     sleep=self._sleep,
                     reraise=True,
                 )
-                return retrying(fn, self.clients.client())
+                return retrying(attempt, self.clients.client(body_size))
             except Exception as exc:
                 if classify(exc) is Kind.CREDENTIALS and self.clients.refresh(generation):
                     log.warning("%s: credentials refused (%s); rebuilt the session to pick up refreshed "

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import IntegrityError, Interrupted, StateConflict
 from s3_multipart_upload.job import Job, Stopping
-from s3_multipart_upload.plan import Part
-from s3_multipart_upload.s3 import describe, error_code, needs_content_md5
+from s3_multipart_upload.plan import Part, human
+from s3_multipart_upload.s3 import Timeouts, describe, error_code, needs_content_md5, stall_of
 from s3_multipart_upload.state import PartRecord, PartsLog
 from s3_multipart_upload.stream import PartStream, digest_part
 
@@ -41,6 +41,11 @@ class Sent:
     bytes: int = 0
 
 
+class Stalled(TimeoutError):
+    """A part's request whose bytes stopped moving (``s3.Timeouts``): its connection is dropped and the part is
+    retried on a new one, as any transient failure."""
+
+
 class Sender:
     def __init__(self, job: Job, checksum: str, content_md5: bool = False, etags_not_md5: bool = False) -> None:
         self.job = job
@@ -52,6 +57,8 @@ class Sender:
         # (SSE-KMS, SSE-C, stores of their own kind): the object's ETag cannot be checked against the parts either.
         self.etags_not_md5 = etags_not_md5
         self._unconfirmed = False  # an answer did not echo the additional checksum (said once)
+        self.timeouts: Timeouts = job.requests.clients.timeouts
+        self.body_size: int | None = None  # the largest part of this run: its answer timeout is every part's
 
     def send_all(self, parts: list[Part], upload_id: str, parts_log: PartsLog, done_before: int, total: int) -> Sent:
         """Send ``parts`` from the pool. The first Ctrl-C (or SIGTERM) stops scheduling and lets the parts in
@@ -60,6 +67,7 @@ class Sender:
         sent = Sent({})
         if not parts:
             return sent
+        self.body_size = max(part.length for part in parts)
         pending = iter(parts)
         failure: BaseException | None = None
         interrupted = False
@@ -129,7 +137,8 @@ class Sender:
             return str(answer["ETag"]).strip('"'), digest.value if digest.algorithm != "MD5" else None
 
         what = "UploadPartCopy" if req.source.server_side else "UploadPart"
-        etag, checksum = self.job.call(f"{what} {part.number}", send)
+        # A copy has no body, but the store's work before it answers grows with the part as well.
+        etag, checksum = self.job.call(f"{what} {part.number}", send, body_size=self.body_size or part.length)
         record = PartRecord(etag, part.number, upload_id, part.length, checksum)
         parts_log.append(record)  # on disk before the part counts as done
         self.job.progress.part_done(part.number, etag, part.length, time.monotonic() - began)
@@ -148,7 +157,7 @@ class Sender:
         if self.checksum == "MD5" and not self.content_md5:
             body = PartStream(source, part, "MD5")
             try:
-                answer = _sending(body, request, {})
+                answer = self._sending(body, request, {})
                 sent = body.digest()
                 etag = str(answer["ETag"]).strip('"')
                 if sent is not None and etag == sent.md5_hex:
@@ -165,7 +174,7 @@ class Sender:
         digest = digest_part(source, part, self.checksum)
         body = PartStream(source, part)
         try:
-            answer = _sending(body, request, digest.upload_part_args())
+            answer = self._sending(body, request, digest.upload_part_args())
         finally:
             body.close()
         self._check_confirmed(answer, digest, part.number)
@@ -215,12 +224,20 @@ class Sender:
                                  "rerun with --restart --through-client")
         return etag
 
-
-def _sending(body: PartStream, request: Request, args: dict[str, str]) -> Any:
-    """``request(body, args)``, raising what the source raised while it was read (see PartStream.failure)."""
-    try:
-        return request(body, args)
-    except Exception:
-        if body.failure is not None:
-            raise body.failure from None
-        raise
+    def _sending(self, body: PartStream, request: Request, args: dict[str, str]) -> Any:
+        """``request(body, args)``, raising what the source raised while it was read (see PartStream.failure), and
+        saying where a stalled request stopped."""
+        try:
+            return request(body, args)
+        except Exception as exc:
+            if body.failure is not None:
+                raise body.failure from None
+            stalled = stall_of(exc)
+            if stalled == "send":
+                raise Stalled(f"stalled: the network took no byte of the body for {self.timeouts.send:g} s "
+                              f"({human(body.tell())} of {human(len(body))} handed over)") from exc
+            if stalled == "answer":
+                wait = self.timeouts.for_body(self.body_size or len(body))
+                raise Stalled(f"stalled: no answer {wait:g} s after the body's last byte "
+                              f"({human(len(body))})") from exc
+            raise

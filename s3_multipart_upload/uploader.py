@@ -359,7 +359,7 @@ class Uploader:
             return Completed(etag, full, proven)
 
         try:
-            completed = job.call(f"PutObject {req.where}", put)
+            completed = job.call(f"PutObject {req.where}", put, body_size=part.length)
         except Exception as exc:
             if req.source.server_side and error_code(exc) in ("PreconditionFailed", "412"):
                 req.source.recheck()  # CopySourceIfMatch or --no-overwrite's If-None-Match: which one?

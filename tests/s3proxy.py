@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import random
 import re
 import socket
 import threading
@@ -54,6 +55,8 @@ class Seen:
     query: dict[str, str]
     size: int
     access_key: str = ""  # from the SigV4 Authorization header
+    connection: int = 0  # the client's port: a request on a new connection has another one
+    amz_date: str = ""  # X-Amz-Date, the time the client signed the request at
 
     @property
     def part_number(self) -> int | None:
@@ -72,6 +75,12 @@ class Fault:
     body: str | None = None  # answer with this body (and ``status``) instead of an S3 error
     headers: dict[str, str] | None = None  # forward with these request headers replaced (moto checks no signature)
     hold: float = 0.0  # hold the request this long, then forward it as it is (until a presigned URL expires)
+    # A stalled connection: read this many body bytes (-1: all of them) and then neither read nor answer, until the
+    # client gives up (or the proxy closes; at most ``STALL_LIMIT`` s).
+    stall_after: int | None = None
+
+
+STALL_LIMIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,25 @@ class CorsRule:
 Rule = Callable[[Seen, int], Fault | None]  # (request, index of the request) -> fault or None
 
 
+def storm(seconds: float, share: float = 0.5, seed: int = 0) -> Rule:
+    """A throttling storm: SlowDown to ``share`` of the part uploads (drawn at random, seeded) for ``seconds`` from
+    the first part upload on, then nothing."""
+    draw = random.Random(seed)
+    lock = threading.Lock()
+    began: list[float] = []
+
+    def rule(seen: Seen, index: int) -> Fault | None:
+        if seen.part_number is None:
+            return None
+        with lock:
+            now = time.monotonic()
+            began[:] = began or [now]
+            if now - began[0] < seconds and draw.random() < share:
+                return Fault(status=503, code="SlowDown")
+        return None
+    return rule
+
+
 @dataclass
 class S3Proxy:
     upstream: str  # http://127.0.0.1:PORT
@@ -99,6 +127,7 @@ class S3Proxy:
     refused: list[str] = field(default_factory=list)  # why each BadDigest was answered
     cors: CorsRule | None = None  # answer preflight requests by this rule instead of forwarding them
     hide_headers: tuple[str, ...] = ()  # answer headers not passed on (a bucket whose CORS rule lacks some)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of each part upload, monotonic
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -118,16 +147,19 @@ class S3Proxy:
                 auth = self.headers.get("Authorization") or ""
                 access_key = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else ""
                 seen = Seen(self.command, url.path, dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True)),
-                            length, access_key)
+                            length, access_key, self.client_address[1], self.headers.get("X-Amz-Date", ""))
                 with proxy._lock:
                     index = len(proxy.seen)
                     proxy.seen.append(seen)
                     proxy._busy += 1
+                began = time.monotonic()
                 try:
                     self._forward(seen, index, length)
                 finally:
                     with proxy._lock:
                         proxy._busy -= 1
+                        if seen.part_number is not None:
+                            proxy.spans.append((began, time.monotonic()))
 
             def _preflight(self, rule: CorsRule) -> None:
                 origin = self.headers.get("Origin", "")
@@ -156,6 +188,11 @@ class S3Proxy:
                 if fault is not None and fault.hold:
                     time.sleep(fault.hold)
                     fault = None
+                if fault is not None and fault.stall_after is not None:
+                    self.rfile.read(length if fault.stall_after < 0 else min(fault.stall_after, length))
+                    proxy._closing.wait(STALL_LIMIT)
+                    self.close_connection = True
+                    return
                 if fault is not None and fault.cut_after is not None:
                     self.rfile.read(min(fault.cut_after, length))
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -221,6 +258,7 @@ class S3Proxy:
                 pass  # clients killed mid-request are what these tests do
 
         self._busy = 0
+        self._closing = threading.Event()
         self._server = Server(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -295,5 +333,6 @@ class S3Proxy:
             self.seen.clear()
 
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()

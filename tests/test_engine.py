@@ -41,7 +41,7 @@ class ScriptedClients(ClientFactory):
         super().__init__(Endpoint(), pool_size=1)
         self._scripted = client
 
-    def _build(self) -> Any:
+    def _build(self, read_timeout: float) -> Any:
         return self._scripted
 
 

@@ -42,8 +42,8 @@ class HookedClients(ClientFactory):
         super().__init__(Endpoint(region="us-east-1"), pool_size=4)
         self._hook = hook
 
-    def _build(self) -> Any:
-        client = super()._build()
+    def _build(self, read_timeout: float) -> Any:
+        client = super()._build(read_timeout)
         self._hook(client)
         return client
 
@@ -66,9 +66,12 @@ def counting(counter: Counter[str]) -> Hook:
     return hook
 
 
+_REAL_ETAGS: dict[str, str] = {}  # the store's side of not_md5_etags, shared by the clients of a run
+
+
 def not_md5_etags(client: Any) -> None:
     """A store whose ETags are not the MD5 of the bytes (as with SSE-KMS): answers carry another value."""
-    real: dict[str, str] = {}
+    real = _REAL_ETAGS
 
     def rewrite(parsed: Any, **_: Any) -> None:
         if "ETag" in parsed:

@@ -225,10 +225,14 @@ def read_claim(path: Path) -> Claim | None:
 
 
 def _dead(holder: dict[str, Any]) -> bool:
-    """True only when the holder's process is surely gone: on this host, and no such pid."""
+    """True only when the holder's process is surely gone: on this host, and no such pid, or our own pid (a
+    process asks only for claims it does not hold: its pid in a claim is a previous process's, as in a container
+    restarted with the same hostname, a Kubernetes Indexed Job's retried pod, where the command is pid 1 again)."""
     pid = holder.get("pid")
     if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from click.testing import CliRunner
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.main import cli
 from s3_multipart_upload.plan import MiB
-from s3_multipart_upload.shard import Shard, from_environment, parse
+from s3_multipart_upload.shard import Shard, from_environment, parse, try_claim
 from tests.conftest import S3Server, run_cli, upload_args, write_random
 from tests.s3proxy import Fault, S3Proxy, Seen
 from tests.service_fixtures import StartService
@@ -91,6 +92,22 @@ def test_bad_shard_specs(spec: str | None, shards: int | None, says: str) -> Non
 def test_shard_all_is_the_whole_upload() -> None:
     assert parse("all", None, {}) is None and parse("all/8", None, {}) is None and parse(None, None, {}) is None
     assert parse(" 2 / 8 ", None, {}) == Shard(2, 8)
+
+
+def test_a_claim_with_this_process_id_is_a_previous_process_s(tmp_path: Path) -> None:
+    """A retried Kubernetes pod has its predecessor's hostname and, as the container's command, its pid (1): the
+    claim that predecessor left must be taken over, not waited on as if it were alive. A live process's claim on
+    this host, and any claim from another host, stay."""
+    path = tmp_path / "META.create-claim"
+    for holder, taken in (({"host": socket.gethostname(), "pid": os.getpid()}, True),
+                          ({"host": socket.gethostname(), "pid": os.getppid()}, False),
+                          ({"host": "another-node", "pid": os.getpid()}, False)):
+        path.write_text(json.dumps({**holder, "at": "2026-01-01T00:00:00Z", "shard": "3/16"}) + "\n")
+        claim = try_claim(path, Shard(3, 16))
+        assert (claim is not None) is taken, holder
+        assert json.loads(path.read_text())["at"] != "2026-01-01T00:00:00Z" if taken else \
+            json.loads(path.read_text()) == {**holder, "at": "2026-01-01T00:00:00Z", "shard": "3/16"}
+        path.unlink()
 
 
 def test_bad_shard_on_the_command_line_exits_2(tmp_path: Path) -> None:

@@ -243,7 +243,11 @@ def _dead(holder: dict[str, Any]) -> bool:
 
 
 def release(claim: Claim) -> None:
-    _remove(claim.path)
+    """Remove the claim if it is still this one: a process taken for dead (its pid was judged gone or reused)
+    must not remove the claim of the process that took over."""
+    held = read_claim(claim.path)
+    if held is not None and held.holder == claim.holder:
+        _remove(claim.path)
 
 
 def _remove(path: Path) -> None:

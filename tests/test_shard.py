@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.main import cli
 from s3_multipart_upload.plan import MiB
-from s3_multipart_upload.shard import Shard, from_environment, parse, try_claim
+from s3_multipart_upload.shard import Shard, from_environment, parse, read_claim, release, try_claim
 from tests.conftest import S3Server, run_cli, upload_args, write_random
 from tests.s3proxy import Fault, S3Proxy, Seen
 from tests.service_fixtures import StartService
@@ -108,6 +108,19 @@ def test_a_claim_with_this_process_id_is_a_previous_process_s(tmp_path: Path) ->
         assert json.loads(path.read_text())["at"] != "2026-01-01T00:00:00Z" if taken else \
             json.loads(path.read_text()) == {**holder, "at": "2026-01-01T00:00:00Z", "shard": "3/16"}
         path.unlink()
+
+
+def test_a_claim_taken_over_is_not_removed_by_its_former_holder(tmp_path: Path) -> None:
+    path = tmp_path / "META.complete-claim"
+    old = try_claim(path, Shard(3, 16))
+    assert old is not None
+    path.write_text(json.dumps({**old.holder, "pid": os.getppid()}) + "\n")  # another process took it over
+    release(old)
+    assert json.loads(path.read_text())["pid"] == os.getppid()
+    mine = read_claim(path)
+    assert mine is not None
+    release(mine)
+    assert not path.exists()
 
 
 def test_bad_shard_on_the_command_line_exits_2(tmp_path: Path) -> None:

@@ -321,7 +321,9 @@ class Uploader:
             raise self.job.fail(exc) from exc
         meta = self._new_meta(run, upload_id)
         write_meta(req.meta_path, meta)
-        return _replace_meta(run, meta)
+        # Its META records the source: lines of this upload id (other shards' logs, read at completion) are of
+        # these bytes, as for a run that found META, and need not be read again to be proven.
+        return dataclasses.replace(_replace_meta(run, meta), trust_log=True)
 
     def _identical(self, run: RunPlan, etag: str) -> UploadResult:
         """The object at the key is already this data (size and MD5, or the parts' MD5s): record it as done."""

@@ -306,6 +306,44 @@ def test_killed_shard_rerun_sends_only_its_missing_parts(s3_server: S3Server, bu
 
 
 @pytest.mark.integration
+def test_the_shard_that_created_the_upload_completes_it_from_the_other_logs(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path, shared: Path) -> None:
+    """The creator finishes last (the proxy holds its part until shard 1 has ended): it completes with shard 1's
+    logged part as it is, without reading that part of the file again to prove it (at 20 TB, hours of reading)."""
+    f = write_random(shared / "f.bin", 2 * PART, seed=19)
+    meta, parts = shared / "m.json", shared / "p.jsonl"
+    go = threading.Event()
+
+    def hold_part_1(seen: Seen, index: int) -> Fault | None:
+        if seen.part_number == 1:
+            go.wait(timeout=60)
+        return None
+
+    proxy = S3Proxy(s3_server.endpoint, rule=hold_part_1)
+    try:
+        args = upload_args(bucket, "k", f, meta, parts, "-s", "5M", endpoint=proxy.endpoint)
+        creator = _start([*args, "--shard", "0/2"], aws_env, _machine(tmp_path, 0))
+        for _ in range(400):
+            if meta.exists() or creator.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert meta.exists(), creator.communicate()[1]
+        r = run_cli([*args, "--shard", "1/2"], aws_env, cwd=_machine(tmp_path, 1))
+        assert r.returncode == 0 and "1 parts left to other shards" in r.stderr, r.stderr
+        go.set()
+        _out, err = creator.communicate(timeout=60)
+        assert creator.returncode == 0, err
+        assert _creates(proxy) == 1 and _completes(proxy) == 1
+        assert "Adopted" not in err, err
+        assert [json.loads(line)["partNumber"] for line in (shared / "p.jsonl.shard-0").read_text().splitlines()] \
+            == [1], "the creator's log holds its own part only"
+        assert _object(s3_server, bucket, "k") == f.read_bytes()
+    finally:
+        go.set()
+        proxy.close()
+
+
+@pytest.mark.integration
 def test_two_shards_finishing_together_complete_once(s3_server: S3Server, bucket: str, aws_env: dict[str, str],
                                                      tmp_path: Path, shared: Path) -> None:
     """Both shards list the parts at the same moment (the proxy holds each ListParts until the other's arrives),

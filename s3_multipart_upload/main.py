@@ -487,7 +487,8 @@ def _shard_of(opts: TransferOptions) -> shards_.Shard | None:
         for flag, value in (("--restart", opts.restart), ("--upload-id", opts.upload_id)):
             if value:
                 raise BadInput(f"{flag} cannot go with --shard: every task of the array would do it",
-                               f"run once with {flag} and without --shard, then start the shards")
+                               "run it once without --shard (that run sends the parts itself), or abort the upload "
+                               "(s3-multipart-upload abort -m META -a PARTS) and start the shards on new -m/-a paths")
         if opts.meta_file_path is None and opts.state_dir is None:
             # The state folder in each machine's home would give each task an upload of its own.
             raise BadInput("--shard needs state that every task of the array shares",

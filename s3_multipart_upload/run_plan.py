@@ -62,6 +62,8 @@ class RunPlan:
                         # one to resume, one before completing to repeat the parts' additional checksums
                         "ListParts": (0 if meta is None and not self.adopting else 1) + (self.checksum != "MD5"),
                         "UploadPart": len(todo), "CompleteMultipartUpload": 1}
+            if req.shard is not None:  # the list after its parts; the upload is created and completed by one shard
+                requests["ListParts"] += 1
         threads = min(req.threads, max(1, len(todo)))
         return {
             "bucket": req.bucket, "key": req.key, "bytes": plan.total_size, "partSize": plan.part_size,

@@ -184,10 +184,12 @@ class Claim:
         return f"{shard}(host {h.get('host', '?')}, pid {h.get('pid', '?')}, since {h.get('at', '?')})"
 
 
-def try_claim(path: Path, shard: Shard | None, take_over: bool = True, **info: str) -> Claim | None:
+def try_claim(path: Path, shard: Shard | None, take_over: bool = True, stale_after: float | None = None,
+              **info: str) -> Claim | None:
     """Create the claim file, or None if another process holds it. O_CREAT|O_EXCL is atomic on local file
     systems and on NFS v3 and later; with ``take_over``, a claim left by a dead process on this host is taken
-    over."""
+    over, and one older than ``stale_after`` seconds (by its file's mtime) whoever left it: a holder on another
+    host (a requeued task), or one killed before it wrote who it is."""
     holder = {"host": socket.gethostname(), "pid": os.getpid(),
               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "shard": str(shard) if shard else None,
               **info}
@@ -198,7 +200,7 @@ def try_claim(path: Path, shard: Shard | None, take_over: bool = True, **info: s
             held = read_claim(path)
             if held is None:
                 continue  # released this instant
-            if not take_over or not _dead(held.holder):
+            if not take_over or not (_dead(held.holder) or _older(path, stale_after)):
                 return None
             _take_over(path, held.holder)
             continue
@@ -222,6 +224,15 @@ def read_claim(path: Path) -> Claim | None:
     except json.JSONDecodeError:
         doc = {}  # being written this instant, or torn by a crash
     return Claim(path, doc if isinstance(doc, dict) else {})
+
+
+def _older(path: Path, seconds: float | None) -> bool:
+    if seconds is None:
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except OSError:
+        return False
 
 
 def _dead(holder: dict[str, Any]) -> bool:

@@ -53,7 +53,6 @@ from s3_multipart_upload.state import (
     meta_lock,
     new_meta,
     read_meta,
-    read_parts,
     write_meta,
 )
 from s3_multipart_upload.stream import digest_part
@@ -68,6 +67,7 @@ CONTENT_MD5 = "contentMD5"
 ETAGS_NOT_MD5 = "eTagsNotMD5"
 SHARDS = "shards"  # META: the count of shards of an upload begun with --shard
 CREATE_WAIT = 900.0  # how long a shard waits for the one creating the upload (its CreateMultipartUpload retries)
+CREATE_STALE = 600.0  # a create claim this old with no META is a dead task's (10 tries of a create take < 4 min)
 CLAIM_POLL = 0.25
 
 
@@ -141,7 +141,7 @@ class Uploader:
         deadline = time.monotonic() + CREATE_WAIT
         told = False
         for _ in range(int(CREATE_WAIT / CLAIM_POLL) + 10):
-            claim = try_claim(path, shard)
+            claim = try_claim(path, shard, stale_after=CREATE_STALE)
             if claim is not None:
                 fresh = make_plan(req, warn=False)  # created by another shard between the plan and the claim?
                 if fresh.meta is not None:
@@ -188,8 +188,8 @@ class Uploader:
         if changed is not None and meta.status != COMPLETED:
             raise SourceChanged(f"{changed.describe()} found that the data of {self.req.where} changed during the "
                                 f"upload ({changed.holder.get('why', 'see its output')}); no shard completes it",
-                                "rerun without --shard with --restart once the data is final (remove "
-                                f"{changed.path} then)")
+                                f"once the data is final, run without --shard with --restart (which removes "
+                                f"{changed.path.name}), or abort the upload")
 
     def _mark_changed(self, exc: SourceChanged) -> None:
         claim = try_claim(claim_path(self.req.meta_path, "changed"), self.req.shard, take_over=False,
@@ -288,12 +288,17 @@ class Uploader:
         if req.auto_checksum and created in checksums.ALGORITHMS and \
                 (created in checksums.FULL_OBJECT) == (info.get("ChecksumType") == "FULL_OBJECT"):
             checksum, why = created, "auto: the adopted upload was created for it (ListParts says so)"
+        extra: dict[str, Any] = {"adopted": True, **req.meta_extra}
+        if req.shard is not None:
+            extra[SHARDS] = req.shard.count
         meta = new_meta(req.bucket, req.key, upload_id, plan.part_size, req.source.identity(), len(plan.parts),
-                        checksum, {"adopted": True, **req.meta_extra})
+                        checksum, extra)
         write_meta(req.meta_path, meta)
-        # Lines of that upload id in the log predate the lost META: they are read, and checked like the rest.
-        return dataclasses.replace(with_meta(run, meta, plan, read_parts(req.parts_path, upload_id)),
-                                   checksum=checksum, checksum_why=why)
+        # Lines of that upload id in the logs predate the lost META: they are read, and checked like the rest. An
+        # upload that held no part when taken up has no such past: every line of it is a run's that proved its part
+        # (the shards that take up one upload through a controller at the same moment).
+        return dataclasses.replace(with_meta(run, meta, plan, read_logs(req, upload_id)),
+                                   checksum=checksum, checksum_why=why, trust_log=not held)
 
     def _new_meta(self, run: RunPlan, upload_id: str | None) -> Meta:
         req = self.req

@@ -414,6 +414,9 @@ def test_shards_through_the_controller(start_service: StartService, s3_server: S
         assert [p.returncode for p in procs] == [0, 0, 0], errs
         assert _creates(proxy) == 1 and _completes(proxy) == 1
         assert sorted(proxy.part_puts()) == list(range(1, 9)) and set(proxy.part_puts().values()) == {1}
+        # The shards took up a fresh upload: the completing one trusts the others' logs, it reads none of their parts.
+        assert not any("Adopted" in e for e in errs), errs
+        assert json.loads((shared / "m.json").read_text())["shards"] == 3
         assert bytes(svc.s3_client().get_object(Bucket=svc.bucket, Key="files/sharded-1")["Body"].read()) == \
             f.read_bytes()
     finally:
@@ -443,3 +446,20 @@ def test_shards_need_state_they_share(tmp_path: Path) -> None:
     f = write_random(tmp_path / "f.bin", 1024)
     r = CliRunner().invoke(cli, ["upload", str(f), "s3://b/k", "--shard", "0/2"])
     assert r.exit_code == 2 and "--shard needs state that every task of the array shares" in r.output, r.output
+
+
+def test_a_create_claim_left_long_ago_is_taken_over(tmp_path: Path) -> None:
+    """A task requeued onto another node, or killed between creating the claim and writing it, leaves a claim no
+    live process holds: once older than a create can take, the next task takes it over."""
+    from s3_multipart_upload.shard import try_claim
+
+    path = tmp_path / "m.json.create-claim"
+    path.write_text(json.dumps({"host": "another-node", "pid": 4242}) + "\n")
+    assert try_claim(path, Shard(1, 2), stale_after=600) is None, "a fresh claim of another host is left alone"
+    old = time.time() - 601
+    os.utime(path, (old, old))
+    claim = try_claim(path, Shard(1, 2), stale_after=600)
+    assert claim is not None and json.loads(path.read_text())["pid"] == os.getpid()
+    path.write_text("")  # killed before it wrote who it is
+    os.utime(path, (old, old))
+    assert try_claim(path, Shard(0, 2), stale_after=600) is not None

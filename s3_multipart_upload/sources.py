@@ -356,8 +356,10 @@ class S3ObjectSource:
             return _ObjectRange(self, part, None)
         byte_range = f"bytes={part.offset}-{part.offset + part.length - 1}"
         try:
+            # body_size=0: the read timeout of a request whose answer starts at once (Timeouts.answer, 20 s), which
+            # also bounds each wait for the body's next bytes: a stalled GET fails the part's try, which is retried.
             response = self._reads.call(f"GetObject {self.url} {byte_range}", lambda c: c.get_object(
-                Bucket=self.bucket, Key=self.key, Range=byte_range, IfMatch=self.etag))
+                Bucket=self.bucket, Key=self.key, Range=byte_range, IfMatch=self.etag), body_size=0)
         except Exception as exc:
             if error_code(exc) in ("PreconditionFailed", "412", "InvalidRange", "416"):
                 raise self._changed("during the copy") from exc

@@ -164,3 +164,31 @@ def test_a_throttling_storm_halves_the_parts_in_flight_and_they_recover(
     assert "The server has been calm: up to" in r.stderr
     assert events[-1]["status"] == "completed" and events[-1]["partsSent"] == 20
     assert stored(s3_server, bucket, "k") == f.read_bytes()
+
+
+def test_a_stalled_source_get_of_a_copy_is_abandoned_and_the_part_retried(
+        proxies: list[S3Proxy], s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    """copy --through-client reads each part with a ranged GET; one whose answer never comes is given up after the
+    answer timeout (3 s here, 20 s by default, was 120 s), and the part is sent again with a new GET."""
+    data = write_random(tmp_path / "src.bin", 3 * 5 * MiB, seed=161).read_bytes()
+    s3_server.client().put_object(Bucket=bucket, Key="src", Body=data)
+    stalled: list[str] = []
+
+    def stall_second_get(seen: Seen, index: int) -> Fault | None:
+        if seen.method == "GET" and seen.path.endswith("/src") and not stalled and \
+                sum(1 for s in proxy.seen[:index] if s.method == "GET") == 1:
+            stalled.append(seen.path)
+            return Fault(stall_after=-1)
+        return None
+
+    proxy = S3Proxy(s3_server.endpoint, rule=stall_second_get)
+    proxies.append(proxy)
+    env = aws_env | {"S3MU_TEST_TIMEOUTS": "send=1,answer=3,answer_per_gib=0"}
+    began = time.monotonic()
+    r = run_cli(["copy", "--source", f"s3://{bucket}/src", "--source-endpoint-url", proxy.endpoint, "-b", bucket,
+                 "-k", "dst", "-s", "5M", "-t", "2", "-m", str(tmp_path / "m.json"), "-a", str(tmp_path / "p.jsonl"),
+                 "--endpoint-url", s3_server.endpoint], env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert stalled and time.monotonic() - began < 60
+    assert sum(1 for s in proxy.seen if s.method == "GET") == 4  # three parts, one of them twice
+    assert stored(s3_server, bucket, "dst") == data

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,6 +186,21 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 120, **kw) ->
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
     return subprocess.run([sys.executable, "-m", "s3_multipart_upload", *args], env=full_env, capture_output=True,
                           text=True, timeout=timeout, **kw)
+
+
+def kill_when(args: list[str], env: dict[str, str], ready: Callable[[], bool], limit: float = 60,
+              command: list[str] | None = None) -> int:
+    """Run the CLI (``python -m s3_multipart_upload``, or ``command``) and SIGKILL it once ``ready()`` holds (or
+    after ``limit`` seconds); its exit status."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
+    proc = subprocess.Popen([*(command or [sys.executable, "-m", "s3_multipart_upload"]), *args], env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and not ready() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    return proc.wait(timeout=30)
 
 
 def sent_parts(stderr: str) -> list[int]:

@@ -9,9 +9,7 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from botocore.exceptions import ClientError
 from s3_multipart_upload.errors import ExitCode, most_urgent
 from s3_multipart_upload.plan import MiB
 from s3_multipart_upload.state import meta_lock
-from tests.conftest import S3Server, write_random
+from tests.conftest import S3Server, kill_when, write_random
 from tests.s3proxy import Fault, S3Proxy, Seen
 
 pytestmark = pytest.mark.e2e
@@ -38,18 +36,6 @@ def run(args: list[str], env: dict[str, str], timeout: float = 120) -> subproces
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
     return subprocess.run([console_script(), *args], env=full_env, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
-
-
-def kill_when(args: list[str], env: dict[str, str], ready: Callable[[], bool], limit: float = 60) -> int:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
-    proc = subprocess.Popen([console_script(), *args], env=full_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + limit
-    while proc.poll() is None and not ready() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    return proc.wait(timeout=30)
 
 
 def metas(state: Path) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -82,7 +68,7 @@ def test_file_to_url_killed_and_rerun_resumes_with_state_in_xdg_state_home(
     try:
         args = ["upload", str(f), f"s3://{bucket}/runs/data.bin", "-s", "5M", "-t", "2",
                 "--endpoint-url", proxy.endpoint]
-        code = kill_when(args, env, lambda: logged(tmp_path / "state") >= 3)
+        code = kill_when(args, env, lambda: logged(tmp_path / "state") >= 3, command=[console_script()])
         assert code == -signal.SIGKILL, "the upload finished before it could be killed"
         [meta] = metas(tmp_path / "state").values()
         assert meta["status"] == "in_progress" and meta["source"]["path"] == str(f)
@@ -144,7 +130,8 @@ def test_fifty_files_in_one_command_killed_twice_then_rerun(s3_server: S3Server,
         for ready in (lambda: completed() >= 10,  # in the phase of one-PutObject files
                       lambda: any(len(p.read_text().splitlines()) >= 2 for p in state.rglob("parts.jsonl"))):
             before, start = on_server(), len(proxy.seen)
-            assert kill_when(args, env, ready) == -signal.SIGKILL, "the batch finished before it could be killed"
+            code = kill_when(args, env, ready, command=[console_script()])
+            assert code == -signal.SIGKILL, "the batch finished before it could be killed"
             proxy.wait_idle()
             runs.append((before, proxy.seen[start:]))
         assert 10 <= len(on_server()) < 50

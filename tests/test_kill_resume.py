@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from s3_multipart_upload.plan import MiB
-from tests.conftest import S3Server, run_cli, upload_args, write_random
+from tests.conftest import S3Server, kill_when, run_cli, upload_args, write_random
 from tests.s3proxy import S3Proxy
 
 pytestmark = pytest.mark.e2e
@@ -40,18 +36,6 @@ def held_parts(server: S3Server, bucket: str, key: str, upload_id: str) -> set[i
     page = server.client().list_parts(Bucket=bucket, Key=key, UploadId=upload_id)
     assert not page.get("IsTruncated")
     return {p["PartNumber"] for p in page.get("Parts", [])}
-
-
-def kill_when(args: list[str], env: dict[str, str], ready: callable, limit: float = 60) -> int:  # type: ignore[valid-type]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
-    proc = subprocess.Popen([sys.executable, "-m", "s3_multipart_upload", *args], env=full_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + limit
-    while proc.poll() is None and not ready() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    return proc.wait(timeout=30)
 
 
 def test_sigkill_at_several_moments_then_resume(s3_server: S3Server, bucket: str, aws_env: dict[str, str],

@@ -1,3 +1,5 @@
 """Resumable, parallel multipart uploads to S3 and S3-compatible stores."""
 
-__version__ = "0.1.0"
+from s3_multipart_upload._version import __version__
+
+__all__ = ["__version__"]

@@ -1,3 +1,3 @@
-from s3_multipart_upload.main import main
+from s3_multipart_upload.cli import main
 
 main()

@@ -1,7 +1,7 @@
 """The one exception tree of the tool; every class carries the exit code the CLI returns for it.
 
 Messages name the file, bucket or key involved; ``hint`` says what to do next. The CLI
-(`main.py`) is the only place that turns these into exit codes and text.
+(``cli/``) is the only place that turns these into exit codes and text.
 """
 
 from __future__ import annotations
@@ -75,6 +75,16 @@ class IntegrityError(UploadError):
     """The object on the server does not match the local bytes (exit 1: must never happen)."""
 
     exit_code = ExitCode.BUG
+
+
+class BatchFailed(UploadError):
+    """Some of several uploads did not complete (``upload_many``, ``clean``): the exit code is the most urgent of
+    theirs (see URGENCY), the message names the first; ``result`` holds every file's outcome, where there is one."""
+
+    def __init__(self, code: ExitCode, message: str, hint: str | None = None, result: object = None) -> None:
+        super().__init__(message, hint)
+        self.exit_code = code
+        self.result = result
 
 
 class Interrupted(UploadError):

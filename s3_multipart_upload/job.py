@@ -65,6 +65,8 @@ class UploadRequest:
 
 @dataclass
 class UploadResult:
+    """What an upload or copy did: the object (size, parts, ETag, checksum) and what this run sent."""
+
     bucket: str
     key: str
     upload_id: str | None
@@ -81,6 +83,7 @@ class UploadResult:
     full_checksum: str | None = None  # the whole object's checksum (base64) where the algorithm has that form
     parts_left: int = 0  # --shard: parts this run left to other shards (not held by the server when it looked)
     completed_by: str | None = None  # --shard: every part was held and this other shard claimed the completion
+    shard: str | None = None  # --shard: the shard this run sent, I/N
 
 
 class ObjectMissing(IntegrityError):

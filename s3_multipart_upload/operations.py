@@ -63,6 +63,8 @@ def source_of(meta: Meta) -> Source | None:
 
 @dataclass
 class Status:
+    """Where an upload stands, from its files and from the server (``status``)."""
+
     meta_file: str
     bucket: str
     key: str
@@ -194,12 +196,15 @@ def abort(meta_path: Path, requests: Requester) -> str:
 
 @dataclass
 class InProgress:
+    """A multipart upload in progress in a bucket, as ``list`` finds it."""
+
     key: str
     upload_id: str
     initiated: dt.datetime
     age_seconds: int
     parts: int
     bytes: int
+    bucket: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "uploadId": self.upload_id,
@@ -239,7 +244,8 @@ def list_in_progress(requests: Requester, bucket: str, prefix: str = "", older_t
             if classify(exc) is Kind.GONE:
                 continue  # completed or aborted since the listing
             raise _final(exc, bucket, key) from exc
-        found.append(InProgress(key, upload_id, initiated, age, len(parts), sum(int(p["Size"]) for p in parts)))
+        found.append(InProgress(key, upload_id, initiated, age, len(parts), sum(int(p["Size"]) for p in parts),
+                                bucket))
     return sorted(found, key=lambda x: (x.initiated, x.key))
 
 

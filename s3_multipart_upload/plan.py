@@ -6,6 +6,7 @@ S3 accepts at most 10,000 parts per upload; every part but the last is between 5
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,19 @@ class Plan:
     parts: tuple[Part, ...]
     total_size: int
     note: str | None = None  # why the part size differs from the one asked for, if it does
+
+
+_SIZE = re.compile(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(value: int | str) -> int | None:
+    """Bytes as a whole number, or with a binary suffix: ``67108864``, ``64M``, ``64MiB``, ``1G``; None if it is
+    not a size."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.fullmatch(str(value))
+    return None if match is None else int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
 
 
 def human(n: int) -> str:

@@ -5,6 +5,7 @@
   ``[2023-12-24 17:10:30,688 INFO] Done uploading 1 - <etag>. Completed in 11 seconds. (progress.py:80)``,
   plus a summary line every 30 seconds.
 - ``NullProgress``: nothing (``--quiet``, tests).
+- ``CallbackProgress``: a ``ProgressEvent`` to a function of the caller's (the Python API's ``progress=``).
 
 Only bytes the server has acknowledged are counted.
 """
@@ -18,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 from rich.console import Console
@@ -41,6 +43,10 @@ LOG_FORMAT = "[%(asctime)s %(levelname)s] %(message)s (%(filename)s:%(lineno)d)"
 
 
 class Reporter(Protocol):
+    """What an upload tells its display, from any thread: ``started`` once the parts are known (with what earlier
+    runs already did), ``part_done`` as the server acknowledges each part, ``retry`` and ``throttled`` as they
+    happen, ``close`` at the end however it ended."""
+
     def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None: ...
 
     def part_done(self, number: int, etag: str, size: int, seconds: float) -> None: ...
@@ -69,6 +75,62 @@ class NullProgress:
 
     def close(self) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where an upload stands, as ``progress=`` callbacks receive it.
+
+    ``kind`` is ``started`` (once, with what earlier runs did), ``part_done`` (``part`` and its ``part_bytes``
+    acknowledged by the server), ``retry`` (``message`` says what failed) or ``throttled`` (the store said SlowDown;
+    ``message`` says how many parts go at once now). ``bytes_done`` counts acknowledged bytes only, earlier runs'
+    included, so it reaches ``bytes_total`` when every part is held. ``key`` names the object, for ``upload_many``.
+    """
+
+    kind: str
+    bytes_done: int
+    bytes_total: int
+    parts_done: int
+    parts_total: int
+    part: int | None = None
+    part_bytes: int = 0
+    message: str | None = None
+    key: str | None = None
+
+
+class CallbackProgress(NullProgress):
+    """Calls ``callback`` with a ProgressEvent for every report; calls are serialized (parts finish on many
+    threads), so the callback needs no lock of its own, and should return quickly."""
+
+    def __init__(self, callback: Callable[[ProgressEvent], None], key: str | None = None) -> None:
+        self._callback = callback
+        self._key = key
+        self._lock = threading.Lock()
+        self._bytes = self._total_bytes = self._parts = self._total_parts = 0
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        self._callback(ProgressEvent(kind, self._bytes, self._total_bytes, self._parts, self._total_parts,
+                                     key=self._key, **fields))
+
+    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
+        with self._lock:
+            self._total_bytes, self._total_parts = total_bytes, total_parts
+            self._bytes, self._parts = done_bytes, done_parts
+            self._emit("started")
+
+    def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
+        with self._lock:
+            self._bytes += size
+            self._parts += 1
+            self._emit("part_done", part=number, part_bytes=size)
+
+    def retry(self, what: str, attempt: int, error: str, wait: float) -> None:
+        with self._lock:
+            self._emit("retry", message=f"{what} failed (attempt {attempt}): {error}; retrying in {wait:.1f} s")
+
+    def throttled(self, in_flight: int, was: int) -> None:
+        with self._lock:
+            self._emit("throttled", message=f"{in_flight} parts at once (was {was})")
 
 
 class LogProgress(NullProgress):

@@ -1,0 +1,441 @@
+"""The public Python API: everything the command line does, for programs. The CLI (``cli/``) is a thin layer over it.
+
+    from s3_multipart_upload import upload
+    result = upload("big.tar", "s3://my-bucket/backups/big.tar", thread_count=16)
+
+Resume is the command line's: call the same function with the same arguments after any interruption and it sends
+only what is missing (the state lives in the state folder, or in ``meta_file_path``/``parts_file_path``). Nothing
+is printed: progress goes to ``progress=`` (a function or a Reporter), log records to the ``s3_multipart_upload``
+logger (which has a NullHandler), errors are raised as the UploadError tree, each with the CLI's ``exit_code``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict, Unpack
+
+from s3_multipart_upload import checksums
+from s3_multipart_upload import shard as shards_
+from s3_multipart_upload.batch import Batch, Item, Outcome, items_of, summary
+from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, controller_upload, read_token
+from s3_multipart_upload.errors import BadInput, BatchFailed, ExitCode
+from s3_multipart_upload.job import UploadRequest, UploadResult
+from s3_multipart_upload.plan import parse_size
+from s3_multipart_upload.progress import CallbackProgress, NullProgress, ProgressEvent, Reporter
+from s3_multipart_upload.s3 import ClientFactory, Endpoint, RetryPolicy, resolved_endpoint
+from s3_multipart_upload.sources import (
+    ChunkDirSource,
+    FileSource,
+    S3ObjectSource,
+    Source,
+    object_source,
+    parse_s3_target,
+    parse_s3_url,
+    source_id,
+)
+from s3_multipart_upload.state import read_meta, state_folder, state_root
+from s3_multipart_upload.uploader import Uploader
+
+DEFAULT_THREADS = 8
+MAX_THREADS = 256
+PathArg = str | os.PathLike[str]
+Progress = Reporter | Callable[[ProgressEvent], None]
+
+
+class TransferOptions(TypedDict, total=False):
+    """The options of ``upload``, ``copy``, ``upload_many`` and the plans: the CLI's long names, its defaults.
+
+    Attributes:
+        meta_file_path: The upload's meta file (``-m``); with ``parts_file_path``. Default: the state folder.
+        parts_file_path: The log of finished parts (``-a``).
+        state_dir: The state folder (default ``$XDG_STATE_HOME/s3-multipart-upload``).
+        thread_count: Parts (or small files) sent at once, 1 to 256. Default 8.
+        split_size: Part size in bytes, or ``"64M"``, ``"1G"``. Default 32 MiB, raised past 10,000 parts.
+        checksum: ``auto`` (default), ``MD5``, ``CRC64NVME``, ``CRC32C``, ``CRC32``, ``SHA256``.
+        retries: Tries per request on transient failures, 1 to 100. Default 10.
+        restart: Start a new upload even though the meta file records one.
+        upload_id: Adopt this multipart upload of the key (when the meta file was lost).
+        no_overwrite: Refuse (exit 3) if an object exists at the key.
+        shard: ``"I/N"``, ``"auto"`` or ``"all"``: send only this shard's parts (``--shard``).
+        shards: With ``shard="auto"``: the number of shards.
+        endpoint_url: S3 endpoint of an S3-compatible store (also ``AWS_ENDPOINT_URL``).
+        profile: AWS profile (also ``AWS_PROFILE``).
+        region: AWS region (also ``AWS_REGION``).
+    """
+
+    meta_file_path: PathArg | None
+    parts_file_path: PathArg | None
+    state_dir: PathArg | None
+    thread_count: int
+    split_size: int | str | None
+    checksum: str
+    retries: int
+    restart: bool
+    upload_id: str | None
+    no_overwrite: bool
+    shard: str | None
+    shards: int | None
+    endpoint_url: str | None
+    profile: str | None
+    region: str | None
+
+
+@dataclass(frozen=True)
+class _Opts:
+    """TransferOptions checked, with their defaults (a field named as one of UploadRequest's reaches the engine by
+    that name: see ``_request``)."""
+
+    meta_file_path: Path | None = None
+    parts_file_path: Path | None = None
+    state_dir: Path | None = None
+    thread_count: int = DEFAULT_THREADS
+    split_size: int | None = None
+    checksum: str = checksums.AUTO
+    retries: int = RetryPolicy.attempts
+    restart: bool = False
+    upload_id: str | None = None
+    no_overwrite: bool = False
+    shard: str | None = None
+    shards: int | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def of(cls, options: TransferOptions) -> _Opts:
+        given: dict[str, Any] = dict(options)
+        unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(_OPTION_NAMES)}")
+        for name in ("meta_file_path", "parts_file_path", "state_dir"):
+            if given.get(name) is not None:
+                given[name] = Path(given[name])
+        if given.get("split_size") is not None:
+            size = parse_size(given["split_size"])
+            if size is None or size < 1:
+                raise BadInput(f"split_size {given['split_size']!r} is not a size in bytes",
+                               "examples: 67108864, 64M, 64MiB, 1G")
+            given["split_size"] = size
+        _in_range(given, "thread_count", 1, MAX_THREADS)
+        _in_range(given, "retries", 1, 100)
+        _in_range(given, "shards", 1, shards_.MAX_SHARDS)
+        if "checksum" in given and str(given["checksum"]).upper() not in {c.upper() for c in checksums.CHOICES}:
+            raise BadInput(f"checksum {given['checksum']!r} is not one of {', '.join(checksums.CHOICES)}")
+        return cls(**given)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.endpoint_url, self.profile, self.region)
+
+
+_OPTION_NAMES = [f.name for f in dataclasses.fields(_Opts)]
+
+
+def _in_range(given: dict[str, Any], name: str, low: int, high: int) -> None:
+    value = given.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+        raise BadInput(f"{name} {value!r} is not a whole number from {low} to {high}")
+
+
+def _reporter(progress: Progress | None, key: str | None = None) -> Reporter:
+    if progress is None:
+        return NullProgress()
+    if hasattr(progress, "part_done"):
+        return progress  # type: ignore[return-value]
+    return CallbackProgress(progress, key)
+
+
+def _destination(dest: str | None, bucket: str | None, key: str | None) -> tuple[str, str]:
+    if dest is not None:
+        if bucket is not None or key is not None:
+            raise BadInput(f"give the destination once: {dest}, or bucket and key, not both")
+        return parse_s3_url(dest)
+    if not bucket or not key:
+        raise BadInput("no destination: give s3://BUCKET/KEY (or -b BUCKET -k KEY)")
+    return bucket, key
+
+
+def _local_source(source: PathArg, prefix: str | None) -> Source:
+    """A file, or with ``prefix`` a folder of chunk files whose names start with it (``-d DIR -p PREFIX``)."""
+    if prefix is not None:
+        return ChunkDirSource(Path(source), prefix)
+    return FileSource(Path(source))
+
+
+def upload(source: PathArg, dest: str | None = None, *, bucket: str | None = None, key: str | None = None,
+           prefix: str | None = None, skip_identical: bool = False, controller: str | None = None,
+           file_id: str | None = None, token_file: PathArg | None = None, token: str | None = None,
+           progress: Progress | None = None, **options: Unpack[TransferOptions]) -> UploadResult:
+    """Upload a file (or, with ``prefix``, a folder of chunk files) to ``dest``, ``s3://BUCKET/KEY``, resumably.
+
+    Call it again with the same arguments after any failure and it sends only what is missing.
+
+    Args:
+        source: The file; with ``prefix``, the folder of chunk files (``-d``).
+        dest: ``s3://BUCKET/KEY``; or give ``bucket`` and ``key``.
+        prefix: Upload the files of the folder ``source`` whose names start with it, sorted, as the parts.
+        skip_identical: A new upload whose key already holds these bytes (size and MD5) is recorded as done
+            without sending (as ``upload FILE s3://B/K`` does). Not under ``shard``.
+        controller: Upload through this upload controller (no AWS credentials); needs ``file_id`` and a token
+            (``token``, ``token_file`` or ``S3MU_API_TOKEN``).
+        progress: A function called with a ProgressEvent, or a Reporter.
+        **options: TransferOptions.
+
+    Returns:
+        What was done: the object's size, parts, ETag, checksum, and what this call sent.
+
+    Raises:
+        UploadError: Its ``exit_code`` is the CLI's; ``TemporaryFailure`` and ``Interrupted`` mean: call again.
+    """
+    opts = _Opts.of(options)
+    shard = _shard_of(opts)
+    src = _local_source(source, prefix)
+    if controller is not None or file_id is not None or token_file is not None or token is not None:
+        return _through_controller(src, (dest, bucket, key), controller, file_id, _token(token, token_file), opts,
+                                   shard, progress, planning=False)  # type: ignore[return-value]
+    return _transfer(src, _destination(dest, bucket, key), opts, shard, progress,  # type: ignore[return-value]
+                     skip_identical=skip_identical and shard is None)
+
+
+def plan_upload(source: PathArg, dest: str | None = None, *, bucket: str | None = None, key: str | None = None,
+                prefix: str | None = None, controller: str | None = None, file_id: str | None = None,
+                token_file: PathArg | None = None, token: str | None = None,
+                **options: Unpack[TransferOptions]) -> dict[str, Any]:
+    """What ``upload`` with these arguments would do, from the local files only (``--dry-run``): part size and
+    why, parts, bytes to send, memory, checksum, requests. Sends nothing; the keys are those of ``--dry-run --json``.
+    """
+    opts = _Opts.of(options)
+    shard = _shard_of(opts)
+    src = _local_source(source, prefix)
+    if controller is not None or file_id is not None or token_file is not None or token is not None:
+        return _through_controller(src, (dest, bucket, key), controller, file_id, _token(token, token_file), opts,
+                                   shard, None, planning=True)  # type: ignore[return-value]
+    return _transfer(src, _destination(dest, bucket, key), opts, shard, None, planning=True)  # type: ignore
+
+
+def copy(source: str, dest: str | None = None, *, bucket: str | None = None, key: str | None = None,
+         source_endpoint_url: str | None = None, source_profile: str | None = None, source_region: str | None = None,
+         through_client: bool = False, progress: Progress | None = None,
+         **options: Unpack[TransferOptions]) -> UploadResult:
+    """Copy the object ``source`` (``s3://BUCKET/KEY``) to ``dest`` in parts, resumably.
+
+    One store and one set of credentials: the store copies each part (UploadPartCopy); otherwise, or with
+    ``through_client``, each part is read with a ranged GET and uploaded. Every read is conditional on the source's
+    ETag: a source that changes mid-copy raises SourceChanged (exit 3). The ``source_*`` arguments default to the
+    destination's.
+    """
+    opts = _Opts.of(options)
+    return _transfer(*_copy_source(source, dest, bucket, key, source_endpoint_url, source_profile, source_region,
+                                   through_client, opts), progress)  # type: ignore[return-value]
+
+
+def plan_copy(source: str, dest: str | None = None, *, bucket: str | None = None, key: str | None = None,
+              source_endpoint_url: str | None = None, source_profile: str | None = None,
+              source_region: str | None = None, through_client: bool = False,
+              **options: Unpack[TransferOptions]) -> dict[str, Any]:
+    """What ``copy`` with these arguments would do (``--dry-run``); asks the source for its size, sends nothing."""
+    opts = _Opts.of(options)
+    return _transfer(*_copy_source(source, dest, bucket, key, source_endpoint_url, source_profile, source_region,
+                                   through_client, opts), None, planning=True)  # type: ignore[return-value]
+
+
+def _copy_source(url: str, dest: str | None, bucket: str | None, key: str | None, endpoint_url: str | None,
+                 profile: str | None, region: str | None, through_client: bool,
+                 opts: _Opts) -> tuple[Source, tuple[str, str], _Opts, shards_.Shard | None]:
+    shard = _shard_of(opts)
+    target = _destination(dest, bucket, key)
+    src = Endpoint(endpoint_url or opts.endpoint_url, profile or opts.profile, region or opts.region)
+    source = object_source(url, src, opts.endpoint, target, through_client, opts.thread_count + 2,
+                           RetryPolicy(attempts=opts.retries))
+    return source, target, opts, shard
+
+
+def _token(token: str | None, token_file: PathArg | None) -> str:
+    if token is not None:
+        if not token.strip():
+            raise BadInput("the controller's API token is empty")
+        return token.strip()
+    return read_token(None if token_file is None else Path(token_file), os.environ.get(TOKEN_ENV))
+
+
+def _shard_of(opts: _Opts) -> shards_.Shard | None:
+    """``shard``/``shards``, checked against the options a shard cannot take (before the controller fills any in)."""
+    shard = shards_.parse(opts.shard, opts.shards)
+    if shard is not None:
+        for flag, value in (("--restart", opts.restart), ("--upload-id", opts.upload_id)):
+            if value:
+                raise BadInput(f"{flag} cannot go with --shard: every task of the array would do it",
+                               "run it once without --shard (that run sends the parts itself), or abort the upload "
+                               "(s3-multipart-upload abort -m META -a PARTS) and start the shards on new -m/-a paths")
+        if opts.meta_file_path is None and opts.state_dir is None:
+            # The state folder in each machine's home would give each task an upload of its own.
+            raise BadInput("--shard needs state that every task of the array shares",
+                           "give -m and -a on a shared file system, or --state-dir on one")
+    return shard
+
+
+def _through_controller(source: Source, dest: tuple[str | None, ...], controller: str | None, file_id: str | None,
+                        token: str, opts: _Opts, shard: shards_.Shard | None, progress: Progress | None,
+                        planning: bool) -> UploadResult | dict[str, Any]:
+    """Through a controller: its upload of the file (resumed or created), then the usual engine with a client that
+    goes through the controller's presigned URLs."""
+    if controller is None or file_id is None:
+        raise BadInput("--controller URL and --file-id ID go together", "give both, or neither")
+    not_here = [flag for flag, value in (("s3://BUCKET/KEY", dest[0]), ("-b", dest[1]), ("-k", dest[2]),
+                                         ("--upload-id", opts.upload_id), ("--endpoint-url", opts.endpoint_url),
+                                         ("--profile", opts.profile), ("--region", opts.region),
+                                         ("--no-overwrite", opts.no_overwrite)) if value]
+    if not_here:
+        raise BadInput(f"{', '.join(not_here)} cannot go with --controller: the controller chooses the bucket and "
+                       "key and holds the credentials", f"leave out {', '.join(not_here)}")
+    if opts.checksum.upper() not in ("MD5", checksums.AUTO.upper()):
+        raise BadInput("through a controller, parts are checked by MD5 only",
+                       "leave out --checksum (S3 refuses unsigned x-amz-checksum headers on presigned URLs)")
+    if not isinstance(source, FileSource):
+        raise BadInput("--controller uploads a file: give -f FILE (not -d)")
+    api = ControllerAPI(controller, token, pool_size=opts.thread_count + 2)
+    meta_path, parts_path = _state_paths(opts, api.base_url, "", f"file-id:{file_id}", source, create=not planning)
+    meta = None if opts.restart else read_meta(meta_path)
+    if meta is None and planning:
+        raise BadInput("--dry-run with --controller shows an upload in progress (its meta file); the controller "
+                       "chooses the part size of a new one", "leave out --dry-run")
+    size = source.plan(opts.split_size, fixed=False).total_size
+    up = controller_upload(api, file_id, size, opts.split_size, opts.retries, meta, meta_path)
+    opts = dataclasses.replace(opts, upload_id=up.upload_id, split_size=up.part_size)
+    return _transfer(source, (up.bucket, up.key), opts, shard, progress, clients=up.clients,
+                     state=(meta_path, parts_path), meta_extra={"controller": api.base_url, "fileId": file_id},
+                     planning=planning)
+
+
+def _state_paths(opts: _Opts, endpoint: str, bucket: str, key: str, source: Source,
+                 create: bool = True) -> tuple[Path, Path]:
+    """-m and -a, or the upload's folder in the state folder."""
+    meta, parts = opts.meta_file_path, opts.parts_file_path
+    if meta is not None and parts is not None:
+        return meta, parts
+    if meta is not None or parts is not None:
+        raise BadInput("-m and -a go together", "give both, or neither (the state folder then keeps them)")
+    folder = state_folder(state_root(opts.state_dir), endpoint, bucket, key, source_id(source),
+                          given_endpoint=opts.endpoint_url, create=create)
+    return folder.meta, folder.parts
+
+
+def _request(opts: _Opts, source: Source, bucket: str, key: str, meta: Path, parts: Path,
+             checksum: tuple[str, str], **engine: Any) -> UploadRequest:
+    """The engine's request: what the call decided (``engine``: such as skip_identical), and every option whose name
+    is a field of UploadRequest too, by that name (restart, upload_id, ...)."""
+    decided: dict[str, Any] = {
+        "bucket": bucket, "key": key, "source": source, "meta_path": meta, "parts_path": parts,
+        "threads": opts.thread_count, "checksum": checksum[0], "checksum_why": checksum[1],
+        # A measurement knob (bench/): MD5 sent as Content-MD5 from the first part, as the engine falls back to.
+        "content_md5": os.environ.get("S3MU_CONTENT_MD5") == "1", **engine}
+    same = {name: getattr(opts, name) for name in _PASSED_BY_NAME if name not in decided}
+    return UploadRequest(**same, **decided)
+
+
+_PASSED_BY_NAME = sorted(set(_OPTION_NAMES) & {f.name for f in dataclasses.fields(UploadRequest)} - {"shard"})
+
+
+def _transfer(source: Source, dest: tuple[str, str], opts: _Opts, shard: shards_.Shard | None,
+              progress: Progress | None, clients: ClientFactory | None = None, state: tuple[Path, Path] | None = None,
+              meta_extra: dict[str, Any] | None = None, skip_identical: bool = False,
+              planning: bool = False) -> UploadResult | dict[str, Any]:
+    """One upload or copy: its plan, or its run."""
+    bucket, key = dest
+    clients = clients or ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2)
+    endpoint = resolved_endpoint(clients, opts.endpoint_url)
+    meta_path, parts_path = state or _state_paths(opts, endpoint or "", bucket, key, source, create=not planning)
+    choice = checksums.choose(opts.checksum, endpoint, controller=meta_extra is not None and "controller" in meta_extra,
+                              copy=isinstance(source, S3ObjectSource))
+    request = _request(opts, source, bucket, key, meta_path, parts_path, choice, meta_extra=meta_extra or {},
+                       skip_identical=skip_identical, shard=shard)
+    if planning:
+        return Uploader(request, clients).dry_run()
+    reporter = _reporter(progress, key)
+    try:
+        result = Uploader(request, clients, reporter, retry=RetryPolicy(attempts=opts.retries)).run()
+    finally:
+        reporter.close()
+    result.shard = None if shard is None else str(shard)
+    return result
+
+
+@dataclass
+class BatchResult:
+    """The outcome of ``upload_many``: one FileOutcome per file, in the order they ended."""
+
+    bucket: str
+    prefix: str
+    files: list[Outcome]
+    seconds: float
+    exit_code: ExitCode
+
+    def counts(self) -> dict[str, Any]:
+        """files, completed, alreadyComplete, failed, notStarted, bytes, bytesSent, seconds (as in ``--json``)."""
+        return summary(self.files, self.seconds)
+
+
+def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = False, progress: Progress | None = None,
+                reporter_for: Callable[[str | None], Reporter] | None = None,
+                on_file_done: Callable[[Outcome], None] | None = None,
+                **options: Unpack[TransferOptions]) -> BatchResult:
+    """Upload many files under ``dest``, ``s3://BUCKET/PREFIX/``, each an upload of its own that resumes on its own.
+
+    Each file goes to PREFIX + its name; with ``recursive``, ``sources`` is one folder and every file under it goes
+    to PREFIX + its path relative to the folder. Files already complete at their key are skipped. The files share
+    one pool of ``thread_count`` requests in flight.
+
+    Args:
+        progress: A function called with a ProgressEvent (``key`` names the file; None for the one-part files, sent
+            many at a time), or a Reporter shared by all.
+        reporter_for: Instead of ``progress``: a new Reporter for each file of several parts (given its key), and
+            one for the one-part files (given None).
+        on_file_done: Called with each file's FileOutcome as it ends.
+
+    Raises:
+        BatchFailed: When any file did not complete; its ``exit_code`` is the most urgent of the files' codes and
+            its ``result`` the BatchResult.
+    """
+    opts = _Opts.of(options)
+    bucket, prefix = parse_s3_target(dest)
+    if prefix and not prefix.endswith("/"):
+        raise BadInput(f"several files go under a prefix, and {dest} does not end with a slash",
+                       f"write s3://{bucket}/{prefix}/")
+    if opts.meta_file_path is not None or opts.parts_file_path is not None or opts.upload_id is not None or \
+            opts.shard is not None:
+        raise BadInput("-m, -a, --upload-id and --shard name one upload, and this command makes one per file",
+                       "leave them out (each file keeps its state in the state folder; see --state-dir)")
+    items = items_of([Path(s) for s in sources], prefix, recursive)
+    clients = ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2)
+    endpoint = resolved_endpoint(clients, opts.endpoint_url)
+    choice = checksums.choose(opts.checksum, endpoint)
+    root = state_root(opts.state_dir)
+
+    def prepare(item: Item) -> UploadRequest:
+        source = FileSource(item.path)
+        folder = state_folder(root, endpoint or "", bucket, item.key, source_id(source),
+                              given_endpoint=opts.endpoint_url)
+        return _request(opts, source, bucket, item.key, folder.meta, folder.parts, choice, skip_identical=True)
+
+    def reporter(item: Item | None) -> Reporter:
+        if reporter_for is not None:
+            return reporter_for(None if item is None else item.key)
+        return _reporter(progress, None if item is None else item.key)
+
+    started = time.monotonic()
+    batch = Batch(items, prepare, clients, opts.thread_count, RetryPolicy(attempts=opts.retries), reporter,
+                  on_file_done or (lambda outcome: None))
+    outcomes = batch.run()
+    result = BatchResult(bucket, prefix, outcomes, time.monotonic() - started, batch.exit_code)
+    if result.exit_code != ExitCode.OK:
+        code = result.exit_code
+        first = next(o.failure for o in outcomes if o.code == code and o.failure is not None)
+        failed = sum(1 for o in outcomes if o.failure is not None)
+        raise BatchFailed(code, f"{failed} of {len(outcomes)} files did not complete; the first with exit "
+                          f"{int(code)}: {first.message}", first.hint, result)
+    return result

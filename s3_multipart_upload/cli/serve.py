@@ -1,0 +1,68 @@
+"""``serve``: the upload controller (the ``server`` extra)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from s3_multipart_upload.cli.common import ByteSize, handle_errors, output_options, s3_options, setup_output
+from s3_multipart_upload.errors import BadInput
+from s3_multipart_upload.operations import parse_duration
+
+
+@click.command(epilog="""\b
+Examples:
+  # tokens file: one 'PRINCIPAL TOKEN' per line
+  s3-multipart-upload serve --bucket uploads --tokens-file tokens.txt
+  s3-multipart-upload serve --bucket uploads --tokens-file tokens.txt --host 0.0.0.0 --port 8080 \\
+      --database-url postgresql://ucs:secret@db.internal:5432/ucs --url-expiry 30m
+  S3MU_API_TOKENS='alice 8c2a...f1' s3-multipart-upload serve --bucket b --endpoint-url http://127.0.0.1:9000
+
+\b
+Exit codes: 0 stopped, 2 bad option or tokens file, 75 database unreachable.""")
+@click.option("--bucket", required=True, help="The bucket every upload goes to.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option("--database-url", envvar="S3MU_DATABASE_URL", default="sqlite:///s3mu-controller.sqlite3",
+              show_default=True,
+              help="sqlite:///PATH (a file, nothing to install) or postgresql://USER:PASSWORD@HOST:PORT/DB (several "
+                   "instances behind a load balancer). The schema is created or migrated at start. "
+                   "Also S3MU_DATABASE_URL.")
+@click.option("--tokens-file", type=click.Path(path_type=Path),
+              help="API tokens: one 'PRINCIPAL TOKEN' per line (# comments). Also, or instead: S3MU_API_TOKENS.")
+@click.option("--part-size", type=ByteSize(), default="16M", show_default=True,
+              help="Part size handed to clients; raised for files whose declared size needs more than 10,000 parts.")
+@click.option("--url-expiry", default="15m", show_default=True,
+              help="How long a presigned URL stays valid: 90s, 15m, 1h (at most 7d).")
+@click.option("--key-prefix", default="", help="Prefix of every key the service writes (users/..., files/...).")
+@click.option("--max-pending-uploads", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Pending uploads one principal may have at once; one more is refused (409 TooManyPendingUploads) "
+                   "until one is completed or cancelled.")
+@s3_options
+@output_options
+@handle_errors
+def serve(bucket: str, host: str, port: int, database_url: str, tokens_file: Path | None, part_size: int,
+          url_expiry: str, key_prefix: str, max_pending_uploads: int, endpoint_url: str | None, profile: str | None,
+          region: str | None, quiet: bool, verbose: bool) -> None:
+    """Run the upload controller: presigned multipart uploads for clients without AWS credentials.
+
+    The service holds the credentials (boto3's usual chain: AWS_*, --profile, SSO) and keeps
+    every upload's status in a database; clients with an API token get presigned URLs and
+    upload the parts straight to S3. OpenAPI document: /openapi.json; interactive: /docs.
+    """
+    try:
+        from s3_multipart_upload.service.server import ServeConfig, run
+    except ImportError as exc:
+        raise BadInput(f"the service needs packages that are not installed ({exc.name})",
+                       "pip install 's3-multipart-upload[server]'") from exc
+    setup_output(quiet, verbose)
+    expiry = parse_duration(url_expiry)
+    if not 1 <= expiry <= 7 * 86400:
+        raise BadInput(f"--url-expiry {url_expiry} is outside S3's limits for presigned URLs (1 s to 7 days)")
+    config = ServeConfig(bucket=bucket, database_url=database_url, tokens_file=tokens_file,
+                         tokens_env=os.environ.get("S3MU_API_TOKENS"), endpoint_url=endpoint_url, profile=profile,
+                         region=region, part_size=part_size, url_expiry=int(expiry), key_prefix=key_prefix,
+                         max_pending=max_pending_uploads)
+    run(config, host, port)

@@ -196,7 +196,7 @@ def upload(source: PathArg, dest: str | None = None, *, bucket: str | None = Non
     shard = _shard_of(opts)
     src = _local_source(source, prefix)
     if controller is not None or file_id is not None or token_file is not None or token is not None:
-        return _through_controller(src, (dest, bucket, key), controller, file_id, _token(token, token_file), opts,
+        return _through_controller(src, (dest, bucket, key), controller, file_id, (token, token_file), opts,
                                    shard, progress, planning=False)  # type: ignore[return-value]
     return _transfer(src, _destination(dest, bucket, key), opts, shard, progress,  # type: ignore[return-value]
                      skip_identical=skip_identical and shard is None)
@@ -213,7 +213,7 @@ def plan_upload(source: PathArg, dest: str | None = None, *, bucket: str | None 
     shard = _shard_of(opts)
     src = _local_source(source, prefix)
     if controller is not None or file_id is not None or token_file is not None or token is not None:
-        return _through_controller(src, (dest, bucket, key), controller, file_id, _token(token, token_file), opts,
+        return _through_controller(src, (dest, bucket, key), controller, file_id, (token, token_file), opts,
                                    shard, None, planning=True)  # type: ignore[return-value]
     return _transfer(src, _destination(dest, bucket, key), opts, shard, None, planning=True)  # type: ignore
 
@@ -280,7 +280,8 @@ def _shard_of(opts: _Opts) -> shards_.Shard | None:
 
 
 def _through_controller(source: Source, dest: tuple[str | None, ...], controller: str | None, file_id: str | None,
-                        token: str, opts: _Opts, shard: shards_.Shard | None, progress: Progress | None,
+                        token: tuple[str | None, PathArg | None], opts: _Opts, shard: shards_.Shard | None,
+                        progress: Progress | None,
                         planning: bool) -> UploadResult | dict[str, Any]:
     """Through a controller: its upload of the file (resumed or created), then the usual engine with a client that
     goes through the controller's presigned URLs."""
@@ -298,7 +299,7 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
                        "leave out --checksum (S3 refuses unsigned x-amz-checksum headers on presigned URLs)")
     if not isinstance(source, FileSource):
         raise BadInput("--controller uploads a file: give -f FILE (not -d)")
-    api = ControllerAPI(controller, token, pool_size=opts.thread_count + 2)
+    api = ControllerAPI(controller, _token(*token), pool_size=opts.thread_count + 2)
     meta_path, parts_path = _state_paths(opts, api.base_url, "", f"file-id:{file_id}", source, create=not planning)
     meta = None if opts.restart else read_meta(meta_path)
     if meta is None and planning:

@@ -71,7 +71,7 @@ def _rclone_server(data: Path, *keys: tuple[str, str], port: int | None = None,
     auth = [arg for access, secret in keys for arg in ("--auth-key", f"{access},{secret}")]
     with open(log_path, "wb") as log:
         # Without streaming, rclone keeps parts apart until completion, as S3 does: a part cut off
-        # mid-body is simply not stored. (Streaming mode fails the whole upload instead; see README.)
+        # mid-body is simply not stored. (Streaming mode fails the whole upload instead; see docs/stores.md.)
         proc = subprocess.Popen(
             [_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{port}", *auth, "--config", "/dev/null",
              "--disable-multipart-streaming", *extra, str(data)],

@@ -2,13 +2,13 @@
 
 Everything runs over HTTP on loopback: the controller as a process (uvicorn), rclone serve s3 behind the
 counting proxy (every part PUT the page makes is seen there), and the machine's Chromium driven by
-Playwright. The store is set up as the README tells operators to set up a bucket for the page:
+Playwright. The store is set up as docs/controller.md tells operators to set up a bucket for the page:
 rclone's --allow-origin (only the controller's origin) and ``Access-Control-Expose-Headers: ETag`` on
 its answers; the preflight requests are answered by the proxy with the documented rule (PUT,
 Content-MD5), since rclone answers them with a fixed header list that lacks Content-MD5.
 
 Without Chromium (or Playwright) the tests are skipped; with S3MU_REQUIRE_BROWSER=1 (CI) they fail.
-With S3MU_PAGE_SCREENSHOTS=FOLDER, the 64 MiB test saves the README's screenshots there.
+With S3MU_PAGE_SCREENSHOTS=FOLDER, the 64 MiB test saves the screenshots of docs/controller.md there.
 """
 
 from __future__ import annotations

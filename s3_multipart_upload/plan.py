@@ -21,7 +21,7 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 MAX_OBJECT_SIZE = MAX_PARTS * MAX_PART_SIZE
-# Chosen by measurement against a local S3 server (README, "Choosing the defaults").
+# Chosen by measurement against a local S3 server (docs/limits.md, "Choosing the defaults").
 DEFAULT_PART_SIZE = 32 * MiB
 
 

@@ -202,7 +202,7 @@ def as_upload_error(exc: BaseException, bucket: str, key: str, where: str | None
         if isinstance(exc, botocore.exceptions.ProfileNotFound):
             return ServerRefused(str(exc), "check --profile / AWS_PROFILE against ~/.aws/config")
         if code in ("NotImplemented", "MethodNotAllowed"):
-            hint = "this store does not support the request; see the README's notes on stores"
+            hint = "this store does not support the request; see the Stores page of the docs (docs/stores.md)"
         elif code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed", "403"):
             hint = "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile) and --region"
         elif code == "AccessDenied":

@@ -13,7 +13,6 @@ import logging
 from s3_multipart_upload._version import __version__
 from s3_multipart_upload.api import (
     BatchResult,
-    TransferOptions,
     copy,
     plan_copy,
     plan_upload,
@@ -40,6 +39,7 @@ from s3_multipart_upload.job import UploadResult
 from s3_multipart_upload.manage import Cleaned, abort, clean, list_uploads, local_uploads, status
 from s3_multipart_upload.operations import InProgress, LocalUpload
 from s3_multipart_upload.operations import Status as UploadStatus
+from s3_multipart_upload.options import TransferOptions
 from s3_multipart_upload.progress import ProgressEvent, Reporter
 
 # A library prints nothing unless its user configures logging (the CLI does, for its own output).

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 from s3_multipart_upload import checksums
 from s3_multipart_upload import shard as shards_
@@ -25,7 +25,7 @@ from s3_multipart_upload.batch import Batch, Item, Outcome, items_of, summary
 from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, controller_upload, read_token
 from s3_multipart_upload.errors import BadInput, BatchFailed, ExitCode
 from s3_multipart_upload.job import UploadRequest, UploadResult
-from s3_multipart_upload.plan import parse_size
+from s3_multipart_upload.options import OPTION_NAMES, PathArg, TransferOptions, _Opts
 from s3_multipart_upload.progress import CallbackProgress, NullProgress, ProgressEvent, Reporter
 from s3_multipart_upload.s3 import ClientFactory, Endpoint, RetryPolicy, resolved_endpoint
 from s3_multipart_upload.sources import (
@@ -41,105 +41,7 @@ from s3_multipart_upload.sources import (
 from s3_multipart_upload.state import read_meta, state_folder, state_root
 from s3_multipart_upload.uploader import Uploader
 
-DEFAULT_THREADS = 8
-MAX_THREADS = 256
-PathArg = str | os.PathLike[str]
 Progress = Reporter | Callable[[ProgressEvent], None]
-
-
-class TransferOptions(TypedDict, total=False):
-    """The options of ``upload``, ``copy``, ``upload_many`` and the plans: the CLI's long names, its defaults.
-
-    Attributes:
-        meta_file_path: The upload's meta file (``-m``); with ``parts_file_path``. Default: the state folder.
-        parts_file_path: The log of finished parts (``-a``).
-        state_dir: The state folder (default ``$XDG_STATE_HOME/s3-multipart-upload``).
-        thread_count: Parts (or small files) sent at once, 1 to 256. Default 8.
-        split_size: Part size in bytes, or ``"64M"``, ``"1G"``. Default 32 MiB, raised past 10,000 parts.
-        checksum: ``auto`` (default), ``MD5``, ``CRC64NVME``, ``CRC32C``, ``CRC32``, ``SHA256``.
-        retries: Tries per request on transient failures, 1 to 100. Default 10.
-        restart: Start a new upload even though the meta file records one.
-        upload_id: Adopt this multipart upload of the key (when the meta file was lost).
-        no_overwrite: Refuse (exit 3) if an object exists at the key.
-        shard: ``"I/N"``, ``"auto"`` or ``"all"``: send only this shard's parts (``--shard``).
-        shards: With ``shard="auto"``: the number of shards.
-        endpoint_url: S3 endpoint of an S3-compatible store (also ``AWS_ENDPOINT_URL``).
-        profile: AWS profile (also ``AWS_PROFILE``).
-        region: AWS region (also ``AWS_REGION``).
-    """
-
-    meta_file_path: PathArg | None
-    parts_file_path: PathArg | None
-    state_dir: PathArg | None
-    thread_count: int
-    split_size: int | str | None
-    checksum: str
-    retries: int
-    restart: bool
-    upload_id: str | None
-    no_overwrite: bool
-    shard: str | None
-    shards: int | None
-    endpoint_url: str | None
-    profile: str | None
-    region: str | None
-
-
-@dataclass(frozen=True)
-class _Opts:
-    """TransferOptions checked, with their defaults (a field named as one of UploadRequest's reaches the engine by
-    that name: see ``_request``)."""
-
-    meta_file_path: Path | None = None
-    parts_file_path: Path | None = None
-    state_dir: Path | None = None
-    thread_count: int = DEFAULT_THREADS
-    split_size: int | None = None
-    checksum: str = checksums.AUTO
-    retries: int = RetryPolicy.attempts
-    restart: bool = False
-    upload_id: str | None = None
-    no_overwrite: bool = False
-    shard: str | None = None
-    shards: int | None = None
-    endpoint_url: str | None = None
-    profile: str | None = None
-    region: str | None = None
-
-    @classmethod
-    def of(cls, options: TransferOptions) -> _Opts:
-        given: dict[str, Any] = dict(options)
-        unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise TypeError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(_OPTION_NAMES)}")
-        for name in ("meta_file_path", "parts_file_path", "state_dir"):
-            if given.get(name) is not None:
-                given[name] = Path(given[name])
-        if given.get("split_size") is not None:
-            size = parse_size(given["split_size"])
-            if size is None or size < 1:
-                raise BadInput(f"split_size {given['split_size']!r} is not a size in bytes",
-                               "examples: 67108864, 64M, 64MiB, 1G")
-            given["split_size"] = size
-        _in_range(given, "thread_count", 1, MAX_THREADS)
-        _in_range(given, "retries", 1, 100)
-        _in_range(given, "shards", 1, shards_.MAX_SHARDS)
-        if "checksum" in given and str(given["checksum"]).upper() not in {c.upper() for c in checksums.CHOICES}:
-            raise BadInput(f"checksum {given['checksum']!r} is not one of {', '.join(checksums.CHOICES)}")
-        return cls(**given)
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return Endpoint(self.endpoint_url, self.profile, self.region)
-
-
-_OPTION_NAMES = [f.name for f in dataclasses.fields(_Opts)]
-
-
-def _in_range(given: dict[str, Any], name: str, low: int, high: int) -> None:
-    value = given.get(name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
-        raise BadInput(f"{name} {value!r} is not a whole number from {low} to {high}")
 
 
 def _reporter(progress: Progress | None, key: str | None = None) -> Reporter:
@@ -339,7 +241,7 @@ def _request(opts: _Opts, source: Source, bucket: str, key: str, meta: Path, par
     return UploadRequest(**same, **decided)
 
 
-_PASSED_BY_NAME = sorted(set(_OPTION_NAMES) & {f.name for f in dataclasses.fields(UploadRequest)} - {"shard"})
+_PASSED_BY_NAME = sorted(set(OPTION_NAMES) & {f.name for f in dataclasses.fields(UploadRequest)} - {"shard"})
 
 
 def _transfer(source: Source, dest: tuple[str, str], opts: _Opts, shard: shards_.Shard | None,

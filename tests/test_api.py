@@ -17,8 +17,8 @@ import click
 import pytest
 
 import s3_multipart_upload as api
-from s3_multipart_upload.api import _Opts
 from s3_multipart_upload.main import cli
+from s3_multipart_upload.options import _Opts
 from s3_multipart_upload.plan import MiB
 from tests.conftest import S3Server, kill_when, run_cli, write_random
 from tests.s3proxy import S3Proxy

@@ -20,8 +20,8 @@ import click
 from rich.console import Console
 
 from s3_multipart_upload import checksums
-from s3_multipart_upload.api import DEFAULT_THREADS, MAX_THREADS, TransferOptions
 from s3_multipart_upload.errors import ExitCode, Failure, UploadError, failure_of
+from s3_multipart_upload.options import DEFAULT_THREADS, MAX_THREADS, TransferOptions
 from s3_multipart_upload.plan import DEFAULT_PART_SIZE, human, parse_size
 from s3_multipart_upload.progress import LOG_FORMAT, BarProgress, ConsoleHandler, LogProgress, NullProgress, Reporter
 from s3_multipart_upload.s3 import RetryPolicy

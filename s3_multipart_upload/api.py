@@ -27,6 +27,7 @@ from s3_multipart_upload.errors import BadInput, BatchFailed, ExitCode
 from s3_multipart_upload.job import UploadRequest, UploadResult
 from s3_multipart_upload.options import OPTION_NAMES, PathArg, TransferOptions, _Opts
 from s3_multipart_upload.progress import CallbackProgress, NullProgress, ProgressEvent, Reporter
+from s3_multipart_upload.properties import ObjectProperties, read_key_file
 from s3_multipart_upload.s3 import ClientFactory, Endpoint, RetryPolicy, resolved_endpoint
 from s3_multipart_upload.sources import (
     ChunkDirSource,
@@ -122,39 +123,63 @@ def plan_upload(source: PathArg, dest: str | None = None, *, bucket: str | None 
 
 def copy(source: str, dest: str | None = None, *, bucket: str | None = None, key: str | None = None,
          source_endpoint_url: str | None = None, source_profile: str | None = None, source_region: str | None = None,
-         through_client: bool = False, progress: Progress | None = None,
+         through_client: bool = False, metadata_directive: str = "COPY",
+         copy_source_sse_c_key_file: PathArg | None = None, progress: Progress | None = None,
          **options: Unpack[TransferOptions]) -> UploadResult:
     """Copy the object ``source`` (``s3://BUCKET/KEY``) to ``dest`` in parts, resumably.
 
     One store and one set of credentials: the store copies each part (UploadPartCopy); otherwise, or with
     ``through_client``, each part is read with a ranged GET and uploaded. Every read is conditional on the source's
     ETag: a source that changes mid-copy raises SourceChanged (exit 3). The ``source_*`` arguments default to the
-    destination's.
+    destination's. The copy keeps the source's content headers, metadata and tags (``metadata_directive="COPY"``),
+    or takes the options' instead (``"REPLACE"``); its storage class, encryption, ACL and Object Lock are the
+    options'. ``copy_source_sse_c_key_file``: the source's SSE-C key.
     """
     opts = _Opts.of(options)
-    return _transfer(*_copy_source(source, dest, bucket, key, source_endpoint_url, source_profile, source_region,
-                                   through_client, opts), progress)  # type: ignore[return-value]
+    src, target, shard, props = _copy_source(source, (dest, bucket, key), (source_endpoint_url, source_profile,
+                                             source_region), through_client, metadata_directive,
+                                             copy_source_sse_c_key_file, opts)
+    return _transfer(src, target, opts, shard, progress, props)  # type: ignore[return-value]
 
 
 def plan_copy(source: str, dest: str | None = None, *, bucket: str | None = None, key: str | None = None,
               source_endpoint_url: str | None = None, source_profile: str | None = None,
-              source_region: str | None = None, through_client: bool = False,
-              **options: Unpack[TransferOptions]) -> dict[str, Any]:
+              source_region: str | None = None, through_client: bool = False, metadata_directive: str = "COPY",
+              copy_source_sse_c_key_file: PathArg | None = None, **options: Unpack[TransferOptions]) -> dict[str, Any]:
     """What ``copy`` with these arguments would do (``--dry-run``); asks the source for its size, sends nothing."""
     opts = _Opts.of(options)
-    return _transfer(*_copy_source(source, dest, bucket, key, source_endpoint_url, source_profile, source_region,
-                                   through_client, opts), None, planning=True)  # type: ignore[return-value]
+    src, target, shard, props = _copy_source(source, (dest, bucket, key), (source_endpoint_url, source_profile,
+                                             source_region), through_client, metadata_directive,
+                                             copy_source_sse_c_key_file, opts)
+    return _transfer(src, target, opts, shard, None, props, planning=True)  # type: ignore[return-value]
 
 
-def _copy_source(url: str, dest: str | None, bucket: str | None, key: str | None, endpoint_url: str | None,
-                 profile: str | None, region: str | None, through_client: bool,
-                 opts: _Opts) -> tuple[Source, tuple[str, str], _Opts, shards_.Shard | None]:
+# The properties a copy takes from its source unless --metadata-directive REPLACE.
+_COPIED = ("content_type", "content_encoding", "content_language", "content_disposition", "cache_control",
+           "expires", "metadata", "tagging", "tag")
+
+
+def _copy_source(url: str, dest: tuple[str | None, str | None, str | None], where: tuple[str | None, ...],
+                 through_client: bool, metadata_directive: str, source_key_file: PathArg | None,
+                 opts: _Opts) -> tuple[Source, tuple[str, str], shards_.Shard | None, ObjectProperties]:
     shard = _shard_of(opts)
-    target = _destination(dest, bucket, key)
-    src = Endpoint(endpoint_url or opts.endpoint_url, profile or opts.profile, region or opts.region)
+    target = _destination(*dest)
+    directive = metadata_directive.strip().upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise BadInput(f"--metadata-directive {metadata_directive!r} is not COPY or REPLACE")
+    given = [name for name in _COPIED if name in opts.props]
+    if directive == "COPY" and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise BadInput(f"a copy keeps the source's content headers, metadata and tags, and {flags} would replace them",
+                       f"add --metadata-directive REPLACE to take {flags} (and nothing of the source's) instead")
+    source_key = read_key_file(source_key_file, "--copy-source-sse-c-key-file")
+    src = Endpoint(where[0] or opts.endpoint_url, where[1] or opts.profile, where[2] or opts.region)
     source = object_source(url, src, opts.endpoint, target, through_client, opts.thread_count + 2,
-                           RetryPolicy(attempts=opts.retries))
-    return source, target, opts, shard
+                           RetryPolicy(attempts=opts.retries), sse_c_key=source_key)
+    props = opts.properties(None, copy_source_sse_c_key_file=source_key_file if source.server_side else None)
+    if directive == "COPY":
+        props = dataclasses.replace(props, **source.copied_properties())
+    return source, target, shard, props
 
 
 def _token(token: str | None, token_file: PathArg | None) -> str:
@@ -196,6 +221,11 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
     if not_here:
         raise BadInput(f"{', '.join(not_here)} cannot go with --controller: the controller chooses the bucket and "
                        "key and holds the credentials", f"leave out {', '.join(not_here)}")
+    asked = [name for name in opts.props if name != "guess_mime_type"]
+    if asked:
+        flags = ", ".join("--" + name.replace("_", "-") for name in asked)
+        raise BadInput(f"{flags} cannot go with --controller: the controller creates the upload, with its own policy",
+                       f"leave out {flags}")
     if opts.checksum.upper() not in ("MD5", checksums.AUTO.upper()):
         raise BadInput("through a controller, parts are checked by MD5 only",
                        "leave out --checksum (S3 refuses unsigned x-amz-checksum headers on presigned URLs)")
@@ -210,7 +240,7 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
     size = source.plan(opts.split_size, fixed=False).total_size
     up = controller_upload(api, file_id, size, opts.split_size, opts.retries, meta, meta_path)
     opts = dataclasses.replace(opts, upload_id=up.upload_id, split_size=up.part_size)
-    return _transfer(source, (up.bucket, up.key), opts, shard, progress, clients=up.clients,
+    return _transfer(source, (up.bucket, up.key), opts, shard, progress, ObjectProperties(), clients=up.clients,
                      state=(meta_path, parts_path), meta_extra={"controller": api.base_url, "fileId": file_id},
                      planning=planning)
 
@@ -245,18 +275,23 @@ _PASSED_BY_NAME = sorted(set(OPTION_NAMES) & {f.name for f in dataclasses.fields
 
 
 def _transfer(source: Source, dest: tuple[str, str], opts: _Opts, shard: shards_.Shard | None,
-              progress: Progress | None, clients: ClientFactory | None = None, state: tuple[Path, Path] | None = None,
+              progress: Progress | None, properties: ObjectProperties | None = None,
+              clients: ClientFactory | None = None, state: tuple[Path, Path] | None = None,
               meta_extra: dict[str, Any] | None = None, skip_identical: bool = False,
               planning: bool = False) -> UploadResult | dict[str, Any]:
     """One upload or copy: its plan, or its run."""
     bucket, key = dest
-    clients = clients or ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2)
+    if properties is None:  # the content type is guessed from the file's name, as aws-cli does (a chunk folder: key)
+        properties = opts.properties(source.path.name if isinstance(source, FileSource) else key)
+    clients = clients or ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2, request_args=(
+        properties.request_args if properties.has_request_args else None))
     endpoint = resolved_endpoint(clients, opts.endpoint_url)
+    properties.check_endpoint(endpoint, checksums.is_aws(endpoint))
     meta_path, parts_path = state or _state_paths(opts, endpoint or "", bucket, key, source, create=not planning)
     choice = checksums.choose(opts.checksum, endpoint, controller=meta_extra is not None and "controller" in meta_extra,
                               copy=isinstance(source, S3ObjectSource))
     request = _request(opts, source, bucket, key, meta_path, parts_path, choice, meta_extra=meta_extra or {},
-                       skip_identical=skip_identical, shard=shard)
+                       skip_identical=skip_identical, shard=shard, properties=properties)
     if planning:
         return Uploader(request, clients).dry_run()
     reporter = _reporter(progress, key)
@@ -265,6 +300,7 @@ def _transfer(source: Source, dest: tuple[str, str], opts: _Opts, shard: shards_
     finally:
         reporter.close()
     result.shard = None if shard is None else str(shard)
+    result.properties = properties.shown()
     return result
 
 
@@ -314,8 +350,11 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
         raise BadInput("-m, -a, --upload-id and --shard name one upload, and this command makes one per file",
                        "leave them out (each file keeps its state in the state folder; see --state-dir)")
     items = items_of([Path(s) for s in sources], prefix, recursive)
-    clients = ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2)
+    shared = opts.properties()
+    clients = ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2,
+                            request_args=shared.request_args if shared.has_request_args else None)
     endpoint = resolved_endpoint(clients, opts.endpoint_url)
+    shared.check_endpoint(endpoint, checksums.is_aws(endpoint))
     choice = checksums.choose(opts.checksum, endpoint)
     root = state_root(opts.state_dir)
 
@@ -323,7 +362,8 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
         source = FileSource(item.path)
         folder = state_folder(root, endpoint or "", bucket, item.key, source_id(source),
                               given_endpoint=opts.endpoint_url)
-        return _request(opts, source, bucket, item.key, folder.meta, folder.parts, choice, skip_identical=True)
+        return _request(opts, source, bucket, item.key, folder.meta, folder.parts, choice, skip_identical=True,
+                        properties=opts.properties(item.path.name))
 
     def reporter(item: Item | None) -> Reporter:
         if reporter_for is not None:

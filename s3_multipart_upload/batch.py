@@ -221,4 +221,4 @@ def result_json(result: UploadResult) -> dict[str, Any]:
             "eTag": result.etag, "partsTotal": result.parts_total, "partsSent": result.parts_sent,
             "partsAlreadyDone": result.parts_logged, "partsAdopted": result.parts_adopted,
             "bytesSent": result.bytes_sent, "seconds": round(result.seconds, 3), "checksumAlgorithm": result.checksum,
-            "fullObjectChecksum": result.full_checksum}
+            "fullObjectChecksum": result.full_checksum, "objectProperties": result.properties}

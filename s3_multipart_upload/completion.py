@@ -265,17 +265,22 @@ def refuse_overwrite(job: Job, plan: Plan | None = None) -> str | None:
     req = job.req
     if not req.no_overwrite:
         return None
+    opaque = req.properties.opaque_etags  # SSE-KMS, SSE-C: the ETag is no MD5; the part's checksum may prove it
     try:
-        head = job.call("HeadObject", lambda c: c.head_object(Bucket=req.bucket, Key=req.key))
+        mode: dict[str, Any] = {"ChecksumMode": "ENABLED"} if opaque else {}
+        head = job.call("HeadObject", lambda c: c.head_object(Bucket=req.bucket, Key=req.key, **mode))
     except Exception as exc:
         if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             return None
         raise job.fail(exc) from exc
     etag = str(head.get("ETag", "")).strip('"')
-    if (plan is not None and len(plan.parts) == 1 and not req.source.server_side
-            and head.get("ContentLength") == plan.total_size
-            and etag == digest_part(req.source, plan.parts[0], "MD5").md5_hex):
-        return etag
+    if plan is not None and len(plan.parts) == 1 and not req.source.server_side \
+            and head.get("ContentLength") == plan.total_size:
+        if not opaque and etag == digest_part(req.source, plan.parts[0], "MD5").md5_hex:
+            return etag
+        held = head.get(f"Checksum{req.checksum}") if opaque and req.checksum != "MD5" else None
+        if held is not None and held == digest_part(req.source, plan.parts[0], req.checksum).value:
+            return etag
     raise StateConflict(f"an object already exists at {req.where} and --no-overwrite was given",
                         "choose another key, or leave out --no-overwrite to replace it")
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from s3_multipart_upload.errors import IntegrityError, UploadError
 from s3_multipart_upload.progress import NullProgress, Reporter
+from s3_multipart_upload.properties import ObjectProperties
 from s3_multipart_upload.s3 import ClientFactory, Requester, RetryPolicy, describe, is_throttling, translate
 from s3_multipart_upload.shard import Shard, log_of
 from s3_multipart_upload.sources import Source
@@ -48,6 +49,7 @@ class UploadRequest:
     skip_identical: bool = False  # a new upload whose key already holds these bytes (size, MD5) is recorded as done
     meta_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in META; a rerun must match
     shard: Shard | None = None  # --shard I/N: send only this shard's parts; complete only if every part is held
+    properties: ObjectProperties = dataclasses.field(default_factory=ObjectProperties)  # the object's; in META
 
     @property
     def log_path(self) -> Path:
@@ -84,6 +86,7 @@ class UploadResult:
     parts_left: int = 0  # --shard: parts this run left to other shards (not held by the server when it looked)
     completed_by: str | None = None  # --shard: every part was held and this other shard claimed the completion
     shard: str | None = None  # --shard: the shard this run sent, I/N
+    properties: dict[str, Any] = dataclasses.field(default_factory=dict)  # the object's, as asked (no secrets)
 
 
 class ObjectMissing(IntegrityError):

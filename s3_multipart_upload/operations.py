@@ -87,6 +87,7 @@ class Status:
     server_bytes: int | None = None
     unlogged_on_server: list[int] = field(default_factory=list)  # parts S3 holds that the log lacks
     logged_not_on_server: list[int] = field(default_factory=list)
+    object_properties: dict[str, Any] = field(default_factory=dict)  # as asked (properties.py), secrets excepted
 
     @property
     def percent(self) -> float | None:
@@ -138,6 +139,7 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester 
         server="not_checked", checksum_algorithm=meta.checksum_algorithm,
         full_object_checksum=meta.extra.get(f"checksum{meta.checksum_algorithm}") if meta.checksum_algorithm else None,
         shards=meta.extra.get("shards") if isinstance(meta.extra.get("shards"), int) else None, shard_logs=logs,
+        object_properties=dict(meta.extra.get("objectProperties") or {}),
     )
     if meta.upload_id is None or meta.status in (COMPLETED, ABORTED) or requests is None:
         return status

@@ -4,7 +4,9 @@ the command line's long options with underscores, their defaults, and the checks
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -12,6 +14,7 @@ from typing import Any, TypedDict
 from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.plan import parse_size
+from s3_multipart_upload.properties import ObjectProperties
 from s3_multipart_upload.s3 import Endpoint, RetryPolicy
 from s3_multipart_upload.shard import MAX_SHARDS
 
@@ -40,6 +43,33 @@ class TransferOptions(TypedDict, total=False):
         endpoint_url: S3 endpoint of an S3-compatible store (also ``AWS_ENDPOINT_URL``).
         profile: AWS profile (also ``AWS_PROFILE``).
         region: AWS region (also ``AWS_REGION``).
+
+    The object's properties (set on CreateMultipartUpload or the one-part PutObject, recorded in the meta file so
+    a rerun keeps them; aws-cli's names; see the docs' Object properties page):
+
+    Attributes:
+        content_type: Default: guessed from the file's name, as aws-cli does.
+        guess_mime_type: False: no guessed content type (``--no-guess-mime-type``).
+        content_encoding: Content-Encoding.
+        content_language: Content-Language.
+        content_disposition: Content-Disposition.
+        cache_control: Cache-Control.
+        expires: Expires: a datetime, or ISO 8601 / HTTP date text.
+        metadata: User metadata: a mapping, ``KEY=VALUE`` items, or a JSON object (at most 2 KB).
+        storage_class: STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR, GLACIER, DEEP_ARCHIVE, ...
+        tagging: Tags, URL-encoded: ``"k=v&k2=v2"`` (at most 10 in all).
+        tag: Tags as ``KEY=VALUE`` items.
+        acl: A canned ACL: private, bucket-owner-full-control, ...
+        sse: Server-side encryption: ``AES256``, ``aws:kms`` or ``aws:kms:dsse``.
+        sse_kms_key_id: With ``sse="aws:kms"``: the KMS key (id, ARN or alias).
+        sse_kms_encryption_context: With ``sse="aws:kms"``: a mapping or a JSON object.
+        bucket_key_enabled: With ``sse="aws:kms"``: an S3 Bucket Key.
+        sse_c_key_file: A file of 32 bytes: SSE-C's key (only its MD5 is recorded; never logged).
+        object_lock_mode: GOVERNANCE or COMPLIANCE, with ``object_lock_retain_until_date``.
+        object_lock_retain_until_date: A datetime or ISO 8601 text, in the future.
+        object_lock_legal_hold: ON or OFF.
+        expected_bucket_owner: The account id the bucket must belong to (every request says so).
+        request_payer: ``requester``, for requester-pays buckets.
     """
 
     meta_file_path: PathArg | None
@@ -57,6 +87,36 @@ class TransferOptions(TypedDict, total=False):
     endpoint_url: str | None
     profile: str | None
     region: str | None
+    content_type: str | None
+    guess_mime_type: bool
+    content_encoding: str | None
+    content_language: str | None
+    content_disposition: str | None
+    cache_control: str | None
+    expires: str | dt.datetime | None
+    metadata: Mapping[str, str] | Sequence[str] | str | None
+    storage_class: str | None
+    tagging: str | None
+    tag: Sequence[str]
+    acl: str | None
+    sse: str | None
+    sse_kms_key_id: str | None
+    sse_kms_encryption_context: Mapping[str, str] | str | None
+    bucket_key_enabled: bool | None
+    sse_c_key_file: PathArg | None
+    object_lock_mode: str | None
+    object_lock_retain_until_date: str | dt.datetime | None
+    object_lock_legal_hold: str | None
+    expected_bucket_owner: str | None
+    request_payer: str | None
+
+
+# The options that are the object's properties: they go to ObjectProperties.of as they are.
+PROPERTY_OPTIONS = ("content_type", "guess_mime_type", "content_encoding", "content_language", "content_disposition",
+                    "cache_control", "expires", "metadata", "storage_class", "tagging", "tag", "acl", "sse",
+                    "sse_kms_key_id", "sse_kms_encryption_context", "bucket_key_enabled", "sse_c_key_file",
+                    "object_lock_mode", "object_lock_retain_until_date", "object_lock_legal_hold",
+                    "expected_bucket_owner", "request_payer")
 
 
 @dataclass(frozen=True)
@@ -79,11 +139,13 @@ class _Opts:
     endpoint_url: str | None = None
     profile: str | None = None
     region: str | None = None
+    props: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # PROPERTY_OPTIONS given, as given
 
     @classmethod
     def of(cls, options: TransferOptions) -> _Opts:
         given: dict[str, Any] = dict(options)
-        unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
+        props = {name: given.pop(name) for name in PROPERTY_OPTIONS if name in given}
+        unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)} | ({"props"} & set(given)))
         if unknown:
             raise TypeError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(OPTION_NAMES)}")
         for name in ("meta_file_path", "parts_file_path", "state_dir"):
@@ -100,14 +162,20 @@ class _Opts:
         _in_range(given, "shards", 1, MAX_SHARDS)
         if "checksum" in given and str(given["checksum"]).upper() not in {c.upper() for c in checksums.CHOICES}:
             raise BadInput(f"checksum {given['checksum']!r} is not one of {', '.join(checksums.CHOICES)}")
-        return cls(**given)
+        opts = cls(**given, props=props)
+        opts.properties()  # bad properties are refused here, before anything is asked of the store
+        return opts
 
     @property
     def endpoint(self) -> Endpoint:
         return Endpoint(self.endpoint_url, self.profile, self.region)
 
+    def properties(self, source_name: str | None = None, **more: Any) -> ObjectProperties:
+        """The object's properties, the content type guessed from ``source_name`` unless given."""
+        return ObjectProperties.of(source_name, **self.props, **more)
 
-OPTION_NAMES = [f.name for f in dataclasses.fields(_Opts)]
+
+OPTION_NAMES = [f.name for f in dataclasses.fields(_Opts) if f.name != "props"] + list(PROPERTY_OPTIONS)
 
 
 def _in_range(given: dict[str, Any], name: str, low: int, high: int) -> None:

@@ -74,6 +74,7 @@ class RunPlan:
             "partsLogged": len(self.logged), "bytesToSend": sum(p.length for p in todo),
             "requests": requests, "shard": str(shard) if shard else None,
             "shardParts": sum(1 for p in plan.parts if shard.owns(p.number)) if shard else None,
+            "objectProperties": req.properties.shown(),
         }
 
 
@@ -100,8 +101,29 @@ def check_meta(req: UploadRequest, meta: Meta, check_source: bool = True) -> Non
             raise StateConflict(f"meta file {req.meta_path} records {name} {meta.extra.get(name)!r}, "
                                 f"not {value!r}", "give the same options as that upload, or another -m and -a "
                                 "path for this one")
+    check_properties(req, meta)
     if check_source and meta.source is not None:
         req.source.check_unchanged(meta.source, req.meta_path)
+
+
+def check_properties(req: UploadRequest, meta: Meta) -> None:
+    """A rerun keeps the object's properties: the upload was created with them (and its parts encrypted with its
+    SSE-C key), so a command that asks for others is refused (exit 2), before anything is sent. A meta file from
+    before properties were recorded holds none."""
+    recorded = meta.extra.get("objectProperties") or {}
+    asked = req.properties.recorded()
+    for name in sorted(set(recorded) | set(asked)):
+        if recorded.get(name) == asked.get(name):
+            continue
+        option = "--sse-c-key-file" if name == "sse_c_key_md5" else "--" + name.replace("_", "-")
+        if name == "sse_c_key_md5":
+            was = "no SSE-C key" if name not in recorded else f"a key whose MD5 is {recorded[name]}"
+            now = "none" if name not in asked else "another key"
+        else:
+            was = "nothing" if name not in recorded else repr(recorded[name])
+            now = "nothing" if name not in asked else repr(asked[name])
+        raise BadInput(f"the upload in {req.meta_path} was begun with {option} {was}; this command gives {now}",
+                       f"give the same {option} as that upload, or --restart to begin again with the new one")
 
 
 def _checksum(req: UploadRequest, meta: Meta | None, warn: bool) -> tuple[str, str]:

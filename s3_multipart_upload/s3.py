@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import email.utils
 import enum
+import functools
 import logging
 import os
 import threading
@@ -361,8 +362,12 @@ class ClientFactory:
     """Builds the shared S3 clients, one per read timeout (requests without a body, and part uploads of the run's part
     size: see ``Timeouts``); ``refresh`` rebuilds them to pick up renewed credentials."""
 
-    def __init__(self, endpoint: Endpoint, pool_size: int, timeouts: Timeouts | None = None) -> None:
+    def __init__(self, endpoint: Endpoint, pool_size: int, timeouts: Timeouts | None = None,
+                 request_args: Callable[[str], dict[str, Any]] | None = None) -> None:
         self.endpoint = endpoint
+        # What every request of an operation carries besides what the engine passes (properties.py: SSE-C's key,
+        # RequestPayer, ExpectedBucketOwner): added to each client's requests, so no call can forget them.
+        self.request_args = request_args
         self.pool_size = pool_size
         self.timeouts = timeouts or Timeouts.from_env()
         self.clock = SigningClock(float(os.environ.get("S3MU_TEST_CLOCK_SHIFT") or 0))
@@ -386,7 +391,14 @@ class ClientFactory:
             # The part checksum already protects the body; do not SHA-256 it a second time over http.
             s3={"payload_signing_enabled": False, "addressing_style": "path" if self.endpoint.endpoint_url else "auto"},
         )
-        return session.client("s3", endpoint_url=self.endpoint.endpoint_url, config=config)
+        client = session.client("s3", endpoint_url=self.endpoint.endpoint_url, config=config)
+        if self.request_args is not None:
+            for operation in client.meta.service_model.operation_names:
+                extra = self.request_args(operation)
+                if extra:
+                    client.meta.events.register_first(f"before-parameter-build.s3.{operation}",
+                                                      functools.partial(_add_params, extra))
+        return client
 
     def client(self, body_size: int | None = None) -> S3Client:
         """The client for requests that send ``body_size`` bytes (the run's part size, so that its parts share one
@@ -407,6 +419,11 @@ class ClientFactory:
             self._clients.clear()
             self.generation += 1
             return True
+
+
+def _add_params(extra: dict[str, Any], params: dict[str, Any], **_: Any) -> None:
+    for name, value in extra.items():
+        params.setdefault(name, value)
 
 
 def resolved_endpoint(clients: ClientFactory, given: str | None) -> str | None:

@@ -8,15 +8,22 @@ server (UploadPartCopy) without its bytes passing through this machine.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import logging
 import os
 import stat
+import urllib.parse
 from pathlib import Path
 from typing import Any, Protocol
 
 from s3_multipart_upload.errors import BadInput, SourceChanged, StateConflict, TemporaryFailure
 from s3_multipart_upload.plan import Part, Plan, plan_bytes, plan_chunks
+from s3_multipart_upload.properties import source_request_args
 from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy, error_code, translate
 from s3_multipart_upload.stream import PartSource, PartStream, RangeReader
+
+log = logging.getLogger(__name__)
 
 
 class Source(Protocol):
@@ -295,15 +302,19 @@ def parse_s3_target(url: str) -> tuple[str, str]:
 
 
 def object_source(url: str, src: Endpoint, dest: Endpoint, dest_object: tuple[str | None, str | None],
-                  through_client: bool, pool_size: int, policy: RetryPolicy) -> S3ObjectSource:
+                  through_client: bool, pool_size: int, policy: RetryPolicy,
+                  sse_c_key: bytes | None = None) -> S3ObjectSource:
     """The object a copy reads: copied by the store itself (UploadPartCopy) when source and destination are one
-    store with one set of credentials, unless ``through_client`` asks to read and send each part."""
+    store with one set of credentials, unless ``through_client`` asks to read and send each part. ``sse_c_key``:
+    the source's SSE-C key (its reads carry it; UploadPartCopy carries it from the destination's requests)."""
     bucket, key = parse_s3_url(url)
     server_side = src == dest and not through_client
     if server_side and (bucket, key) == dest_object:
         raise BadInput(f"the source and the destination are the same object, s3://{bucket}/{key}",
                        "give another -b/-k")
-    return S3ObjectSource(bucket, key, ClientFactory(src, pool_size=pool_size), policy, server_side=server_side)
+    reads = None if sse_c_key is None else functools.partial(source_request_args, sse_c_key)
+    clients = ClientFactory(src, pool_size=pool_size, request_args=reads)
+    return S3ObjectSource(bucket, key, clients, policy, server_side=server_side)
 
 
 def source_id(source: Source) -> str:
@@ -329,6 +340,7 @@ class S3ObjectSource:
         self._reads = Requester(clients, RetryPolicy(attempts=1))
         self.server_side = server_side
         head = self._head()
+        self.head = head
         self.total_size = int(head["ContentLength"])
         self.etag = str(head["ETag"])  # with its quotes, as If-Match wants it
         modified = head.get("LastModified")
@@ -345,6 +357,29 @@ class S3ObjectSource:
 
     def plan(self, split_size: int | None, fixed: bool) -> Plan:
         return plan_bytes(self.total_size, split_size, fixed)
+
+    def copied_properties(self) -> dict[str, Any]:
+        """What a copy keeps of the source by default (aws-cli's ``--copy-props default``): its content headers, its
+        user metadata and its tags, as ObjectProperties fields. A store without tags gives none, and says so."""
+        head = self.head
+        found: dict[str, Any] = {name: head.get(arg) for name, arg in (
+            ("content_type", "ContentType"), ("content_encoding", "ContentEncoding"),
+            ("content_language", "ContentLanguage"), ("content_disposition", "ContentDisposition"),
+            ("cache_control", "CacheControl"))}
+        if isinstance(head.get("Expires"), dt.datetime):
+            found["expires"] = head["Expires"].astimezone(dt.UTC).isoformat()
+        found["metadata"] = dict(head.get("Metadata") or {})
+        try:
+            tags = self._requests.call("GetObjectTagging", lambda c: c.get_object_tagging(
+                Bucket=self.bucket, Key=self.key)).get("TagSet", [])
+        except Exception as exc:
+            if error_code(exc) not in ("NotImplemented", "501", "MethodNotAllowed", "405"):
+                raise translate(exc, self.bucket, self.key, where=f"the tags of the source object {self.url}") \
+                    from exc
+            log.warning("The source's store keeps no tags (%s): the copy has none.", error_code(exc))
+            tags = []
+        found["tagging"] = urllib.parse.urlencode([(t["Key"], t["Value"]) for t in tags]) or None
+        return {k: v for k, v in found.items() if v not in (None, {})}
 
     def _changed(self, what: str) -> SourceChanged:
         return SourceChanged(f"the source object {self.url} changed {what} (its ETag is no longer {self.etag})",

@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 CONTENT_MD5 = "contentMD5"
 ETAGS_NOT_MD5 = "eTagsNotMD5"
 SHARDS = "shards"  # META: the count of shards of an upload begun with --shard
+PROPERTIES = "objectProperties"  # META: the object's properties as asked, secrets excepted (properties.py)
 CREATE_WAIT = 900.0  # how long a shard waits for the one creating the upload (its CreateMultipartUpload retries)
 CREATE_STALE = 600.0  # a create claim this old with no META is a dead task's (10 tries of a create take < 4 min)
 CLAIM_POLL = 0.25
@@ -228,7 +229,8 @@ class Uploader:
             # --no-overwrite before a new upload. A resumed one is checked again at completion, and its own
             # object (an earlier run completed it, then was killed) must not count as someone else's.
             identical = refuse_overwrite(self.job, run.parts)
-            if identical is None and req.skip_identical and not req.restart and not req.source.server_side:
+            if identical is None and req.skip_identical and not req.restart and not req.source.server_side \
+                    and not req.properties.opaque_etags:  # (SSE-KMS, SSE-C: an ETag is no MD5 to compare)
                 identical = Completer(self.job, run.checksum, run.parts).already_built({})
             if identical is not None:
                 return self._identical(run, identical)
@@ -303,6 +305,8 @@ class Uploader:
     def _new_meta(self, run: RunPlan, upload_id: str | None) -> Meta:
         req = self.req
         extra = dict(req.meta_extra)
+        if req.properties.recorded():
+            extra[PROPERTIES] = req.properties.recorded()
         if req.shard is not None:
             extra[SHARDS] = req.shard.count  # every task of the upload must count the same shards
         return new_meta(req.bucket, req.key, upload_id, run.parts.part_size, req.source.identity(),
@@ -314,7 +318,7 @@ class Uploader:
         if run.single_put:
             return _replace_meta(run, self._new_meta(run, None))  # a PutObject has nothing to resume
         log.info("Initiating multipart upload in %s.", req.meta_path)
-        args: dict[str, Any] = {"Bucket": req.bucket, "Key": req.key}
+        args: dict[str, Any] = {"Bucket": req.bucket, "Key": req.key, **req.properties.create_args()}
         if run.checksum != "MD5":
             args["ChecksumAlgorithm"] = run.checksum
         if run.checksum in checksums.FULL_OBJECT:
@@ -348,17 +352,21 @@ class Uploader:
         began = time.monotonic()
         # Content-MD5 here, not the ETag comparison: the first request already makes the object, and damaged
         # bytes must never be one, not even until a second request replaces them.
-        sender = Sender(job, run.checksum, content_md5=True)
+        sender = Sender(job, run.checksum, content_md5=True, etags_not_md5=req.properties.opaque_etags)
         conditional: dict[str, Any] = {"IfNoneMatch": "*"} if req.no_overwrite else {}
+        properties = req.properties.create_args()
 
         def put(client: S3Client) -> Completed:
             copy = req.source.server_side_copy(part)
             if copy is not None:
                 copy.pop("CopySourceRange", None)  # CopyObject takes the whole object
-                response = client.copy_object(Bucket=req.bucket, Key=req.key, **copy, **conditional)
+                # The properties were taken from the source (copy's default) or given: they replace the source's.
+                directives: dict[str, Any] = {"MetadataDirective": "REPLACE", "TaggingDirective": "REPLACE"}
+                response = client.copy_object(Bucket=req.bucket, Key=req.key, **copy, **conditional, **directives,
+                                              **properties)
                 return Completed(str(response["CopyObjectResult"]["ETag"]).strip('"'))
             answer, digest = sender.send_verified(part, lambda body, args: client.put_object(
-                Bucket=req.bucket, Key=req.key, Body=body, **args, **conditional))  # type: ignore[arg-type]
+                Bucket=req.bucket, Key=req.key, Body=body, **args, **conditional, **properties))  # type: ignore
             etag = str(answer["ETag"]).strip('"')
             # An MD5 ETag equal to the bytes' MD5, or the store's echo of the checksum it verified, proves them.
             proven = etag == digest.md5_hex or answer.get(f"Checksum{digest.algorithm}") == digest.value
@@ -392,7 +400,7 @@ class Uploader:
         if listed is None:
             return
         sender = Sender(job, run.checksum, content_md5=meta.extra.get(CONTENT_MD5) is True,
-                        etags_not_md5=meta.extra.get(ETAGS_NOT_MD5) is True)
+                        etags_not_md5=meta.extra.get(ETAGS_NOT_MD5) is True or req.properties.opaque_etags)
         with PartsLog(req.log_path) as parts_log:
             state = self._reconcile(run, upload_id, listed, parts_log)
             result.parts_logged, result.parts_adopted = state.logged, state.adopted

@@ -57,6 +57,7 @@ class Seen:
     access_key: str = ""  # from the SigV4 Authorization header
     connection: int = 0  # the client's port: a request on a new connection has another one
     amz_date: str = ""  # X-Amz-Date, the time the client signed the request at
+    headers: Mapping[str, str] = field(default_factory=dict)  # the request's headers, names in lower case
 
     @property
     def part_number(self) -> int | None:
@@ -147,7 +148,8 @@ class S3Proxy:
                 auth = self.headers.get("Authorization") or ""
                 access_key = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else ""
                 seen = Seen(self.command, url.path, dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True)),
-                            length, access_key, self.client_address[1], self.headers.get("X-Amz-Date", ""))
+                            length, access_key, self.client_address[1], self.headers.get("X-Amz-Date", ""),
+                            {name.lower(): value for name, value in self.headers.items()})
                 with proxy._lock:
                     index = len(proxy.seen)
                     proxy.seen.append(seen)

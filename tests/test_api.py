@@ -18,7 +18,7 @@ import pytest
 
 import s3_multipart_upload as api
 from s3_multipart_upload.main import cli
-from s3_multipart_upload.options import _Opts
+from s3_multipart_upload.options import PROPERTY_OPTIONS, _Opts
 from s3_multipart_upload.plan import MiB
 from tests.conftest import S3Server, kill_when, run_cli, write_random
 from tests.s3proxy import S3Proxy
@@ -202,7 +202,8 @@ def test_docs_example_runs_as_written(s3_server: S3Server, bucket: str, aws_env:
 def test_options_are_the_clis() -> None:
     """Every option of upload and copy reaches the API by its long name; TransferOptions and the checked options
     agree; a misspelt option is a TypeError naming it."""
-    assert set(api.TransferOptions.__annotations__) == {f.name for f in dataclasses.fields(_Opts)}
+    assert set(api.TransferOptions.__annotations__) == \
+        {f.name for f in dataclasses.fields(_Opts)} - {"props"} | set(PROPERTY_OPTIONS)
     output = {"dry_run", "as_json", "quiet", "verbose", "targets"}
     assert "recursive" in api.upload_many.__code__.co_varnames
     for command, function in ((cli.commands["upload"], api.upload), (cli.commands["copy"], api.copy)):

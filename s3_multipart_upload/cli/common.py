@@ -21,9 +21,10 @@ from rich.console import Console
 
 from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import ExitCode, Failure, UploadError, failure_of
-from s3_multipart_upload.options import DEFAULT_THREADS, MAX_THREADS, TransferOptions
+from s3_multipart_upload.options import DEFAULT_THREADS, MAX_THREADS, PROPERTY_OPTIONS, TransferOptions
 from s3_multipart_upload.plan import DEFAULT_PART_SIZE, human, parse_size
 from s3_multipart_upload.progress import LOG_FORMAT, BarProgress, ConsoleHandler, LogProgress, NullProgress, Reporter
+from s3_multipart_upload.properties import ACLS, LEGAL_HOLD, LOCK_MODES, SSE, STORAGE_CLASSES
 from s3_multipart_upload.s3 import RetryPolicy
 from s3_multipart_upload.shard import MAX_SHARDS
 
@@ -170,6 +171,52 @@ class Transfer:
         return self.bucket, self.key
 
 
+def _choice(values: tuple[str, ...]) -> click.Choice:  # type: ignore[type-arg]
+    return click.Choice(values, case_sensitive=False)
+
+
+# The object's properties (properties.py checks them): aws-cli's names, on upload and copy.
+property_options = [
+    click.option("--content-type", help="Content-Type of the object. Default: guessed from the file's name, as "
+                 "aws-cli does (a copy keeps the source's)."),
+    click.option("--no-guess-mime-type", "guess_mime_type", flag_value=False, default=True,
+                 help="Do not guess the Content-Type from the file's name (S3 then stores binary/octet-stream)."),
+    click.option("--content-encoding", help="Content-Encoding of the object (gzip, ...)."),
+    click.option("--content-language", help="Content-Language of the object."),
+    click.option("--content-disposition", help="Content-Disposition of the object (attachment; filename=...)."),
+    click.option("--cache-control", help="Cache-Control of the object (max-age=3600, ...)."),
+    click.option("--expires", help="Expires of the object: ISO 8601 (2030-01-31T00:00:00Z) or an HTTP date."),
+    click.option("--metadata", multiple=True, metavar="KEY=VALUE",
+                 help="User metadata (x-amz-meta-KEY): repeat it, or give one JSON object. At most 2 KB in all."),
+    click.option("--storage-class", type=_choice(STORAGE_CLASSES),
+                 help="Storage class of the object (default: the bucket's, STANDARD)."),
+    click.option("--tagging", help="Tags, URL-encoded: 'project=x&team=y' (at most 10 in all)."),
+    click.option("--tag", multiple=True, metavar="KEY=VALUE", help="A tag; repeat it for more (with --tagging too)."),
+    click.option("--acl", type=_choice(ACLS), help="A canned ACL (bucket-owner-full-control for another "
+                 "account's bucket)."),
+    click.option("--sse", type=_choice(SSE), help="Server-side encryption: AES256 (SSE-S3), aws:kms (SSE-KMS) or "
+                 "aws:kms:dsse (DSSE-KMS)."),
+    click.option("--sse-kms-key-id", help="With --sse aws:kms: the KMS key (id, ARN or alias); default: the "
+                 "account's aws/s3 key."),
+    click.option("--sse-kms-encryption-context", metavar="JSON",
+                 help="With --sse aws:kms: the encryption context, a JSON object of strings."),
+    click.option("--bucket-key-enabled", is_flag=True, default=None,
+                 help="With --sse aws:kms: use an S3 Bucket Key (fewer KMS requests)."),
+    click.option("--sse-c-key-file", type=click.Path(path_type=Path),
+                 help="SSE-C: a file holding the 32-byte key (never on the command line). Sent with every request "
+                      "that needs it; only its MD5 is recorded, so a rerun with another key is refused."),
+    click.option("--object-lock-mode", type=_choice(LOCK_MODES),
+                 help="Object Lock retention mode, with --object-lock-retain-until-date."),
+    click.option("--object-lock-retain-until-date", metavar="DATE",
+                 help="Object Lock: keep the object until this date (ISO 8601), with --object-lock-mode."),
+    click.option("--object-lock-legal-hold", type=_choice(LEGAL_HOLD), help="Object Lock legal hold: ON or OFF."),
+    click.option("--expected-bucket-owner", metavar="ACCOUNT",
+                 help="Every request says the bucket must belong to this account id (403 otherwise)."),
+    click.option("--request-payer", type=_choice(("requester",)),
+                 help="requester: this account pays for the requests (requester-pays buckets)."),
+]
+
+
 # click's parameter names that are not the API's option names.
 _RENAMED = {"shard_spec": "shard"}
 _OUTPUT = ("dry_run", "as_json", "quiet", "verbose")
@@ -226,6 +273,7 @@ def transfer_options(fn: F) -> F:
                      help="Write JSON Lines events to stdout (started, part_done, retry, throttled, completed, "
                           "paused, error; file_done for each file of several) and a final summary object; nothing "
                           "else goes to stdout."),
+        *property_options,
         s3_options,
         output_options,
     ]):
@@ -238,7 +286,10 @@ def transfer_options(fn: F) -> F:
         options: dict[str, Any] = {}
         for name in list(kwargs):
             if _RENAMED.get(name, name) in names:
-                options[_RENAMED.get(name, name)] = kwargs.pop(name)
+                value = kwargs.pop(name)
+                if name in PROPERTY_OPTIONS and value in (None, ()):
+                    continue  # not given: the API's default (an option given is recorded in META)
+                options[_RENAMED.get(name, name)] = value
         output = {name: kwargs.pop(name) for name in _OUTPUT}
         run = Transfer(kwargs.pop("bucket"), kwargs.pop("key"), options, **output)  # type: ignore[arg-type]
         return fn(*args, run=run, **kwargs)

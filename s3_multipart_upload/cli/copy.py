@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -28,10 +29,16 @@ Exit codes as for upload; 3 also when the source object changes during the copy.
 @click.option("--source-region", help="Region of the source, if not the destination's.")
 @click.option("--through-client", is_flag=True,
               help="Read each part with a ranged GET and upload it, even when the store could copy it itself.")
+@click.option("--metadata-directive", type=click.Choice(("COPY", "REPLACE"), case_sensitive=False), default="COPY",
+              show_default=True, help="COPY keeps the source's content headers, metadata and tags; REPLACE takes "
+                                      "--content-type, --metadata, --tagging... instead.")
+@click.option("--copy-source-sse-c-key-file", type=click.Path(path_type=Path),
+              help="The source object's SSE-C key: a file of 32 bytes.")
 @transfer_options
 @handle_errors
 def copy(source_url: str, source_endpoint_url: str | None, source_profile: str | None, source_region: str | None,
-         through_client: bool, run: Transfer) -> None:
+         through_client: bool, metadata_directive: str, copy_source_sse_c_key_file: Path | None,
+         run: Transfer) -> None:
     """Copy an S3 object to another bucket, account or store in parts, resumably.
 
     Same state files and resume as upload. With one store and one set of credentials, the
@@ -44,6 +51,7 @@ def copy(source_url: str, source_endpoint_url: str | None, source_profile: str |
     def source(**more: Any) -> dict[str, Any]:
         return {"bucket": bucket, "key": key, "source_endpoint_url": source_endpoint_url,
                 "source_profile": source_profile, "source_region": source_region, "through_client": through_client,
+                "metadata_directive": metadata_directive, "copy_source_sse_c_key_file": copy_source_sse_c_key_file,
                 **more, **run.options}
 
     if run.dry_run:

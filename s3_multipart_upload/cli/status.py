@@ -12,6 +12,7 @@ from rich.table import Table
 import s3_multipart_upload as api
 from s3_multipart_upload.cli.common import handle_errors, s3_options, state_dir_option
 from s3_multipart_upload.cli.events import emit_json
+from s3_multipart_upload.cli.transfer import properties_text
 from s3_multipart_upload.controller import TOKEN_ENV
 from s3_multipart_upload.operations import LocalUpload, Status, human_age
 from s3_multipart_upload.plan import human, ranges
@@ -77,6 +78,8 @@ def _lines(st: Status) -> list[str]:
         lines.append(f"checksum: {st.checksum_algorithm}" + (f", whole object {st.full_object_checksum} (compare with "
                                                              "head-object --checksum-mode ENABLED)"
                                                              if st.full_object_checksum else ""))
+    if st.object_properties:
+        lines.append("object:   " + properties_text(st.object_properties))
     if st.unlogged_on_server:
         lines.append(f"          parts on the server missing from the log (a rerun adopts them after checking): "
                      f"{ranges(st.unlogged_on_server)}")

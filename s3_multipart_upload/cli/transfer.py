@@ -3,6 +3,7 @@ nothing), the JSON events, the stop on Ctrl-C, and the lines that close a run. T
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -121,4 +122,12 @@ def show_plan(plan: dict[str, Any], as_json: bool) -> None:
         f"  requests:   {reqs}" + ("" if plan["status"] == "completed" else
                                        ", and a HeadObject unless the completion answer proves the object"),
     ]
+    if plan.get("objectProperties"):
+        lines.append(f"  object:     {properties_text(plan['objectProperties'])}")
     click.echo("\n".join(lines))
+
+
+def properties_text(properties: dict[str, Any]) -> str:
+    """The object's properties on one line, as their options: --storage-class GLACIER_IR --sse aws:kms ..."""
+    return " ".join(f"--{name.replace('_', '-')} {value if isinstance(value, str) else json.dumps(value)}"
+                    for name, value in properties.items())

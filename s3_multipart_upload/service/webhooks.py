@@ -134,11 +134,10 @@ class Deliverer:
         with self.db.transaction() as conn:
             done = outbox.update().where(outbox.c.id == claimed.id)
             if error is None:
-                conn.execute(done.values(delivered_at=db.now(), attempts=claimed.attempts, claimed_until=None,
-                                         last_error=None))
+                conn.execute(done.values(delivered_at=db.now(), claimed_until=None, last_error=None))
             else:
                 delay = min(self.max_backoff, self.backoff * 2 ** (claimed.attempts - 1)) * random.uniform(0.8, 1.0)
-                conn.execute(done.values(attempts=claimed.attempts, claimed_until=None, last_error=error[:MAX_ERROR],
+                conn.execute(done.values(claimed_until=None, last_error=error[:MAX_ERROR],
                                          next_attempt_at=db.now() + dt.timedelta(seconds=delay)))
         if error is None:
             log.info("Event %s delivered to %s (attempt %d).", claimed.event_id, hook.label, claimed.attempts)
@@ -160,8 +159,8 @@ class Deliverer:
             ).order_by(c.id).limit(1).with_for_update(skip_locked=True, of=outbox)).first()
             if row is None:
                 return None
-            conn.execute(outbox.update().where(c.id == row.id).values(
-                claimed_until=now + dt.timedelta(seconds=self.lease)))
+            conn.execute(outbox.update().where(c.id == row.id).values(  # a delivery cut short counts as one
+                claimed_until=now + dt.timedelta(seconds=self.lease), attempts=row.attempts + 1))
         return _Claimed(row.id, row.event_id, row.destination, row.payload, row.attempts + 1)
 
     def _post(self, hook: Webhook, claimed: _Claimed) -> str | None:

@@ -19,6 +19,7 @@ from s3_multipart_upload.service.api import Worker, create_app
 from s3_multipart_upload.service.auth import Authenticator, SignInLimiter, Tokens
 from s3_multipart_upload.service.core import Service, Settings
 from s3_multipart_upload.service.db import Database
+from s3_multipart_upload.service.oidc import Oidc
 from s3_multipart_upload.service.ops import Metrics, access_log
 from s3_multipart_upload.service.review import ON_REJECT
 from s3_multipart_upload.service.storage import Storage
@@ -57,6 +58,13 @@ class ServeConfig:
     webhook_max_backoff: float = 600.0
     webhook_lease: float = 60.0  # at least 2 x timeout + 5 s: a claim outlives its request
     worker_poll: float = 1.0  # how often the background workers look for work another instance created
+    # Sign-in through an identity provider (oidc.py); the tokens file stays, and is optional with it.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None  # required with oidc_issuer
+    oidc_principal_claim: str = "sub"
+    oidc_roles_claim: str = "roles"  # a list or a space-separated string; a dotted path reaches into objects
+    oidc_reviewer_role: str = "reviewer"  # the role name, in that claim, of a reviewer
+    oidc_jwks_min_refresh: float = 10.0  # an unknown key id fetches the JWKS again, at most this often
     # Operations.
     docs: bool = True  # /docs (Swagger UI, which loads its assets from a CDN); off for offline or locked-down sites
     access_log: bool = True  # one JSON line per request on stderr
@@ -100,10 +108,25 @@ def _check(config: ServeConfig) -> list[Webhook]:
     return hooks
 
 
+def _oidc(config: ServeConfig) -> Oidc | None:
+    if config.oidc_issuer is None:
+        if config.oidc_audience is not None:
+            raise BadInput("--oidc-audience goes with --oidc-issuer")
+        return None
+    if not config.oidc_audience:
+        raise BadInput("--oidc-issuer needs --oidc-audience: a token meant for another service must not sign in here",
+                       "give the audience (aud) your identity provider puts in tokens for this controller")
+    try:
+        return Oidc(config.oidc_issuer, config.oidc_audience, config.oidc_principal_claim, config.oidc_roles_claim,
+                    config.oidc_reviewer_role, min_refresh=config.oidc_jwks_min_refresh)
+    except ValueError as exc:
+        raise BadInput(f"--oidc-issuer {config.oidc_issuer}: {exc}") from exc
+
+
 def build(config: ServeConfig) -> FastAPI:
     hooks = _check(config)
     secret = _secret(config)
-    oidc = None
+    oidc = _oidc(config)
     tokens: Tokens | None = None
     if config.tokens_file is not None or config.tokens_env or oidc is None:  # with neither, no one could sign in
         tokens = Tokens.load(config.tokens_file, config.tokens_env)
@@ -117,8 +140,8 @@ def build(config: ServeConfig) -> FastAPI:
     except sqlalchemy.exc.OperationalError as exc:
         raise TemporaryFailure(f"cannot reach the database {database.safe_url}: {exc.orig or exc}",
                                "check --database-url and that the database server is up") from exc
-    log.info("Database %s at schema version %d; %d API tokens; bucket %s; %d webhooks.", database.safe_url, version,
-             len(tokens) if tokens else 0, config.bucket, len(hooks))
+    log.info("Database %s at schema version %d; %d API tokens%s; bucket %s; %d webhooks.", database.safe_url, version,
+             len(tokens) if tokens else 0, f", JWTs of {config.oidc_issuer}" if oidc else "", config.bucket, len(hooks))
     storage = Storage(config.bucket, config.endpoint_url, config.profile, config.region, config.url_expiry)
     settings = Settings(part_size=config.part_size, key_prefix=config.key_prefix, max_pending=config.max_pending,
                         destinations=tuple(h.id for h in hooks), on_reject=config.on_reject,

@@ -210,3 +210,37 @@ def test_the_stores_full_object_crc64nvme_is_used_without_reading(tmp_path, monk
         assert "store's CRC64NVME" in wrong.reason
         both = verify.check(service, upload(crc64nvme(WHOLE), sha256(WHOLE)), lambda _n: None)  # SHA-256: a read
         assert (both.to, reads) == ("accepted", ["GetObject"])
+
+
+def test_a_client_that_hashes_while_sending_declares_at_completion(module_service: ServiceProcess) -> None:
+    """What ``upload --declare-checksum`` does: nothing declared at init; the checksums with status uploaded."""
+    with module_service.client() as c:
+        made = ok(c.post(f"/files/f-{uuid.uuid4().hex[:12]}/multipart_uploads", json={}), 201)
+        path = f"/multipart_uploads/{made['upload_id']}"
+        parts = send_parts(c, made["upload_id"], CHUNKS)
+        refused(c.patch(path, json={"status": "cancelled", "sha256": sha256(WHOLE)}), 422, "UnexpectedChecksum")
+        done = ok(c.patch(path, json={"status": "uploaded", "parts": parts, "crc64nvme": crc64nvme(WHOLE)}))
+        assert done["crc64nvme"] == crc64nvme(WHOLE)
+        assert decided(c, made["upload_id"])["status"] == "accepted"
+
+        # Declared at init, and again at completion: the same is fine, another value is refused before S3 is asked.
+        made = ok(c.post(f"/files/f-{uuid.uuid4().hex[:12]}/multipart_uploads", json={"sha256": sha256(WHOLE)}), 201)
+        path = f"/multipart_uploads/{made['upload_id']}"
+        parts = send_parts(c, made["upload_id"], CHUNKS)
+        detail = refused(c.patch(path, json={"status": "uploaded", "parts": parts, "sha256": sha256(b"other")}),
+                         409, "DeclarationMismatch")
+        assert sha256(WHOLE) in detail
+        assert ok(c.get(path))["status"] == "pending"
+        ok(c.patch(path, json={"status": "uploaded", "parts": parts, "sha256": sha256(WHOLE).upper()}))
+        assert decided(c, made["upload_id"])["status"] == "accepted"
+
+        key = f"late/{uuid.uuid4().hex}"  # the key family's completion takes them too
+        init = ok(c.post("/uploads/multipart/init", json={"key": key}))
+        signed = ok(c.post("/uploads/multipart/part-url", json={"key": key, "upload_id": init["upload_id"],
+                                                                "part_number": 1}))
+        etag = httpx.put(signed["url"], content=b"late", timeout=30).headers["ETag"].strip('"')
+        ok(c.post("/uploads/multipart/complete", json={"key": key, "upload_id": init["upload_id"],
+                                                        "parts": [{"PartNumber": 1, "ETag": etag}],
+                                                        "sha256": sha256(b"not late")}))
+        rejected = decided(c, init["upload_id"])
+        assert rejected["status"] == "rejected" and "SHA-256" in rejected["reason"]

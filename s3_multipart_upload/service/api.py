@@ -234,7 +234,8 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
         parts = {p.PartNumber: p.ETag for p in body.parts}
         if len(parts) != len(body.parts):
             raise ServiceError(422, "DuplicatePart", "a part number appears twice in parts")
-        return upload_out(service.change_status(who, body.upload_id, db.UPLOADED, parts, key=body.key))
+        return upload_out(service.change_status(who, body.upload_id, db.UPLOADED, parts, key=body.key,
+                                                declared=_declared(body.sha256, body.crc64nvme)))
 
     @app.delete("/uploads/multipart/abort", tags=["uploads"], responses=ERRORS)
     def abort(body: AbortIn, who: Principal) -> UploadOut:
@@ -279,7 +280,8 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
     def patch_upload(upload_id: UploadId, body: PatchIn, who: Principal) -> UploadOut:
         """The owner's moves: uploaded (with the parts), cancelled, failed. Accepted and rejected are the
         verifier's or a reviewer's (403 here: see /review)."""
-        return upload_out(service.change_status(who, upload_id, body.status, body.parts, reason=body.reason))
+        return upload_out(service.change_status(who, upload_id, body.status, body.parts, reason=body.reason,
+                                                declared=_declared(body.sha256, body.crc64nvme)))
 
     @app.get("/multipart_uploads/{upload_id}/history", tags=["files"], responses=ERRORS)
     def history(upload_id: UploadId, who: CallerDep) -> HistoryOut:

@@ -97,6 +97,20 @@ def _completed_from(upload: Upload, parts: dict[int, str], head: Head) -> bool:
     return head.last_modified >= began
 
 
+def _late_declaration(upload: Upload, declared: Declared) -> dict[str, str]:
+    """The columns a declaration made at completion sets; 409 if it differs from the one made at init."""
+    values = {}
+    for name, given, known in (("sha256", declared.sha256, upload.sha256),
+                               ("crc64nvme", declared.crc64nvme, upload.crc64nvme)):
+        if given is None:
+            continue
+        if known is not None and given != known:
+            raise ServiceError(409, "DeclarationMismatch", f"upload {upload.upload_id} was declared at init with "
+                                                           f"{name} {known}; the completion says {given}")
+        values[name] = given
+    return values
+
+
 class Service:
     def __init__(self, database: Database, storage: Storage, settings: Settings | None = None) -> None:
         self.db = database
@@ -232,8 +246,14 @@ class Service:
                 for p in listed]
 
     def change_status(self, principal: str, upload_id: str, to: str, parts: dict[int, str] | None = None,
-                      key: str | None = None, reason: str | None = None) -> Upload:
-        """The owner's moves: uploaded completes the upload on S3; cancelled and failed abort it (status.py)."""
+                      key: str | None = None, reason: str | None = None, declared: Declared | None = None) -> Upload:
+        """The owner's moves: uploaded completes the upload on S3; cancelled and failed abort it (status.py).
+
+        ``declared`` goes with uploaded: the whole file's checksums, for a client that computed them while sending
+        (a declaration made at init must be repeated the same, or left out)."""
+        declared = (declared or Declared()).normalised()
+        if to != UPLOADED and (declared.sha256 or declared.crc64nvme):
+            raise ServiceError(422, "UnexpectedChecksum", "checksums are declared at init, or with status uploaded")
         if to not in db.STATUSES:
             raise ServiceError(422, "InvalidStatus", f"status is one of {', '.join(db.STATUSES)}")
         if to == UPLOADED and not parts:
@@ -252,7 +272,8 @@ class Service:
             try:
                 if to == UPLOADED:
                     assert parts is not None
-                    values = self._complete(upload, parts)
+                    late = _late_declaration(upload, declared)  # before S3 is asked: a refusal changes nothing
+                    values = self._complete(upload, parts) | late
                 elif to in (CANCELLED, FAILED):
                     self._storage(lambda: self.storage.abort(upload.key, upload_id), gone_ok=True)
             except _Gone as exc:  # recorded, then answered

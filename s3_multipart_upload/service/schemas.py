@@ -127,6 +127,8 @@ class CompleteIn(Strict):
     key: Key
     upload_id: Annotated[str, Field(min_length=1, max_length=1024)]
     parts: Annotated[list[CompletedPart], Field(min_length=1, max_length=MAX_PARTS)]
+    sha256: Sha256 = None  # if not declared at init: computed while sending
+    crc64nvme: Crc64 = None
 
 
 class AbortIn(Strict):
@@ -147,6 +149,8 @@ class PatchIn(Strict):
     parts: Annotated[dict[PartNumber, ETag] | None, Field(default=None, max_length=MAX_PARTS,
                                                           description="part number -> ETag; with status uploaded")]
     reason: Annotated[str | None, Field(default=None, max_length=1024, description="why (recorded)")] = None
+    sha256: Sha256 = None  # with status uploaded, if not declared at init: computed while sending
+    crc64nvme: Crc64 = None
 
 
 class ReviewIn(Strict):

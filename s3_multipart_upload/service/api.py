@@ -129,16 +129,19 @@ _bearer = HTTPBearer(auto_error=False, description="an API token of the service'
 
 def _caller(request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    """The token's principal; 401 without a known one. An address past the limit of wrong tokens gets 429 for each
+    further wrong one (Retry-After: when to try again), while a right token still signs in: clients behind one
+    address (a NAT, a proxy) are not locked out by a neighbour's storm, and a guess still learns nothing."""
     auth: Authenticator = request.app.state.auth
     limiter: SignInLimiter = request.app.state.sign_ins
-    address = request.client.host if request.client else "unknown"
-    wait = limiter.retry_after(address)
-    if wait is not None:
-        raise ServiceError(429, "TooManyFailedSignIns", f"too many failed sign-ins from {address}: wait {wait} s",
-                           headers={"Retry-After": str(wait)})
     who = auth.caller(credentials.credentials) if credentials is not None else None
     if who is None:
         if credentials is not None:  # a wrong token counts; no token at all is no sign-in attempt
+            address = request.client.host if request.client else "unknown"
+            wait = limiter.retry_after(address)
+            if wait is not None:
+                raise ServiceError(429, "TooManyFailedSignIns", f"too many wrong tokens from {address}: wait {wait} s "
+                                   "before trying another", headers={"Retry-After": str(wait)})
             limiter.failed(address)
         raise ServiceError(401, "Unauthorized", "a valid API token is needed: Authorization: Bearer TOKEN")
     request.state.principal = who.principal  # for the access log

@@ -9,12 +9,19 @@ Fixtures (imported by conftest.py):
 - ``start_service``: a factory, for a service in front of another endpoint (the fault proxy) or with
   other options; each one it starts is stopped at the end of the test.
 
-Each service knows two principals, alice and bob, with tokens of their own.
+Each service knows two principals, alice and bob, with tokens of their own, and carol, a reviewer.
+
+``start_service(url, config={...})`` starts the service from a ServeConfig (its fields as JSON) instead of
+the ``serve`` command's options: for the settings the command does not offer yet (webhooks, the
+verifier's timing, the sign-in limit); ``launch`` is that process's main.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import logging
 import os
 import secrets
 import socket
@@ -25,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -35,7 +42,8 @@ from tests.pg import fresh_database_url
 if TYPE_CHECKING:
     from tests.conftest import S3Server
 
-PRINCIPALS = ("alice", "bob")
+PRINCIPALS = ("alice", "bob", "carol")
+ROLES = {"carol": "reviewer"}  # the tokens file's third field
 REGION = "us-east-1"
 
 
@@ -98,19 +106,27 @@ def service_env(s3: S3Server) -> dict[str, str]:
 
 @contextlib.contextmanager
 def run_service(s3: S3Server, bucket: str, database_url: str, folder: Path, *extra: str,
-                endpoint: str | None = None, startup_timeout: float = 30) -> Iterator[ServiceProcess]:
-    """``s3-multipart-upload serve`` on a free port until the block ends; fails with its log if /health never
-    answers."""
+                endpoint: str | None = None, startup_timeout: float = 30,
+                config: dict[str, Any] | None = None) -> Iterator[ServiceProcess]:
+    """``s3-multipart-upload serve`` on a free port until the block ends (with ``config``: ``launch`` with those
+    ServeConfig fields); fails with its log if /health never answers."""
     folder.mkdir(parents=True, exist_ok=True)
     tokens = {p: secrets.token_urlsafe(24) for p in PRINCIPALS}
     tokens_file = folder / "tokens.txt"
-    tokens_file.write_text("".join(f"{p} {t}\n" for p, t in tokens.items()))
+    tokens_file.write_text("".join(f"{p} {t} {ROLES.get(p, '')}\n" for p, t in tokens.items()))
     tokens_file.chmod(0o600)
     port = free_port()
     log_path = folder / f"service-{port}.log"
     endpoint = endpoint or s3.endpoint
     args = [sys.executable, "-m", "s3_multipart_upload", "serve", "--bucket", bucket, "--endpoint-url", endpoint,
             "--tokens-file", str(tokens_file), "--port", str(port), "--database-url", database_url, *extra]
+    if config is not None:
+        assert not extra, "options go in config"
+        fields = {"bucket": bucket, "endpoint_url": endpoint, "tokens_file": str(tokens_file), "tokens_env": None,
+                  "database_url": database_url, **config}
+        config_path = folder / f"config-{port}.json"
+        config_path.write_text(json.dumps({"config": fields, "port": port}))
+        args = [sys.executable, "-c", "from tests.service_fixtures import launch; launch()", str(config_path)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, env=service_env(s3), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
@@ -149,16 +165,33 @@ def new_bucket(s3: S3Server) -> str:
 StartService = Callable[..., ServiceProcess]
 
 
+def launch() -> None:
+    """The main of a service started with a config: ``python -c ... CONFIG.json`` (see run_service)."""
+    from s3_multipart_upload.service.server import ServeConfig, run
+
+    given = json.loads(Path(sys.argv[1]).read_text())
+    types = {f.name: str(f.type) for f in dataclasses.fields(ServeConfig)}
+    fields: dict[str, Any] = {}
+    for name, value in given["config"].items():
+        if "Path" in types[name] and value is not None:
+            value = Path(value)
+        elif "tuple" in types[name]:
+            value = tuple(value)
+        fields[name] = value
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(levelname)s] %(message)s (%(filename)s:%(lineno)d)")
+    run(ServeConfig(**fields), "127.0.0.1", given["port"])
+
+
 @pytest.fixture
 def start_service(s3_server: S3Server, tmp_path: Path) -> Iterator[StartService]:
-    """``start_service(database_url, *extra_args, endpoint=None, bucket=None)``: a running service, stopped at the
-    end of the test. A bucket of its own unless ``bucket`` is given."""
+    """``start_service(database_url, *extra_args, endpoint=None, bucket=None, config=None)``: a running service,
+    stopped at the end of the test. A bucket of its own unless ``bucket`` is given."""
     with contextlib.ExitStack() as stack:
-        def start(database_url: str, *extra: str, endpoint: str | None = None,
-                  bucket: str | None = None) -> ServiceProcess:
+        def start(database_url: str, *extra: str, endpoint: str | None = None, bucket: str | None = None,
+                  config: dict[str, Any] | None = None) -> ServiceProcess:
             folder = tmp_path / f"service-{uuid.uuid4().hex[:8]}"
             return stack.enter_context(run_service(s3_server, bucket or new_bucket(s3_server), database_url, folder,
-                                                   *extra, endpoint=endpoint))
+                                                   *extra, endpoint=endpoint, config=config))
 
         yield start
 

@@ -22,9 +22,10 @@ pytestmark = pytest.mark.integration
 
 MiB = 2**20
 STATUSES = ("pending", "uploaded", "cancelled", "failed", "accepted", "rejected")
-# The transition table, written out here rather than imported: a change to the service's must show up as a failure.
-ALLOWED = {("pending", "uploaded"), ("pending", "cancelled"), ("pending", "failed"),
-           ("uploaded", "accepted"), ("uploaded", "rejected")}
+# The owner's part of the transition table, written out here rather than imported: a change to the service's must
+# show up as a failure. The verdicts are a reviewer's or the verifier's: the owner is refused them (403).
+ALLOWED = {("pending", "uploaded"), ("pending", "cancelled"), ("pending", "failed")}
+VERDICTS = {("uploaded", "accepted"), ("uploaded", "rejected"), ("accepted", "rejected")}
 
 
 def new_file_id() -> str:
@@ -94,8 +95,9 @@ def send_parts(c: httpx.Client, upload_id: str, chunks: list[bytes]) -> dict[str
     return parts
 
 
-def upload_in(c: httpx.Client, status: str, chunks: list[bytes] | None = None) -> dict[str, Any]:
-    """A new file's upload, brought to ``status`` the way a client would."""
+def upload_in(c: httpx.Client, status: str, chunks: list[bytes] | None = None,
+              reviewer: httpx.Client | None = None) -> dict[str, Any]:
+    """A new file's upload, brought to ``status`` the way a client would (accepted or rejected: by ``reviewer``)."""
     upload = ok(c.post(f"/files/{new_file_id()}/multipart_uploads", json={}), 201)
     assert upload["status"] == "pending"
     path = f"/multipart_uploads/{upload['upload_id']}"
@@ -107,7 +109,9 @@ def upload_in(c: httpx.Client, status: str, chunks: list[bytes] | None = None) -
     upload = ok(c.patch(path, json={"status": "uploaded", "parts": parts}))
     if status == "uploaded":
         return upload  # type: ignore[no-any-return]
-    return ok(c.patch(path, json={"status": status}))  # type: ignore[no-any-return]
+    assert reviewer is not None, f"{status} is a reviewer's decision"
+    ok(reviewer.post(f"{path}/review", json={"status": status, "reason": f"{status} by the test"}))
+    return ok(c.get(path))  # type: ignore[no-any-return]
 
 
 # -- authentication and ownership ----------------------------------------------------------------------------
@@ -200,8 +204,8 @@ def test_another_principals_uploads_and_files_do_not_exist_for_bob(module_servic
 @pytest.mark.parametrize(("before", "after"), [(b, a) for b in STATUSES for a in STATUSES])
 def test_status_transition(module_service: ServiceProcess, before: str, after: str) -> None:
     chunks = [data(5 * MiB, seed=1), data(1234, seed=2)]  # every part but the last at least 5 MiB, as S3 wants
-    with module_service.client() as c:
-        upload = upload_in(c, before, chunks if before in ("uploaded", "accepted", "rejected") else None)
+    with module_service.client() as c, module_service.client("carol") as reviewer:
+        upload = upload_in(c, before, chunks if before in ("uploaded", "accepted", "rejected") else None, reviewer)
         upload_id, key = upload["upload_id"], upload["key"]
         path = f"/multipart_uploads/{upload_id}"
         body: dict[str, Any] = {"status": after}
@@ -209,6 +213,11 @@ def test_status_transition(module_service: ServiceProcess, before: str, after: s
             body["parts"] = send_parts(c, upload_id, chunks) if before == "pending" else {"1": md5(b"x")}
         response = c.patch(path, json=body)
 
+        if (before, after) in VERDICTS:
+            detail = refused(response, 403, "NotAllowed")
+            assert "only the reviewer" in detail, detail
+            assert ok(c.get(path))["status"] == before
+            return
         if (before, after) not in ALLOWED:
             detail = refused(response, 409, "InvalidTransition")
             assert f"is {before} " in detail and f"become {after} " in detail, detail
@@ -223,21 +232,18 @@ def test_status_transition(module_service: ServiceProcess, before: str, after: s
             assert changed["object_size"] == sum(map(len, chunks))
             assert changed["etag"] == s3_etag(module_service, key)
             assert s3_uploads(module_service, key) == []
-        elif after in ("cancelled", "failed"):
+        else:  # cancelled, failed
             assert no_such_upload(module_service, key, upload_id)
             assert s3_uploads(module_service, key) == []
             assert ok(c.get(f"{path}/parts"))["parts"] == []
             refused(c.post(f"{path}/part/1/presigned_post"), 409, "NotPending")
-        else:  # accepted, rejected: a verdict on the object, which stays as it is
-            assert s3_object(module_service, key) == b"".join(chunks)
-            assert changed["etag"] == s3_etag(module_service, key)
 
 
 @pytest.mark.parametrize("status", STATUSES)
 def test_a_file_has_one_active_upload(module_service: ServiceProcess, status: str) -> None:
     """409 UploadExists while the file's upload is pending, uploaded or accepted; a new upload after the others."""
-    with module_service.client() as c:
-        first = upload_in(c, status)
+    with module_service.client() as c, module_service.client("carol") as reviewer:
+        first = upload_in(c, status, reviewer=reviewer)
         file_id = first["file_id"]
         again = c.post(f"/files/{file_id}/multipart_uploads", json={})
         if status in ("pending", "uploaded", "accepted"):
@@ -441,7 +447,7 @@ def test_presigned_urls_never_reach_the_log(module_service: ServiceProcess) -> N
         upload = upload_in(c, "pending")
         signed.append(ok(c.post(f"/multipart_uploads/{upload['upload_id']}/part/1/presigned_post"))["url"])
     log = module_service.log()
-    assert "Upload " in log and "POST /uploads/url" in log  # the log is being written, and read
+    assert "Upload " in log and '"path": "/uploads/url"' in log  # the log is being written, and read
     for url in signed:
         signature = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["X-Amz-Signature"][0]
         assert signature not in log

@@ -290,7 +290,9 @@ def test_an_older_object_at_the_key_is_no_proof_of_completion(sqlite_service: Se
         first = ok(c.post(f"/files/{file_id}/multipart_uploads", json={"size": 1000}), 201)
         ok(c.patch(f"/multipart_uploads/{first['upload_id']}",
                    json={"status": "uploaded", "parts": _parts_sent(c, first, [chunk])}))
-        ok(c.patch(f"/multipart_uploads/{first['upload_id']}", json={"status": "rejected"}))
+        with svc.client("carol") as reviewer:
+            ok(reviewer.post(f"/multipart_uploads/{first['upload_id']}/review",
+                             json={"status": "rejected", "reason": "the test wants a new upload"}))
         time.sleep(1.1)  # the object's time has whole seconds: the new upload begins in a later one
         second = ok(c.post(f"/files/{file_id}/multipart_uploads", json={"size": 1000}), 201)
         etags = _parts_sent(c, second, [secrets.token_bytes(1000)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -40,12 +41,44 @@ Exit codes: 0 stopped, 2 bad option or tokens file, 75 database unreachable.""")
 @click.option("--max-pending-uploads", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Pending uploads one principal may have at once; one more is refused (409 TooManyPendingUploads) "
                    "until one is completed or cancelled.")
+@click.option("--reviewer", "reviewers", multiple=True, metavar="PRINCIPAL",
+              help="A principal who may accept or reject uploads (repeat it); also a tokens-file line's third field "
+                   "'reviewer', or the reviewer role in a JWT.")
+@click.option("--on-reject", type=click.Choice(("keep", "quarantine", "delete")), default="keep", show_default=True,
+              help="What becomes of a rejected upload's object: kept, moved under --quarantine-prefix, or deleted.")
+@click.option("--quarantine-prefix", default="quarantine/", show_default=True,
+              help="With --on-reject quarantine: where rejected objects go (under --key-prefix).")
+@click.option("--verify-workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Uploads this instance verifies at once against their declared checksums (0: none here).")
+@click.option("--webhook", "webhooks", multiple=True, metavar="URL",
+              help="POST every status change to URL (repeat it), signed (X-S3MU-Signature, HMAC-SHA256), at least "
+                   "once, with retries; needs --webhook-secret-file.")
+@click.option("--webhook-secret-file", type=click.Path(path_type=Path),
+              help="A file holding the secret the webhook signatures are made with (at least 32 characters).")
+@click.option("--webhook-timeout", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="Seconds a webhook has to answer a delivery before it is tried again.")
+@click.option("--oidc-issuer", metavar="URL",
+              help="Accept bearer JWTs signed by this identity provider (its JWKS, from OpenID discovery); the tokens "
+                   "file is then optional.")
+@click.option("--oidc-audience", help="With --oidc-issuer: the audience (aud) the JWTs must name.")
+@click.option("--oidc-principal-claim", default="sub", show_default=True,
+              help="With --oidc-issuer: the claim that names the principal.")
+@click.option("--oidc-roles-claim", default="roles", show_default=True,
+              help="With --oidc-issuer: the claim that lists the roles (a dotted path reaches into objects).")
+@click.option("--oidc-reviewer-role", default="reviewer", show_default=True,
+              help="With --oidc-issuer: the role, in the roles claim, of a reviewer.")
+@click.option("--docs/--no-docs", "docs", default=True, show_default=True,
+              help="Serve the interactive API page /docs (Swagger UI loads its assets from a CDN).")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="One JSON line per request on stderr, with a request id.")
+@click.option("--sign-in-limit", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Wrong tokens one client address may send in a minute before it is answered 429.")
 @s3_options
 @output_options
 @handle_errors
 def serve(bucket: str, host: str, port: int, database_url: str, tokens_file: Path | None, part_size: int,
           url_expiry: str, key_prefix: str, max_pending_uploads: int, endpoint_url: str | None, profile: str | None,
-          region: str | None, quiet: bool, verbose: bool) -> None:
+          region: str | None, quiet: bool, verbose: bool, **service: Any) -> None:
     """Run the upload controller: presigned multipart uploads for clients without AWS credentials.
 
     The service holds the credentials (boto3's usual chain: AWS_*, --profile, SSO) and keeps
@@ -64,5 +97,5 @@ def serve(bucket: str, host: str, port: int, database_url: str, tokens_file: Pat
     config = ServeConfig(bucket=bucket, database_url=database_url, tokens_file=tokens_file,
                          tokens_env=os.environ.get("S3MU_API_TOKENS"), endpoint_url=endpoint_url, profile=profile,
                          region=region, part_size=part_size, url_expiry=int(expiry), key_prefix=key_prefix,
-                         max_pending=max_pending_uploads)
+                         max_pending=max_pending_uploads, **service)
     run(config, host, port)

@@ -3,17 +3,21 @@
 - ``/uploads/...``: a plain presigned-upload API keyed by object key (in the caller's namespace).
 - ``/files/...`` and ``/multipart_uploads/...``: an upload controller with one status per upload.
 - ``/me``: the principal of the token (the page's sign-in).
+- ``/multipart_uploads/{id}/review`` and ``/reviews``: the reviewer role's decisions (review.py).
 
-Every route needs ``Authorization: Bearer TOKEN`` (401 without a known one), except /health and the
-upload page (``/`` and ``/static/...``, page.py). A request body over MAX_BODY_BYTES is refused (413)
+Every route needs ``Authorization: Bearer TOKEN`` (401 without a known one; 429 after too many
+failures from one address), except /health..., /metrics (ops.py) and the upload page (``/`` and
+``/static/...``, page.py). A request body over MAX_BODY_BYTES is refused (413)
 before it is read; a database that does not answer is a 503 the client may retry, never a 500.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any, Protocol
 
 import sqlalchemy.exc
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
@@ -21,156 +25,56 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from s3_multipart_upload import __version__
-from s3_multipart_upload.plan import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
+from s3_multipart_upload.plan import MAX_PARTS
 from s3_multipart_upload.service import db
-from s3_multipart_upload.service.auth import Tokens
-from s3_multipart_upload.service.core import Service, ServiceError, Upload
+from s3_multipart_upload.service.auth import Authenticator, SignInLimiter, Tokens
+from s3_multipart_upload.service.core import Service, ServiceError
+from s3_multipart_upload.service.model import Caller, Declared
+from s3_multipart_upload.service.ops import AccessLog, Metrics, add_operations
 from s3_multipart_upload.service.page import add_page
-from s3_multipart_upload.service.storage import Presigned
+from s3_multipart_upload.service.review import Reviews
+from s3_multipart_upload.service.schemas import (
+    ERRORS,
+    MAX_BODY_BYTES,
+    STATUS_PATTERN,
+    AbortIn,
+    CompleteIn,
+    CreateIn,
+    FileId,
+    HistoryOut,
+    InitIn,
+    InitOut,
+    Me,
+    PartOut,
+    PartsOut,
+    PartUrlIn,
+    PatchIn,
+    PresignedObject,
+    PresignedPart,
+    PutUrlIn,
+    ReviewIn,
+    UploadId,
+    UploadOut,
+    UploadsOut,
+    change_out,
+    upload_out,
+    url_fields,
+)
+
+__all__ = ["MAX_BODY_BYTES", "Worker", "create_app"]
 
 log = logging.getLogger(__name__)
 
-# The largest JSON body: a completion of 10,000 parts with their quoted ETags is about 650 KB.
-MAX_BODY_BYTES = 2**20
-PRINTABLE = r"^[\x20-\x7e]*$"
-STATUS_PATTERN = f"^({'|'.join(db.STATUSES)})$"
-Key = Annotated[str, Field(min_length=1, max_length=1024, description="object key (at most 1,024 bytes of UTF-8)")]
-ContentType = Annotated[str | None, Field(default=None, max_length=255, pattern=PRINTABLE)]
-Size = Annotated[int | None, Field(default=None, ge=0, le=MAX_OBJECT_SIZE, description="bytes of the whole file")]
-PartSize = Annotated[int | None, Field(default=None, ge=MIN_PART_SIZE, le=MAX_PART_SIZE)]
-PartNumber = Annotated[int, Field(ge=1, le=MAX_PARTS)]
-UploadId = Annotated[str, Path(min_length=1, max_length=1024)]
-FileId = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-ETag = Annotated[str, Field(min_length=1, max_length=255, pattern=PRINTABLE)]
 
+class Worker(Protocol):
+    """A background worker that runs while the app serves (the verifier, the webhook deliverer)."""
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    def start(self) -> None: ...
 
-
-class Error(BaseModel):
-    detail: str
-    code: str
-
-
-class Me(BaseModel):
-    principal: str
-
-
-class PresignedUrl(BaseModel):
-    url: str = Field(description="use it as is; it expires at expires_at")
-    method: str
-    expires_at: str
-
-
-class PresignedObject(PresignedUrl):
-    key: str
-
-
-class PresignedPart(PresignedUrl):
-    part_number: int
-
-
-class UploadOut(BaseModel):
-    upload_id: str
-    file_id: str | None
-    bucket: str
-    key: str
-    status: str
-    part_size: int
-    size: int | None
-    etag: str | None
-    object_size: int | None
-    created_at: str | None
-    updated_at: str | None
-
-
-class PartOut(BaseModel):
-    PartNumber: int
-    ETag: str
-    Size: int
-
-
-class PartsOut(BaseModel):
-    upload_id: str
-    parts: list[PartOut]
-
-
-class PutUrlIn(Strict):
-    key: Key
-    content_type: ContentType = None
-
-
-class InitIn(Strict):
-    key: Key
-    content_type: ContentType = None
-    size: Size = None
-    part_size: PartSize = None
-
-
-class InitOut(BaseModel):
-    upload_id: str
-    key: str
-    part_size: int
-
-
-class PartUrlIn(Strict):
-    key: Key
-    upload_id: Annotated[str, Field(min_length=1, max_length=1024)]
-    part_number: PartNumber
-
-
-class CompletedPart(Strict):
-    PartNumber: PartNumber
-    ETag: ETag
-
-
-class CompleteIn(Strict):
-    key: Key
-    upload_id: Annotated[str, Field(min_length=1, max_length=1024)]
-    parts: Annotated[list[CompletedPart], Field(min_length=1, max_length=MAX_PARTS)]
-
-
-class AbortIn(Strict):
-    key: Key
-    upload_id: Annotated[str, Field(min_length=1, max_length=1024)]
-
-
-class CreateIn(Strict):
-    size: Size = None
-    part_size: PartSize = None
-    content_type: ContentType = None
-
-
-class PatchIn(Strict):
-    status: Annotated[str, Field(description=f"one of {', '.join(db.STATUSES)}", pattern=STATUS_PATTERN)]
-    parts: Annotated[dict[PartNumber, ETag] | None, Field(default=None, max_length=MAX_PARTS,
-                                                          description="part number -> ETag; with status uploaded")]
-
-
-def _upload(u: Upload) -> UploadOut:
-    key = u.user_key if u.file_id is None else u.key
-    return UploadOut(upload_id=u.upload_id, file_id=u.file_id, bucket=u.bucket, key=key, status=u.status,
-                     part_size=u.part_size, size=u.size, etag=u.etag, object_size=u.object_size,
-                     created_at=u.created_at, updated_at=u.updated_at)
-
-
-def _url(p: Presigned) -> dict[str, Any]:
-    return {"url": p.url, "method": p.method, "expires_at": p.expires_at}
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Error, "description": "no token, or an unknown one"},
-    404: {"model": Error, "description": "no such upload or file, or it belongs to another principal"},
-    409: {"model": Error, "description": "the upload's status does not allow this, or the principal has the most "
-                                         "pending uploads allowed (TooManyPendingUploads)"},
-    413: {"model": Error, "description": f"the request body is over {MAX_BODY_BYTES} bytes"},
-    503: {"model": Error, "description": "the storage or the database did not answer: retry later"},
-}
+    def stop(self, timeout: float = 10.0) -> None: ...
 
 
 class BodyLimit:
@@ -219,25 +123,62 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-_bearer = HTTPBearer(auto_error=False, description="an API token of the service's tokens file")
+_bearer = HTTPBearer(auto_error=False, description="an API token of the service's tokens file, or a JWT of its "
+                                                    "identity provider")
 
 
-def _principal(request: Request,
-               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    tokens: Tokens = request.app.state.tokens
-    who = tokens.principal(credentials.credentials) if credentials is not None else None
+def _caller(request: Request,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    """The token's principal; 401 without a known one. An address past the limit of wrong tokens gets 429 for each
+    further wrong one (Retry-After: when to try again), while a right token still signs in: clients behind one
+    address (a NAT, a proxy) are not locked out by a neighbour's storm, and a guess still learns nothing."""
+    auth: Authenticator = request.app.state.auth
+    limiter: SignInLimiter = request.app.state.sign_ins
+    who = auth.caller(credentials.credentials) if credentials is not None else None
     if who is None:
+        if credentials is not None:  # a wrong token counts; no token at all is no sign-in attempt
+            address = request.client.host if request.client else "unknown"
+            wait = limiter.retry_after(address)
+            if wait is not None:
+                raise ServiceError(429, "TooManyFailedSignIns", f"too many wrong tokens from {address}: wait {wait} s "
+                                   "before trying another", headers={"Retry-After": str(wait)})
+            limiter.failed(address)
         raise ServiceError(401, "Unauthorized", "a valid API token is needed: Authorization: Bearer TOKEN")
+    request.state.principal = who.principal  # for the access log
     return who
 
 
+def _principal(who: Annotated[Caller, Depends(_caller)]) -> str:
+    return who.principal
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
 Principal = Annotated[str, Depends(_principal)]
 
 
-def create_app(service: Service, tokens: Tokens) -> FastAPI:
-    app = FastAPI(title="s3-multipart-upload controller", version=__version__,
+def _declared(sha256: str | None, crc64nvme: str | None) -> Declared:
+    return Declared(sha256, crc64nvme)
+
+
+def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metrics | None = None,
+               workers: Sequence[Worker] = (), sign_ins: SignInLimiter | None = None, docs: bool = True) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        for worker in workers:
+            worker.start()
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.stop()
+
+    app = FastAPI(title="s3-multipart-upload controller", version=__version__, lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url=None,
                   description="Hands out presigned URLs for multipart uploads to S3 and keeps each upload's status.")
-    app.state.tokens = tokens
+    app.state.auth = auth if isinstance(auth, Authenticator) else Authenticator(auth)
+    app.state.sign_ins = sign_ins or SignInLimiter()
+    reviews = Reviews(service)
+    metrics = metrics or Metrics(service.db)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
@@ -257,51 +198,51 @@ def create_app(service: Service, tokens: Tokens) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.status, headers=headers)
+        headers = dict(exc.headers)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.status, headers=headers or None)
 
-    @app.get("/health", tags=["service"])
-    def health() -> dict[str, str]:
-        with service.db.read() as conn:
-            conn.exec_driver_sql("SELECT 1")
-        return {"status": "ok"}
+    add_operations(app, service.db, metrics)
 
     @app.get("/me", tags=["service"], responses={401: ERRORS[401]})
-    def me(who: Principal) -> Me:
-        """The principal the token belongs to."""
-        return Me(principal=who)
+    def me(who: CallerDep) -> Me:
+        """The principal the token belongs to, and its roles."""
+        return Me(principal=who.principal, roles=sorted(who.roles))
 
     # -- the plain presigned-upload API, keyed by object key --------------------------------------
 
     @app.post("/uploads/url", tags=["uploads"], responses=ERRORS)
     def put_url(body: PutUrlIn, who: Principal) -> PresignedObject:
         key, signed = service.presign_put(who, body.key, body.content_type)
-        return PresignedObject(key=key, **_url(signed))
+        return PresignedObject(key=key, **url_fields(signed))
 
     @app.get("/uploads/download/{key:path}", tags=["uploads"], responses=ERRORS)
     def download_url(key: Annotated[str, Path(min_length=1, max_length=1024)], who: Principal) -> PresignedObject:
-        return PresignedObject(key=key, **_url(service.presign_get(who, key)))
+        return PresignedObject(key=key, **url_fields(service.presign_get(who, key)))
 
     @app.post("/uploads/multipart/init", tags=["uploads"], responses=ERRORS)
     def init(body: InitIn, who: Principal) -> InitOut:
-        upload = service.init_upload(who, body.key, body.content_type, body.size, body.part_size)
+        upload = service.init_upload(who, body.key, body.content_type, body.size, body.part_size,
+                                     _declared(body.sha256, body.crc64nvme))
         return InitOut(upload_id=upload.upload_id, key=upload.user_key, part_size=upload.part_size)
 
     @app.post("/uploads/multipart/part-url", tags=["uploads"], responses=ERRORS)
     def part_url(body: PartUrlIn, who: Principal) -> PresignedPart:
         signed = service.part_url(who, body.upload_id, body.part_number, key=body.key)
-        return PresignedPart(part_number=body.part_number, **_url(signed))
+        return PresignedPart(part_number=body.part_number, **url_fields(signed))
 
     @app.post("/uploads/multipart/complete", tags=["uploads"], responses=ERRORS)
     def complete(body: CompleteIn, who: Principal) -> UploadOut:
         parts = {p.PartNumber: p.ETag for p in body.parts}
         if len(parts) != len(body.parts):
             raise ServiceError(422, "DuplicatePart", "a part number appears twice in parts")
-        return _upload(service.change_status(who, body.upload_id, db.UPLOADED, parts, key=body.key))
+        return upload_out(service.change_status(who, body.upload_id, db.UPLOADED, parts, key=body.key,
+                                                declared=_declared(body.sha256, body.crc64nvme)))
 
     @app.delete("/uploads/multipart/abort", tags=["uploads"], responses=ERRORS)
     def abort(body: AbortIn, who: Principal) -> UploadOut:
-        return _upload(service.change_status(who, body.upload_id, db.CANCELLED, key=body.key))
+        return upload_out(service.change_status(who, body.upload_id, db.CANCELLED, key=body.key))
 
     @app.get("/uploads/multipart/parts", tags=["uploads"], responses=ERRORS)
     def parts(key: Annotated[str, Query(min_length=1, max_length=1024)],
@@ -314,18 +255,19 @@ def create_app(service: Service, tokens: Tokens) -> FastAPI:
     @app.post("/files/{file_id}/multipart_uploads", tags=["files"], status_code=201, responses=ERRORS)
     def create_for_file(file_id: FileId, who: Principal, body: CreateIn | None = None) -> UploadOut:
         body = body or CreateIn()
-        return _upload(service.create_for_file(who, file_id, body.size, body.part_size, body.content_type))
+        return upload_out(service.create_for_file(who, file_id, body.size, body.part_size, body.content_type,
+                                                  _declared(body.sha256, body.crc64nvme)))
 
     @app.get("/files/{file_id}/multipart_uploads", tags=["files"], responses=ERRORS)
     def file_upload(file_id: FileId, who: Principal,
                     status: Annotated[str, Query(pattern=STATUS_PATTERN)] = db.PENDING,
                     ) -> UploadOut | None:
         found = service.pending_for_file(who, file_id, status)
-        return _upload(found) if found is not None else None
+        return upload_out(found) if found is not None else None
 
     @app.get("/multipart_uploads/{upload_id}", tags=["files"], responses=ERRORS)
     def get_upload(upload_id: UploadId, who: Principal) -> UploadOut:
-        return _upload(service.get(who, upload_id))
+        return upload_out(service.get(who, upload_id))
 
     @app.get("/multipart_uploads/{upload_id}/parts", tags=["files"], responses=ERRORS)
     def upload_parts(upload_id: UploadId, who: Principal) -> PartsOut:
@@ -335,11 +277,33 @@ def create_app(service: Service, tokens: Tokens) -> FastAPI:
     def presigned_post(upload_id: UploadId, part_no: Annotated[int, Path(ge=1, le=MAX_PARTS)],
                        who: Principal) -> PresignedPart:
         """A presigned PUT for one part (S3 takes parts by PUT; the name is the controller's historical one)."""
-        return PresignedPart(part_number=part_no, **_url(service.part_url(who, upload_id, part_no)))
+        return PresignedPart(part_number=part_no, **url_fields(service.part_url(who, upload_id, part_no)))
 
     @app.patch("/multipart_uploads/{upload_id}", tags=["files"], responses=ERRORS)
     def patch_upload(upload_id: UploadId, body: PatchIn, who: Principal) -> UploadOut:
-        return _upload(service.change_status(who, upload_id, body.status, body.parts))
+        """The owner's moves: uploaded (with the parts), cancelled, failed. Accepted and rejected are the
+        verifier's or a reviewer's (403 here: see /review)."""
+        return upload_out(service.change_status(who, upload_id, body.status, body.parts, reason=body.reason,
+                                                declared=_declared(body.sha256, body.crc64nvme)))
+
+    @app.get("/multipart_uploads/{upload_id}/history", tags=["files"], responses=ERRORS)
+    def history(upload_id: UploadId, who: CallerDep) -> HistoryOut:
+        """Every status change of the upload, oldest first: who (as owner, reviewer, verifier or controller),
+        when and why. Its owner's, or any upload's for a reviewer."""
+        return HistoryOut(upload_id=upload_id, changes=[change_out(c) for c in reviews.history(who, upload_id)])
+
+    # -- review --------------------------------------------------------------------------------------
+
+    @app.post("/multipart_uploads/{upload_id}/review", tags=["review"], responses=ERRORS)
+    def review(upload_id: UploadId, body: ReviewIn, who: CallerDep) -> UploadOut:
+        """A reviewer accepts or rejects an uploaded upload (or rejects an accepted one), with a reason."""
+        return upload_out(reviews.decide(who, upload_id, body.status, body.reason), full_key=True)
+
+    @app.get("/reviews", tags=["review"], responses=ERRORS)
+    def review_queue(who: CallerDep, status: Annotated[str, Query(pattern=STATUS_PATTERN)] = db.UPLOADED,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> UploadsOut:
+        """Every principal's uploads in ``status`` (by default those awaiting a decision); reviewers only."""
+        return UploadsOut(uploads=[upload_out(u, full_key=True) for u in reviews.queue(who, status, limit)])
 
     add_page(app, service.storage.origin)
 
@@ -349,5 +313,6 @@ def create_app(service: Service, tokens: Tokens) -> FastAPI:
         response.headers["Cache-Control"] = "no-store"  # answers carry signed URLs
         return response
 
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # outermost of the app's own: before anything reads
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # before anything reads the body
+    app.add_middleware(AccessLog, metrics=metrics)  # outermost: every answer is counted and logged, 413s too
     return app

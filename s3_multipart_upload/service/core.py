@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,37 +26,36 @@ from sqlalchemy.engine import Connection
 
 from s3_multipart_upload.checksums import composite_etag
 from s3_multipart_upload.errors import BadInput
-from s3_multipart_upload.plan import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, choose_part_size
-from s3_multipart_upload.service import db
+from s3_multipart_upload.plan import MAX_PART_SIZE, MIN_PART_SIZE, choose_part_size
+from s3_multipart_upload.service import db, status
 from s3_multipart_upload.service.db import (
     ACTIVE,
     CANCELLED,
     FAILED,
     PENDING,
-    TRANSITIONS,
     UPLOADED,
     Database,
     files,
     multipart_uploads,
 )
+from s3_multipart_upload.service.model import (
+    CONTROL,
+    Declared,
+    ServiceError,
+    Upload,
+    check_file_id,
+    check_key,
+    check_part_number,
+    not_found,
+)
 from s3_multipart_upload.service.storage import Head, Presigned, Storage, StorageError
+
+__all__ = ["Service", "ServiceError", "Settings", "Upload", "not_found"]
 
 log = logging.getLogger(__name__)
 
-MAX_KEY_BYTES = 1024
-FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 PENDING_LOCK = 7338202  # PostgreSQL advisory-lock class of the per-principal count (db.migrate uses one key alone)
-
-
-class ServiceError(Exception):
-    """An answer other than success: HTTP status, a stable machine code, and a sentence for people."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+GONE_REASON = "the S3 multipart upload no longer exists (aborted, or expired by a lifecycle rule)"
 
 
 class _Gone(Exception):
@@ -71,42 +70,14 @@ class _Gone(Exception):
                                                "or expired by a lifecycle rule); it is now failed: start a new upload")
 
 
-def not_found(upload_id: str) -> ServiceError:
-    return ServiceError(404, "NoSuchUpload", f"no upload {upload_id!r} (or it belongs to someone else)")
-
-
 @dataclass(frozen=True)
 class Settings:
     part_size: int = 16 * 2**20  # for files whose size is not declared; a declared size may raise it
     key_prefix: str = ""
     max_pending: int = 1000  # pending uploads per principal: each holds an S3 upload and its parts until it ends
-
-
-@dataclass(frozen=True)
-class Upload:
-    upload_id: str
-    file_id: str | None
-    bucket: str
-    key: str
-    owner: str
-    status: str
-    part_size: int
-    size: int | None
-    etag: str | None
-    object_size: int | None
-    created_at: str | None
-    updated_at: str | None
-
-    @classmethod
-    def from_row(cls, row: Any) -> Upload:
-        return cls(row.s3_upload_id, row.file_id, row.bucket, row.key, row.owner, row.status, row.part_size,
-                   row.size, row.etag, row.object_size, db.iso(row.created_at), db.iso(row.updated_at))
-
-    @property
-    def user_key(self) -> str:
-        """The key as its owner named it (key-centric family): without the service's namespace."""
-        marker = f"users/{self.owner}/"
-        return self.key.split(marker, 1)[1] if marker in self.key else self.key
+    destinations: tuple[str, ...] = ()  # the webhooks' ids (events.destination_id): each change's event goes to each
+    on_reject: str = "keep"  # what becomes of a rejected upload's object: keep, quarantine or delete (review.py)
+    quarantine_prefix: str = "quarantine/"
 
 
 def _completed_from(upload: Upload, parts: dict[int, str], head: Head) -> bool:
@@ -126,31 +97,18 @@ def _completed_from(upload: Upload, parts: dict[int, str], head: Head) -> bool:
     return head.last_modified >= began
 
 
-def check_key(key: str) -> None:
-    if not key:
-        raise ServiceError(422, "InvalidKey", "the key is empty")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise ServiceError(422, "InvalidKey", f"the key is {len(key.encode('utf-8', 'surrogatepass'))} bytes; "
-                                              f"S3 allows at most {MAX_KEY_BYTES}")
-    if _CONTROL.search(key):
-        raise ServiceError(422, "InvalidKey", "the key contains control characters")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ServiceError(422, "InvalidKey", "the key is not valid UTF-8 text") from None
-    if key.startswith("/") or any(seg in (".", "..") for seg in key.split("/")):
-        raise ServiceError(422, "InvalidKey", "the key may not start with / nor contain . or .. segments")
-
-
-def check_file_id(file_id: str) -> None:
-    if not FILE_ID.fullmatch(file_id):
-        raise ServiceError(422, "InvalidFileId", "a file id is 1 to 255 letters, digits, '.', '_' or '-', "
-                                                 "starting with a letter or digit")
-
-
-def check_part_number(part_number: int) -> None:
-    if not 1 <= part_number <= MAX_PARTS:
-        raise ServiceError(422, "InvalidPartNumber", f"part numbers go from 1 to {MAX_PARTS}, not {part_number}")
+def _late_declaration(upload: Upload, declared: Declared) -> dict[str, str]:
+    """The columns a declaration made at completion sets; 409 if it differs from the one made at init."""
+    values = {}
+    for name, given, known in (("sha256", declared.sha256, upload.sha256),
+                               ("crc64nvme", declared.crc64nvme, upload.crc64nvme)):
+        if given is None:
+            continue
+        if known is not None and given != known:
+            raise ServiceError(409, "DeclarationMismatch", f"upload {upload.upload_id} was declared at init with "
+                                                           f"{name} {known}; the completion says {given}")
+        values[name] = given
+    return values
 
 
 class Service:
@@ -158,6 +116,7 @@ class Service:
         self.db = database
         self.storage = storage
         self.settings = settings or Settings()
+        self.changed: Callable[[], None] = lambda: None  # after each committed change: wakes the background workers
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -197,27 +156,31 @@ class Service:
         return chosen
 
     def init_upload(self, principal: str, key: str, content_type: str | None = None, size: int | None = None,
-                    part_size: int | None = None) -> Upload:
+                    part_size: int | None = None, declared: Declared | None = None) -> Upload:
         """A multipart upload of ``key`` in the principal's namespace (key-centric family)."""
         full = self.user_key(principal, key)
         chosen = self._part_size(size, part_size)
+        declared = (declared or Declared()).normalised()
         with self.db.read() as conn:
             self._check_pending(conn, principal)  # before S3 is asked: the usual refusal costs no S3 call
         upload_id = self._storage(lambda: self.storage.create(full, content_type))
         try:
             with self.db.transaction() as conn:
                 self._check_pending(conn, principal, lock=True)  # again, exactly: another request may have won
-                self._insert(conn, upload_id, None, full, principal, chosen, size, content_type)
-                return self._get(conn, principal, upload_id)
+                self._insert(conn, upload_id, None, full, principal, chosen, size, content_type, declared)
+                created = self._get(conn, principal, upload_id)
         except Exception:
             self._abort_quietly(full, upload_id)  # no S3 upload without its row
             raise
+        self.changed()
+        return created
 
     def create_for_file(self, principal: str, file_id: str, size: int | None = None, part_size: int | None = None,
-                        content_type: str | None = None) -> Upload:
+                        content_type: str | None = None, declared: Declared | None = None) -> Upload:
         """A new upload for a file, unless it has one that is pending, uploaded or accepted (409)."""
         key = self.file_key(file_id)
         chosen = self._part_size(size, part_size)
+        declared = (declared or Declared()).normalised()
         with self.db.transaction() as conn:
             self._claim_file(conn, principal, file_id)  # locks the file's row until this transaction ends
             active = conn.execute(sa.select(multipart_uploads.c.s3_upload_id, multipart_uploads.c.status).where(
@@ -229,13 +192,15 @@ class Service:
             upload_id = self._storage(lambda: self.storage.create(key, content_type))
             try:
                 self._check_pending(conn, principal, lock=True)
-                self._insert(conn, upload_id, file_id, key, principal, chosen, size, content_type)
+                self._insert(conn, upload_id, file_id, key, principal, chosen, size, content_type, declared)
                 conn.execute(files.update().where(files.c.file_id == file_id).values(s3_upload_id=upload_id))
             except Exception:
                 self._abort_quietly(key, upload_id)
                 raise
             log.info("Upload %s created for file %s by %s.", upload_id, file_id, principal)
-            return self._get(conn, principal, upload_id)
+            created = self._get(conn, principal, upload_id)
+        self.changed()
+        return created
 
     def pending_for_file(self, principal: str, file_id: str, status: str = PENDING) -> Upload | None:
         check_file_id(file_id)
@@ -280,14 +245,20 @@ class Service:
         return [{"PartNumber": int(p["PartNumber"]), "ETag": str(p["ETag"]).strip('"'), "Size": int(p["Size"])}
                 for p in listed]
 
-    def change_status(self, principal: str, upload_id: str, status: str, parts: dict[int, str] | None = None,
-                      key: str | None = None) -> Upload:
-        """The one way an upload's status changes. uploaded completes it on S3; cancelled and failed abort it."""
-        if status not in db.STATUSES:
+    def change_status(self, principal: str, upload_id: str, to: str, parts: dict[int, str] | None = None,
+                      key: str | None = None, reason: str | None = None, declared: Declared | None = None) -> Upload:
+        """The owner's moves: uploaded completes the upload on S3; cancelled and failed abort it (status.py).
+
+        ``declared`` goes with uploaded: the whole file's checksums, for a client that computed them while sending
+        (a declaration made at init must be repeated the same, or left out)."""
+        declared = (declared or Declared()).normalised()
+        if to != UPLOADED and (declared.sha256 or declared.crc64nvme):
+            raise ServiceError(422, "UnexpectedChecksum", "checksums are declared at init, or with status uploaded")
+        if to not in db.STATUSES:
             raise ServiceError(422, "InvalidStatus", f"status is one of {', '.join(db.STATUSES)}")
-        if status == UPLOADED and not parts:
+        if to == UPLOADED and not parts:
             raise ServiceError(422, "MissingParts", "completing an upload needs its parts: part number -> ETag")
-        if status != UPLOADED and parts:
+        if to != UPLOADED and parts:
             raise ServiceError(422, "UnexpectedParts", "parts go only with status uploaded")
         for number in parts or {}:
             check_part_number(number)
@@ -295,23 +266,22 @@ class Service:
         with self.db.transaction() as conn:
             upload = self._get(conn, principal, upload_id, lock=True)
             self._check_user_key(upload, key)
-            if status not in TRANSITIONS[upload.status]:
-                allowed = ", ".join(TRANSITIONS[upload.status]) or "none: it is final"
-                raise ServiceError(409, "InvalidTransition", f"upload {upload_id} is {upload.status} and cannot "
-                                                             f"become {status} (allowed: {allowed})")
-            values: dict[str, Any] = {"status": status, "updated_at": db.now()}
+            status.check(upload.status, to, status.OWNER, upload_id)
+            values: dict[str, Any] = {}
+            actor, by = status.OWNER, principal
             try:
-                if status == UPLOADED:
+                if to == UPLOADED:
                     assert parts is not None
-                    values.update(self._complete(upload, parts))
-                elif status in (CANCELLED, FAILED):
+                    late = _late_declaration(upload, declared)  # before S3 is asked: a refusal changes nothing
+                    values = self._complete(upload, parts) | late
+                elif to in (CANCELLED, FAILED):
                     self._storage(lambda: self.storage.abort(upload.key, upload_id), gone_ok=True)
-            except _Gone as exc:
-                gone, values = exc, {"status": FAILED, "updated_at": db.now()}  # recorded, then answered
-            conn.execute(multipart_uploads.update().where(multipart_uploads.c.s3_upload_id == upload_id)
-                         .values(**values))
-            log.info("Upload %s: %s -> %s by %s.", upload_id, upload.status, values["status"], principal)
+            except _Gone as exc:  # recorded, then answered
+                gone, to, values, actor, by, reason = exc, FAILED, {}, status.CONTROLLER, "controller", GONE_REASON
+            status.move(conn, upload_id, upload.status, to, actor, by, reason, self.settings.destinations, values)
+            log.info("Upload %s: %s -> %s by %s.", upload_id, upload.status, to, by)
             changed = self._get(conn, principal, upload_id)
+        self.changed()
         if gone is not None:
             raise gone.error() from gone
         return changed
@@ -327,7 +297,7 @@ class Service:
                                                       f"request gives {len(parts)}" +
                                                       (f" and lacks part {missing[0]}" if missing else ""))
         for number, etag in parts.items():
-            if not etag or len(etag) > 255 or _CONTROL.search(etag):
+            if not etag or len(etag) > 255 or CONTROL.search(etag):
                 raise ServiceError(422, "InvalidETag", f"part {number}'s ETag is not an ETag")
         try:
             etag = self._storage(lambda: self.storage.complete(upload.key, upload.upload_id, parts), upload)
@@ -356,9 +326,13 @@ class Service:
 
     def _mark_failed(self, upload_id: str) -> None:
         with self.db.transaction() as conn:
-            conn.execute(multipart_uploads.update().where(
-                multipart_uploads.c.s3_upload_id == upload_id, multipart_uploads.c.status == PENDING)
-                .values(status=FAILED, updated_at=db.now()))
+            current = conn.execute(sa.select(multipart_uploads.c.status).where(
+                multipart_uploads.c.s3_upload_id == upload_id).with_for_update()).scalar()
+            if current != PENDING:
+                return
+            status.move(conn, upload_id, PENDING, FAILED, status.CONTROLLER, "controller", GONE_REASON,
+                        self.settings.destinations)
+        self.changed()
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
         try:
@@ -390,12 +364,14 @@ class Service:
             raise ServiceError(404, "NoSuchFile", f"no file {file_id!r} (or it belongs to someone else)")
 
     def _insert(self, conn: Connection, upload_id: str, file_id: str | None, key: str, owner: str, part_size: int,
-                size: int | None, content_type: str | None) -> None:
+                size: int | None, content_type: str | None, declared: Declared) -> None:
         stamp = db.now()
         conn.execute(multipart_uploads.insert().values(
             s3_upload_id=upload_id, file_id=file_id, bucket=self.storage.bucket, key=key, owner=owner,
             status=PENDING, part_size=part_size, size=size, content_type=content_type, created_at=stamp,
-            updated_at=stamp))
+            updated_at=stamp, sha256=declared.sha256, crc64nvme=declared.crc64nvme, status_by=owner))
+        row = conn.execute(sa.select(multipart_uploads).where(multipart_uploads.c.s3_upload_id == upload_id)).one()
+        status.record(conn, row, None, status.OWNER, owner, None, self.settings.destinations)
 
     def _get(self, conn: Connection, principal: str, upload_id: str, lock: bool = False) -> Upload:
         if "\x00" in upload_id:  # no upload has one, and PostgreSQL would refuse the query (text holds no NUL)

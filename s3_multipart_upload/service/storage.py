@@ -5,6 +5,7 @@ Presigned URLs are returned to the caller and never logged.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import urllib.parse
 from collections.abc import Callable
@@ -43,6 +44,19 @@ class Head:
     size: int
     etag: str  # without quotes
     last_modified: dt.datetime | None
+    crc64nvme: str | None = None  # the store's full-object CRC64NVME (base64), when asked for and given
+
+
+@dataclass(frozen=True)
+class Digests:
+    """What reading an object found: its size, and the checksums asked for."""
+
+    size: int
+    sha256: str | None  # hex
+    crc64nvme: str | None  # base64, as S3 writes it
+
+
+READ_BLOCK = 8 * 2**20  # bytes hashed at a time while reading an object: the memory a verification holds
 
 
 @dataclass(frozen=True)
@@ -114,17 +128,54 @@ class Storage:
     def list_parts(self, key: str, upload_id: str) -> list[dict[str, Any]]:
         return _mapped("ListParts", key, lambda: _list_all_parts(self.client, self.bucket, key, upload_id))
 
-    def head(self, key: str) -> Head | None:
-        """Size, ETag and time of the object at ``key``, or None if there is none."""
+    def head(self, key: str, checksums: bool = False) -> Head | None:
+        """Size, ETag and time of the object at ``key`` (with ``checksums``, its full-object CRC64NVME where the
+        store keeps one), or None if there is none."""
+        extra: dict[str, Any] = {"ChecksumMode": "ENABLED"} if checksums else {}
         try:
-            head = _mapped("HeadObject", key, lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+            head = _mapped("HeadObject", key, lambda: self.client.head_object(Bucket=self.bucket, Key=key, **extra))
         except StorageError as exc:
             if exc.code in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
         modified = head.get("LastModified")
+        crc = head.get("ChecksumCRC64NVME")
+        full = crc if isinstance(crc, str) and "-" not in crc and head.get("ChecksumType", "FULL_OBJECT") == \
+            "FULL_OBJECT" else None
         return Head(int(head["ContentLength"]), str(head["ETag"]).strip('"'),
-                    modified if isinstance(modified, dt.datetime) else None)
+                    modified if isinstance(modified, dt.datetime) else None, full)
+
+    def digest(self, key: str, sha256: bool, crc64nvme: bool, progress: Callable[[int], None]) -> Digests:
+        """Read the object at ``key`` once, in blocks, hashing as it goes (memory: one block); ``progress`` is told
+        the bytes read after each block."""
+        from s3_multipart_upload.checksums import new_hasher
+
+        def read() -> Digests:
+            sha = new_hasher("SHA256") if sha256 else None
+            crc = new_hasher("CRC64NVME") if crc64nvme else None
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            size = 0
+            try:
+                for block in body.iter_chunks(READ_BLOCK):
+                    size += len(block)
+                    for hasher in (sha, crc):
+                        if hasher is not None:
+                            hasher.update(block)
+                    progress(size)
+            finally:
+                body.close()
+            return Digests(size, sha.digest().hex() if sha else None,
+                           base64.b64encode(crc.digest()).decode() if crc else None)
+
+        return _mapped("GetObject", key, read)
+
+    def delete(self, key: str) -> None:
+        _mapped("DeleteObject", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
+    def move(self, key: str, to: str) -> None:
+        """Copy the object to ``to`` in the same bucket (a multipart copy when it is large), then delete it."""
+        _mapped("CopyObject", key, lambda: self.client.copy({"Bucket": self.bucket, "Key": key}, self.bucket, to))
+        self.delete(key)
 
 
 def _mapped(operation: str, key: str, call: Callable[[], T]) -> T:

@@ -90,7 +90,8 @@ def check_paths(req: UploadRequest) -> None:
 
 
 def check_meta(req: UploadRequest, meta: Meta, check_source: bool = True) -> None:
-    """META must be this command's upload, of the data as it is now."""
+    """META must be this command's upload, of the data as it is now, with the object's properties it began with
+    (``check_source`` False: --restart, which forgets both)."""
     if (meta.bucket, meta.key) != (req.bucket, req.key):
         raise StateConflict(
             f"meta file {req.meta_path} belongs to the upload of s3://{meta.bucket}/{meta.key}, not {req.where}",
@@ -101,7 +102,8 @@ def check_meta(req: UploadRequest, meta: Meta, check_source: bool = True) -> Non
             raise StateConflict(f"meta file {req.meta_path} records {name} {meta.extra.get(name)!r}, "
                                 f"not {value!r}", "give the same options as that upload, or another -m and -a "
                                 "path for this one")
-    check_properties(req, meta)
+    if check_source:
+        check_properties(req, meta)
     if check_source and meta.source is not None:
         req.source.check_unchanged(meta.source, req.meta_path)
 

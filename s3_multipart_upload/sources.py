@@ -17,10 +17,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Protocol
 
-from s3_multipart_upload.errors import BadInput, SourceChanged, StateConflict, TemporaryFailure
+from s3_multipart_upload.errors import BadInput, ServerRefused, SourceChanged, StateConflict, TemporaryFailure
 from s3_multipart_upload.plan import Part, Plan, plan_bytes, plan_chunks
 from s3_multipart_upload.properties import source_request_args
-from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy, error_code, translate
+from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy, describe, error_code, translate
 from s3_multipart_upload.stream import PartSource, PartStream, RangeReader
 
 log = logging.getLogger(__name__)
@@ -369,14 +369,15 @@ class S3ObjectSource:
         if isinstance(head.get("Expires"), dt.datetime):
             found["expires"] = head["Expires"].astimezone(dt.UTC).isoformat()
         found["metadata"] = dict(head.get("Metadata") or {})
-        try:
-            tags = self._requests.call("GetObjectTagging", lambda c: c.get_object_tagging(
+        try:  # one try: stores without tags answer 501, 405 or even 500 (rclone serve s3)
+            tags = self._reads.call("GetObjectTagging", lambda c: c.get_object_tagging(
                 Bucket=self.bucket, Key=self.key)).get("TagSet", [])
         except Exception as exc:
-            if error_code(exc) not in ("NotImplemented", "501", "MethodNotAllowed", "405"):
-                raise translate(exc, self.bucket, self.key, where=f"the tags of the source object {self.url}") \
-                    from exc
-            log.warning("The source's store keeps no tags (%s): the copy has none.", error_code(exc))
+            refused = translate(exc, self.bucket, self.key, where=f"the tags of the source object {self.url}")
+            if isinstance(refused, ServerRefused):  # no s3:GetObjectTagging: say so rather than drop the tags
+                refused.hint = "allow s3:GetObjectTagging on the source, or copy with --metadata-directive REPLACE"
+                raise refused from exc
+            log.warning("The source's store did not give its tags (%s): the copy has none.", describe(exc))
             tags = []
         found["tagging"] = urllib.parse.urlencode([(t["Key"], t["Value"]) for t in tags]) or None
         return {k: v for k, v in found.items() if v not in (None, {})}

@@ -30,7 +30,7 @@ from s3_multipart_upload.completion import (
     overwrite_refused,
     refuse_overwrite,
 )
-from s3_multipart_upload.errors import SourceChanged, StateConflict, TemporaryFailure, UploadGone
+from s3_multipart_upload.errors import ServerRefused, SourceChanged, StateConflict, TemporaryFailure, UploadGone
 from s3_multipart_upload.job import Job, Throttle, UploadRequest, UploadResult
 from s3_multipart_upload.plan import Part, human, ranges
 from s3_multipart_upload.progress import Reporter
@@ -70,6 +70,17 @@ PROPERTIES = "objectProperties"  # META: the object's properties as asked, secre
 CREATE_WAIT = 900.0  # how long a shard waits for the one creating the upload (its CreateMultipartUpload retries)
 CREATE_STALE = 600.0  # a create claim this old with no META is a dead task's (10 tries of a create take < 4 min)
 CLAIM_POLL = 0.25
+
+
+def _kms_refusal(req: UploadRequest, error: Exception) -> Exception:
+    """A refused create or put of an SSE-KMS object: most often the KMS key, which the error then names."""
+    key = req.properties.sse_kms_key_id
+    if isinstance(error, ServerRefused) and (req.properties.sse or "").startswith("aws:kms"):
+        which = f"the KMS key {key}" if key else "the account's aws/s3 KMS key"
+        error.message += f" (with --sse {req.properties.sse}: {which})"
+        error.hint = (f"check that this identity may use {which} (kms:GenerateDataKey and kms:Decrypt), or give "
+                      "--sse-kms-key-id a key it may use")
+    return error
 
 
 @dataclass
@@ -327,7 +338,7 @@ class Uploader:
             upload_id = self.job.call("CreateMultipartUpload",
                                       lambda c: c.create_multipart_upload(**args)["UploadId"])
         except Exception as exc:
-            raise self.job.fail(exc) from exc
+            raise _kms_refusal(self.req, self.job.fail(exc)) from exc
         meta = self._new_meta(run, upload_id)
         write_meta(req.meta_path, meta)
         # Its META records the source: lines of this upload id (other shards' logs, read at completion) are of
@@ -355,6 +366,10 @@ class Uploader:
         sender = Sender(job, run.checksum, content_md5=True, etags_not_md5=req.properties.opaque_etags)
         conditional: dict[str, Any] = {"IfNoneMatch": "*"} if req.no_overwrite else {}
         properties = req.properties.create_args()
+        if run.checksum != "MD5" and ({"ObjectLockMode", "ObjectLockLegalHoldStatus"} & set(properties)):
+            # S3 wants Content-MD5 or x-amz-sdk-checksum-algorithm on a PutObject under Object Lock: say which
+            # checksum the x-amz-checksum-* header holds (MD5 goes as Content-MD5 here anyway).
+            properties["ChecksumAlgorithm"] = run.checksum
 
         def put(client: S3Client) -> Completed:
             copy = req.source.server_side_copy(part)
@@ -378,7 +393,7 @@ class Uploader:
         except Exception as exc:
             if req.source.server_side and error_code(exc) in ("PreconditionFailed", "412"):
                 req.source.recheck()  # CopySourceIfMatch or --no-overwrite's If-None-Match: which one?
-            raise overwrite_refused(job, exc) or job.fail(exc, 0, 1) from exc
+            raise overwrite_refused(job, exc) or _kms_refusal(req, job.fail(exc, 0, 1)) from exc
         job.progress.part_done(1, completed.etag or "", part.length, time.monotonic() - began)
         result.parts_sent, result.bytes_sent = 1, part.length
         try:

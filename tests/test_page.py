@@ -203,7 +203,7 @@ def test_page_and_assets_are_served_without_a_token(stack: Stack) -> None:
         assert c.get("/me").status_code == 401
         assert "/me" in c.get("/openapi.json").json()["paths"] and "/" not in c.get("/openapi.json").json()["paths"]
     with stack.svc.client("bob") as c:
-        assert c.get("/me").json() == {"principal": "bob"}
+        assert c.get("/me").json() == {"principal": "bob", "roles": []}
 
 
 # -- MD5 in the browser -------------------------------------------------------------------------------------

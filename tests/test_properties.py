@@ -289,3 +289,51 @@ def test_a_bucket_that_demands_sse_kms(moto_server: S3Server, aws_env: dict[str,
             assert r.returncode == 5 and "the KMS key alias/not-ours" in r.stderr, r.stderr
     finally:
         proxy.close()
+
+
+def test_shards_build_one_object_with_the_properties(s3: Any, tmp_path: Path) -> None:
+    """Each task of an array job gives the same properties; the one that completes builds the object with them,
+    and a task that gives others is refused without sending."""
+    f = write_random(tmp_path / "f.bin", 4 * 5 * MiB, seed=8)
+    args = ["upload", "-b", BUCKET, "-k", "sharded.bin", "-f", str(f), "-m", str(tmp_path / "m.json"), "-a",
+            str(tmp_path / "p.jsonl"), "-s", "5M", *ASKED]
+    r = invoke(*args, "--shard", "0/2")
+    assert r.exit_code == 0, r.output
+    other = invoke(*[a if a != "STANDARD_IA" else "GLACIER" for a in args], "--shard", "1/2")
+    assert other.exit_code == 2 and "--storage-class 'STANDARD_IA'" in other.output
+    r = invoke(*args, "--shard", "1/2")
+    assert r.exit_code == 0, r.output
+    shows_asked(s3, "sharded.bin", "application/octet-stream")
+
+
+@pytest.mark.e2e
+def test_the_controller_policy_is_on_every_object_it_creates(moto_server: S3Server, aws_env: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    """serve --storage-class/--sse/--tagging: on the objects of the CLI's controller uploads and of presigned PUTs
+    (whose answer lists the headers to send); a client cannot set properties of its own through a controller."""
+    import httpx
+
+    from tests.service_fixtures import run_service
+    from tests.test_controller_client import client_env, controller_args
+
+    bucket = new_bucket(moto_server)
+    policy = ["--storage-class", "STANDARD_IA", "--sse", "AES256", "--tagging", "project=ledger"]
+    with run_service(moto_server, bucket, f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "svc", "--part-size", "5M",
+                     *policy) as svc:
+        f = write_random(tmp_path / "data.bin", 2 * 5 * MiB + 3, seed=2)
+        meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
+        r = run_cli([*controller_args(svc, "pol-1", f, meta, parts), "--storage-class", "GLACIER"],
+                    client_env(tmp_path))
+        assert r.returncode == 2 and "--storage-class cannot go with --controller" in r.stderr
+        r = run_cli(controller_args(svc, "pol-1", f, meta, parts), client_env(tmp_path))
+        assert r.returncode == 0, r.stderr
+        with svc.client() as c:
+            signed = c.post("/uploads/url", json={"key": "note.txt", "content_type": "text/plain"}).json()
+        assert signed["headers"]["x-amz-storage-class"] == "STANDARD_IA"
+        assert httpx.put(signed["url"], content=b"a note", headers=signed["headers"]).status_code == 200
+    client = moto_server.client()
+    for key, body in (("files/pol-1", f.read_bytes()), ("users/alice/note.txt", b"a note")):
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert (head["StorageClass"], head["ServerSideEncryption"]) == ("STANDARD_IA", "AES256"), key
+        assert client.get_object_tagging(Bucket=bucket, Key=key)["TagSet"] == [{"Key": "project", "Value": "ledger"}]
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == body

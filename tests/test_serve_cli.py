@@ -13,6 +13,8 @@ from tests.conftest import run_cli
     (["--webhook", "http://127.0.0.1:9/hook"], "--webhook-secret-file"),
     (["--webhook", "http://127.0.0.1:9/hook", "--webhook-secret-file", "{short}"], "at least"),
     (["--oidc-audience", "uploads"], "--oidc-issuer"),
+    (["--tagging", "a=1&a=2"], "twice"),
+    (["--sse-kms-key-id", "alias/k"], "--sse aws:kms"),
 ])
 def test_serve_refuses_bad_service_options(extra: list[str], named: str, tmp_path: Path) -> None:
     short = tmp_path / "secret"

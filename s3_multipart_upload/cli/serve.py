@@ -11,6 +11,7 @@ import click
 from s3_multipart_upload.cli.common import ByteSize, handle_errors, output_options, s3_options, setup_output
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.operations import parse_duration
+from s3_multipart_upload.properties import SSE, STORAGE_CLASSES
 
 
 @click.command(epilog="""\b
@@ -41,6 +42,12 @@ Exit codes: 0 stopped, 2 bad option or tokens file, 75 database unreachable.""")
 @click.option("--max-pending-uploads", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Pending uploads one principal may have at once; one more is refused (409 TooManyPendingUploads) "
                    "until one is completed or cancelled.")
+@click.option("--storage-class", type=click.Choice(STORAGE_CLASSES, case_sensitive=False),
+              help="Policy: the storage class of every object the controller creates.")
+@click.option("--sse", type=click.Choice(SSE, case_sensitive=False),
+              help="Policy: the server-side encryption of every object (AES256, aws:kms, aws:kms:dsse).")
+@click.option("--sse-kms-key-id", help="Policy, with --sse aws:kms: the KMS key of every object.")
+@click.option("--tagging", help="Policy: the tags of every object, URL-encoded ('project=x&team=y').")
 @click.option("--reviewer", "reviewers", multiple=True, metavar="PRINCIPAL",
               help="A principal who may accept or reject uploads (repeat it); also a tokens-file line's third field "
                    "'reviewer', or the reviewer role in a JWT.")

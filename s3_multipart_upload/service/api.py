@@ -215,7 +215,7 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
     @app.post("/uploads/url", tags=["uploads"], responses=ERRORS)
     def put_url(body: PutUrlIn, who: Principal) -> PresignedObject:
         key, signed = service.presign_put(who, body.key, body.content_type)
-        return PresignedObject(key=key, **url_fields(signed))
+        return PresignedObject(key=key, headers=signed.headers, **url_fields(signed))
 
     @app.get("/uploads/download/{key:path}", tags=["uploads"], responses=ERRORS)
     def download_url(key: Annotated[str, Path(min_length=1, max_length=1024)], who: Principal) -> PresignedObject:

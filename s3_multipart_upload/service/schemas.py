@@ -57,6 +57,8 @@ class PresignedUrl(BaseModel):
 
 class PresignedObject(PresignedUrl):
     key: str
+    headers: dict[str, str] = Field(default_factory=dict, description="send these headers with the PUT, as they "
+                                    "are: the controller's policy (storage class, encryption, tags) is signed in")
 
 
 class PresignedPart(PresignedUrl):

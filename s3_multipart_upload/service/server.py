@@ -15,6 +15,7 @@ import sqlalchemy.exc
 from fastapi import FastAPI
 
 from s3_multipart_upload.errors import BadInput, TemporaryFailure
+from s3_multipart_upload.properties import ObjectProperties
 from s3_multipart_upload.service.api import Worker, create_app
 from s3_multipart_upload.service.auth import Authenticator, SignInLimiter, Tokens
 from s3_multipart_upload.service.core import Service, Settings
@@ -44,6 +45,11 @@ class ServeConfig:
     url_expiry: int = 900
     key_prefix: str = ""
     max_pending: int = 1000
+    # The policy of every object the controller creates (properties.py checks it; exit 2 naming the option).
+    storage_class: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    tagging: str | None = None
     # Review and verification.
     reviewers: tuple[str, ...] = ()  # principals with the reviewer role, besides the tokens file's and the JWTs'
     on_reject: str = "keep"  # keep, quarantine (moved under key_prefix + quarantine_prefix) or delete
@@ -142,7 +148,10 @@ def build(config: ServeConfig) -> FastAPI:
                                "check --database-url and that the database server is up") from exc
     log.info("Database %s at schema version %d; %d API tokens%s; bucket %s; %d webhooks.", database.safe_url, version,
              len(tokens) if tokens else 0, f", JWTs of {config.oidc_issuer}" if oidc else "", config.bucket, len(hooks))
-    storage = Storage(config.bucket, config.endpoint_url, config.profile, config.region, config.url_expiry)
+    policy = ObjectProperties.of(storage_class=config.storage_class, sse=config.sse,
+                                 sse_kms_key_id=config.sse_kms_key_id, tagging=config.tagging)
+    storage = Storage(config.bucket, config.endpoint_url, config.profile, config.region, config.url_expiry,
+                      policy=policy.create_args())
     settings = Settings(part_size=config.part_size, key_prefix=config.key_prefix, max_pending=config.max_pending,
                         destinations=tuple(h.id for h in hooks), on_reject=config.on_reject,
                         quarantine_prefix=config.key_prefix + config.quarantine_prefix)

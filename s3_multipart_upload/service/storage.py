@@ -8,8 +8,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import urllib.parse
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
@@ -64,12 +64,26 @@ class Presigned:
     url: str
     method: str
     expires_at: str
+    headers: dict[str, str] = field(default_factory=dict)  # to send with the request, as they are (signed in)
+
+
+# The headers of the serve policy's create arguments (``--storage-class``, ``--sse``, ...), for presigned PUTs.
+_POLICY_HEADERS = {"StorageClass": "x-amz-storage-class", "ServerSideEncryption": "x-amz-server-side-encryption",
+                   "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id", "Tagging": "x-amz-tagging",
+                   "BucketKeyEnabled": "x-amz-server-side-encryption-bucket-key-enabled"}
+
+
+def _header_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class Storage:
     def __init__(self, bucket: str, endpoint_url: str | None = None, profile: str | None = None,
-                 region: str | None = None, url_expiry: int = 900) -> None:
+                 region: str | None = None, url_expiry: int = 900, policy: Mapping[str, Any] | None = None) -> None:
         self.bucket = bucket
+        # serve's policy for every object it creates (storage class, encryption, tags): CreateMultipartUpload's and
+        # PutObject's arguments (properties.ObjectProperties.create_args)
+        self.policy = dict(policy or {})
         self.url_expiry = url_expiry
         session = boto3.session.Session(profile_name=profile, region_name=region)
         config = Config(
@@ -91,10 +105,19 @@ class Storage:
         return self._presign("upload_part", {"Key": key, "UploadId": upload_id, "PartNumber": part_number}, "PUT")
 
     def presign_put(self, key: str, content_type: str | None) -> Presigned:
-        params: dict[str, Any] = {"Key": key}
+        """A one-request upload. The policy's headers are signed into the URL, so the client must send them: they
+        come back in ``headers`` (S3 refuses the PUT without them, SignatureDoesNotMatch)."""
+        params: dict[str, Any] = {"Key": key, **self.policy}
         if content_type:
             params["ContentType"] = content_type
-        return self._presign("put_object", params, "PUT")
+        signed = self._presign("put_object", params, "PUT")
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(signed.url).query))
+        names = query.get("X-Amz-SignedHeaders", "").split(";")
+        headers = {header: _header_value(self.policy[arg]) for arg, header in _POLICY_HEADERS.items()
+                   if arg in self.policy and header in names}
+        if content_type and "content-type" in names:
+            headers["content-type"] = content_type
+        return Presigned(signed.url, signed.method, signed.expires_at, headers)
 
     def presign_get(self, key: str) -> Presigned:
         return self._presign("get_object", {"Key": key}, "GET")
@@ -110,7 +133,7 @@ class Storage:
         return f"{parts.scheme}://{parts.netloc}"
 
     def create(self, key: str, content_type: str | None) -> str:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self.policy}
         if content_type:
             args["ContentType"] = content_type
         return _mapped("CreateMultipartUpload", key, lambda: self.client.create_multipart_upload(**args)["UploadId"])

@@ -221,11 +221,11 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
     if not_here:
         raise BadInput(f"{', '.join(not_here)} cannot go with --controller: the controller chooses the bucket and "
                        "key and holds the credentials", f"leave out {', '.join(not_here)}")
-    asked = [name for name in opts.props if name != "guess_mime_type"]
+    asked = [name for name in opts.props if name not in ("guess_mime_type", "content_type", "metadata")]
     if asked:
         flags = ", ".join("--" + name.replace("_", "-") for name in asked)
         raise BadInput(f"{flags} cannot go with --controller: the controller creates the upload, with its own policy",
-                       f"leave out {flags}")
+                       f"leave out {flags} (the controller takes --content-type and --metadata)")
     if opts.checksum.upper() not in ("MD5", checksums.AUTO.upper()):
         raise BadInput("through a controller, parts are checked by MD5 only",
                        "leave out --checksum (S3 refuses unsigned x-amz-checksum headers on presigned URLs)")
@@ -238,9 +238,12 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
         raise BadInput("--dry-run with --controller shows an upload in progress (its meta file); the controller "
                        "chooses the part size of a new one", "leave out --dry-run")
     size = source.plan(opts.split_size, fixed=False).total_size
-    up = controller_upload(api, file_id, size, opts.split_size, opts.retries, meta, meta_path)
+    properties = opts.properties(source.path.name)
+    described = {name: value for name, value in (("content_type", properties.content_type),
+                                                  ("metadata", dict(properties.metadata))) if value}
+    up = controller_upload(api, file_id, size, opts.split_size, opts.retries, meta, meta_path, described)
     opts = dataclasses.replace(opts, upload_id=up.upload_id, split_size=up.part_size)
-    return _transfer(source, (up.bucket, up.key), opts, shard, progress, ObjectProperties(), clients=up.clients,
+    return _transfer(source, (up.bucket, up.key), opts, shard, progress, properties, clients=up.clients,
                      state=(meta_path, parts_path), meta_extra={"controller": api.base_url, "fileId": file_id},
                      planning=planning)
 

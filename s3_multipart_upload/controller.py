@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
@@ -117,8 +117,10 @@ class ControllerAPI:
                           query={"status": "pending"})
         return cast("dict[str, Any] | None", found)
 
-    def create(self, file_id: str, size: int, part_size: int | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"size": size}
+    def create(self, file_id: str, size: int, part_size: int | None,
+               described: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A new upload of the file; ``described``: its content_type and metadata, as the API takes them."""
+        body: dict[str, Any] = {"size": size, **(described or {})}
         if part_size is not None:
             body["part_size"] = part_size
         return cast("dict[str, Any]", self.call("POST", f"/files/{_seg(file_id)}/multipart_uploads",
@@ -287,7 +289,8 @@ class ControllerUpload:
 
 
 def controller_upload(api: ControllerAPI, file_id: str, size: int, part_size: int | None, retries: int,
-                      meta: Meta | None, meta_path: Path) -> ControllerUpload:
+                      meta: Meta | None, meta_path: Path,
+                      described: Mapping[str, Any] | None = None) -> ControllerUpload:
     """The file's upload at the controller: the one META records (checked to be that file's), else the pending
     one the controller holds, else a new one. Two runs creating it at once: the loser takes the winner's."""
     where = f"file {file_id} at {api.base_url}"
@@ -301,7 +304,7 @@ def controller_upload(api: ControllerAPI, file_id: str, size: int, part_size: in
     upload = _call(requests, lambda: api.pending(file_id), where)
     if upload is None:
         try:
-            upload = _call(requests, lambda: api.create(file_id, size, part_size), where)
+            upload = _call(requests, lambda: api.create(file_id, size, part_size, described), where)
         except ServerRefused as exc:
             if exc.__cause__ is None or error_code(exc.__cause__) != "UploadExists":
                 raise

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -319,19 +320,27 @@ def test_the_controller_policy_is_on_every_object_it_creates(moto_server: S3Serv
     bucket = new_bucket(moto_server)
     policy = ["--storage-class", "STANDARD_IA", "--sse", "AES256", "--tagging", "project=ledger"]
     with run_service(moto_server, bucket, f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "svc", "--part-size", "5M",
-                     *policy) as svc:
+                     "--metadata-key", "Team", *policy) as svc:
         f = write_random(tmp_path / "data.bin", 2 * 5 * MiB + 3, seed=2)
         meta, parts = tmp_path / "m.json", tmp_path / "p.jsonl"
         r = run_cli([*controller_args(svc, "pol-1", f, meta, parts), "--storage-class", "GLACIER"],
                     client_env(tmp_path))
         assert r.returncode == 2 and "--storage-class cannot go with --controller" in r.stderr
-        r = run_cli(controller_args(svc, "pol-1", f, meta, parts), client_env(tmp_path))
+        r = run_cli([*controller_args(svc, "pol-1", f, meta, parts), "--metadata", "owner=me"], client_env(tmp_path))
+        assert r.returncode != 0 and "metadata keys owner are not allowed here (allowed: team)" in r.stderr
+        r = run_cli([*controller_args(svc, "pol-1", f, meta, parts), "--metadata", "team=genomics",
+                     "--content-type", "application/x-tar"], client_env(tmp_path))
         assert r.returncode == 0, r.stderr
+        with sqlite3.connect(tmp_path / "c.db") as db:
+            assert db.execute("SELECT content_type, metadata FROM multipart_uploads").fetchall() == \
+                [("application/x-tar", '{"team": "genomics"}')]
         with svc.client() as c:
             signed = c.post("/uploads/url", json={"key": "note.txt", "content_type": "text/plain"}).json()
         assert signed["headers"]["x-amz-storage-class"] == "STANDARD_IA"
         assert httpx.put(signed["url"], content=b"a note", headers=signed["headers"]).status_code == 200
     client = moto_server.client()
+    head = client.head_object(Bucket=bucket, Key="files/pol-1")
+    assert (head["ContentType"], head["Metadata"]) == ("application/x-tar", {"team": "genomics"})
     for key, body in (("files/pol-1", f.read_bytes()), ("users/alice/note.txt", b"a note")):
         head = client.head_object(Bucket=bucket, Key=key)
         assert (head["StorageClass"], head["ServerSideEncryption"]) == ("STANDARD_IA", "AES256"), key

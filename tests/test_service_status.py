@@ -50,7 +50,7 @@ def test_the_final_statuses_have_no_way_out() -> None:
             status.check(final, "pending", "owner", "u1")
 
 
-def test_v1_database_migrates_to_v2_with_its_rows(database_url: str) -> None:
+def test_v1_database_migrates_to_the_latest_with_its_rows(database_url: str) -> None:
     database = db.Database(database_url)
     try:
         with database.transaction() as conn:  # a controller of the first schema, with an upload in it
@@ -61,12 +61,12 @@ def test_v1_database_migrates_to_v2_with_its_rows(database_url: str) -> None:
             conn.execute(sa.text("INSERT INTO multipart_uploads (s3_upload_id, file_id, bucket, key, owner, status, "
                                  "part_size, created_at, updated_at) VALUES ('old', 'f1', 'b', 'files/f1', 'alice', "
                                  "'uploaded', 5242880, :t, :t)"), {"t": stamp})
-        assert database.migrate() == db.SCHEMA_VERSION == 2
-        assert database.migrate() == 2  # a second start changes nothing
+        assert database.migrate() == db.SCHEMA_VERSION == 3
+        assert database.migrate() == 3  # a second start changes nothing
         with database.read() as conn:
             row = conn.execute(sa.select(db.multipart_uploads)).one()
-            assert (row.s3_upload_id, row.status, row.owner, row.sha256, row.reason, row.verify_attempts) == \
-                ("old", "uploaded", "alice", None, None, 0)
+            assert (row.s3_upload_id, row.status, row.owner, row.sha256, row.reason, row.verify_attempts,
+                    row.metadata) == ("old", "uploaded", "alice", None, None, 0, None)
             assert conn.execute(sa.select(sa.func.count()).select_from(db.outbox)).scalar() == 0
             assert conn.execute(sa.select(sa.func.count()).select_from(db.status_changes)).scalar() == 0
         with database.transaction() as conn:  # the old upload moves like a new one, and its move is recorded

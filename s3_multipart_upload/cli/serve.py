@@ -48,6 +48,8 @@ Exit codes: 0 stopped, 2 bad option or tokens file, 75 database unreachable.""")
               help="Policy: the server-side encryption of every object (AES256, aws:kms, aws:kms:dsse).")
 @click.option("--sse-kms-key-id", help="Policy, with --sse aws:kms: the KMS key of every object.")
 @click.option("--tagging", help="Policy: the tags of every object, URL-encoded ('project=x&team=y').")
+@click.option("--metadata-key", "metadata_keys", multiple=True, metavar="KEY",
+              help="A user-metadata key clients may set on their uploads (repeat it); by default they may set none.")
 @click.option("--reviewer", "reviewers", multiple=True, metavar="PRINCIPAL",
               help="A principal who may accept or reject uploads (repeat it); also a tokens-file line's third field "
                    "'reviewer', or the reviewer role in a JWT.")

@@ -224,7 +224,7 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
     @app.post("/uploads/multipart/init", tags=["uploads"], responses=ERRORS)
     def init(body: InitIn, who: Principal) -> InitOut:
         upload = service.init_upload(who, body.key, body.content_type, body.size, body.part_size,
-                                     _declared(body.sha256, body.crc64nvme))
+                                     _declared(body.sha256, body.crc64nvme), body.metadata)
         return InitOut(upload_id=upload.upload_id, key=upload.user_key, part_size=upload.part_size)
 
     @app.post("/uploads/multipart/part-url", tags=["uploads"], responses=ERRORS)
@@ -256,7 +256,7 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
     def create_for_file(file_id: FileId, who: Principal, body: CreateIn | None = None) -> UploadOut:
         body = body or CreateIn()
         return upload_out(service.create_for_file(who, file_id, body.size, body.part_size, body.content_type,
-                                                  _declared(body.sha256, body.crc64nvme)))
+                                                  _declared(body.sha256, body.crc64nvme), body.metadata))
 
     @app.get("/files/{file_id}/multipart_uploads", tags=["files"], responses=ERRORS)
     def file_upload(file_id: FileId, who: Principal,

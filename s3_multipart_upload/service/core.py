@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from sqlalchemy.engine import Connection
 from s3_multipart_upload.checksums import composite_etag
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.plan import MAX_PART_SIZE, MIN_PART_SIZE, choose_part_size
+from s3_multipart_upload.properties import METADATA_LIMIT
 from s3_multipart_upload.service import db, status
 from s3_multipart_upload.service.db import (
     ACTIVE,
@@ -78,6 +80,7 @@ class Settings:
     destinations: tuple[str, ...] = ()  # the webhooks' ids (events.destination_id): each change's event goes to each
     on_reject: str = "keep"  # what becomes of a rejected upload's object: keep, quarantine or delete (review.py)
     quarantine_prefix: str = "quarantine/"
+    metadata_keys: frozenset[str] = frozenset()  # the user-metadata keys clients may set (serve --metadata-key)
 
 
 def _completed_from(upload: Upload, parts: dict[int, str], head: Head) -> bool:
@@ -156,18 +159,20 @@ class Service:
         return chosen
 
     def init_upload(self, principal: str, key: str, content_type: str | None = None, size: int | None = None,
-                    part_size: int | None = None, declared: Declared | None = None) -> Upload:
+                    part_size: int | None = None, declared: Declared | None = None,
+                    metadata: dict[str, str] | None = None) -> Upload:
         """A multipart upload of ``key`` in the principal's namespace (key-centric family)."""
         full = self.user_key(principal, key)
+        metadata = self._metadata(metadata)
         chosen = self._part_size(size, part_size)
         declared = (declared or Declared()).normalised()
         with self.db.read() as conn:
             self._check_pending(conn, principal)  # before S3 is asked: the usual refusal costs no S3 call
-        upload_id = self._storage(lambda: self.storage.create(full, content_type))
+        upload_id = self._storage(lambda: self.storage.create(full, content_type, metadata))
         try:
             with self.db.transaction() as conn:
                 self._check_pending(conn, principal, lock=True)  # again, exactly: another request may have won
-                self._insert(conn, upload_id, None, full, principal, chosen, size, content_type, declared)
+                self._insert(conn, upload_id, None, full, principal, chosen, size, content_type, declared, metadata)
                 created = self._get(conn, principal, upload_id)
         except Exception:
             self._abort_quietly(full, upload_id)  # no S3 upload without its row
@@ -176,9 +181,11 @@ class Service:
         return created
 
     def create_for_file(self, principal: str, file_id: str, size: int | None = None, part_size: int | None = None,
-                        content_type: str | None = None, declared: Declared | None = None) -> Upload:
+                        content_type: str | None = None, declared: Declared | None = None,
+                        metadata: dict[str, str] | None = None) -> Upload:
         """A new upload for a file, unless it has one that is pending, uploaded or accepted (409)."""
         key = self.file_key(file_id)
+        metadata = self._metadata(metadata)
         chosen = self._part_size(size, part_size)
         declared = (declared or Declared()).normalised()
         with self.db.transaction() as conn:
@@ -189,10 +196,11 @@ class Service:
                 raise ServiceError(409, "UploadExists", f"file {file_id!r} already has an upload that is "
                                                         f"{active.status} ({active.s3_upload_id})")
             self._check_pending(conn, principal)
-            upload_id = self._storage(lambda: self.storage.create(key, content_type))
+            upload_id = self._storage(lambda: self.storage.create(key, content_type, metadata))
             try:
                 self._check_pending(conn, principal, lock=True)
-                self._insert(conn, upload_id, file_id, key, principal, chosen, size, content_type, declared)
+                self._insert(conn, upload_id, file_id, key, principal, chosen, size, content_type, declared,
+                             metadata)
                 conn.execute(files.update().where(files.c.file_id == file_id).values(s3_upload_id=upload_id))
             except Exception:
                 self._abort_quietly(key, upload_id)
@@ -363,11 +371,28 @@ class Service:
         if owner != principal:
             raise ServiceError(404, "NoSuchFile", f"no file {file_id!r} (or it belongs to someone else)")
 
+    def _metadata(self, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        """A client's user metadata: only the keys serve allows (--metadata-key), at most S3's 2 KB."""
+        if not metadata:
+            return None
+        metadata = {k.lower(): v for k, v in metadata.items()}
+        refused = sorted(set(metadata) - self.settings.metadata_keys)
+        if refused:
+            allowed = ", ".join(sorted(self.settings.metadata_keys)) or "none"
+            raise ServiceError(400, "MetadataNotAllowed", f"metadata keys {', '.join(refused)} are not allowed here "
+                                                         f"(allowed: {allowed})")
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+        if size > METADATA_LIMIT:
+            raise ServiceError(400, "MetadataTooLarge", f"metadata of {size} bytes; S3 takes at most {METADATA_LIMIT}")
+        return metadata
+
     def _insert(self, conn: Connection, upload_id: str, file_id: str | None, key: str, owner: str, part_size: int,
-                size: int | None, content_type: str | None, declared: Declared) -> None:
+                size: int | None, content_type: str | None, declared: Declared,
+                metadata: dict[str, str] | None = None) -> None:
         stamp = db.now()
         conn.execute(multipart_uploads.insert().values(
             s3_upload_id=upload_id, file_id=file_id, bucket=self.storage.bucket, key=key, owner=owner,
+            metadata=None if metadata is None else json.dumps(metadata, sort_keys=True),
             status=PENDING, part_size=part_size, size=size, content_type=content_type, created_at=stamp,
             updated_at=stamp, sha256=declared.sha256, crc64nvme=declared.crc64nvme, status_by=owner))
         row = conn.execute(sa.select(multipart_uploads).where(multipart_uploads.c.s3_upload_id == upload_id)).one()

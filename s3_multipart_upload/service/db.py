@@ -57,6 +57,7 @@ multipart_uploads = sa.Table(
     # v2: the verifier's lease on an uploaded upload, or the time of its next try after a failure.
     sa.Column("verify_after", _Stamp, nullable=True),
     sa.Column("verify_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("metadata", sa.Text, nullable=True),  # v3: the client's user metadata (JSON), as sent to S3
     sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="ck_multipart_uploads_status"),
 )
 # At most one active upload per file, whatever the service instance: the database says no to the second.
@@ -156,8 +157,13 @@ def _v2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[status_changes, outbox])
 
 
+def _v3(conn: Connection) -> None:
+    """The user metadata a client set on its upload (JSON), as sent to S3."""
+    conn.exec_driver_sql("ALTER TABLE multipart_uploads ADD COLUMN metadata TEXT")
+
+
 # Migrations in order; each runs once, in the transaction that records its number. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -99,9 +99,16 @@ class PutUrlIn(Strict):
     content_type: ContentType = None
 
 
+Metadata = Annotated[dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")],
+                          Annotated[str, Field(max_length=2048)]] | None,
+                     Field(max_length=64, description="user metadata (x-amz-meta-*): the keys serve allows "
+                                                      "(--metadata-key), at most 2 KB in all")]
+
+
 class InitIn(Strict):
     key: Key
     content_type: ContentType = None
+    metadata: Metadata = None
     size: Size = None
     part_size: PartSize = None
     sha256: Sha256 = None
@@ -142,6 +149,7 @@ class CreateIn(Strict):
     size: Size = None
     part_size: PartSize = None
     content_type: ContentType = None
+    metadata: Metadata = None
     sha256: Sha256 = None
     crc64nvme: Crc64 = None
 

@@ -50,6 +50,7 @@ class ServeConfig:
     sse: str | None = None
     sse_kms_key_id: str | None = None
     tagging: str | None = None
+    metadata_keys: tuple[str, ...] = ()  # the user-metadata keys clients may set on their uploads
     # Review and verification.
     reviewers: tuple[str, ...] = ()  # principals with the reviewer role, besides the tokens file's and the JWTs'
     on_reject: str = "keep"  # keep, quarantine (moved under key_prefix + quarantine_prefix) or delete
@@ -154,7 +155,8 @@ def build(config: ServeConfig) -> FastAPI:
                       policy=policy.create_args())
     settings = Settings(part_size=config.part_size, key_prefix=config.key_prefix, max_pending=config.max_pending,
                         destinations=tuple(h.id for h in hooks), on_reject=config.on_reject,
-                        quarantine_prefix=config.key_prefix + config.quarantine_prefix)
+                        quarantine_prefix=config.key_prefix + config.quarantine_prefix,
+                        metadata_keys=frozenset(k.lower() for k in config.metadata_keys))
     service = Service(database, storage, settings)
     verifier = Verifier(service, workers=config.verify_workers, lease=config.verify_lease, poll=config.worker_poll)
     deliverer = Deliverer(database, hooks, secret, timeout=config.webhook_timeout, backoff=config.webhook_backoff,

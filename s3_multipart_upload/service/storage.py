@@ -132,10 +132,12 @@ class Storage:
         parts = urllib.parse.urlsplit(url)
         return f"{parts.scheme}://{parts.netloc}"
 
-    def create(self, key: str, content_type: str | None) -> str:
+    def create(self, key: str, content_type: str | None, metadata: Mapping[str, str] | None = None) -> str:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self.policy}
         if content_type:
             args["ContentType"] = content_type
+        if metadata:
+            args["Metadata"] = dict(metadata)
         return _mapped("CreateMultipartUpload", key, lambda: self.client.create_multipart_upload(**args)["UploadId"])
 
     def complete(self, key: str, upload_id: str, parts: dict[int, str]) -> str:

@@ -11,10 +11,12 @@ logger (which has a NullHandler), errors are raised as the UploadError tree, eac
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Unpack
@@ -43,6 +45,8 @@ from s3_multipart_upload.state import read_meta, state_folder, state_root
 from s3_multipart_upload.uploader import Uploader
 
 Progress = Reporter | Callable[[ProgressEvent], None]
+log = logging.getLogger(__name__)
+READ_BLOCK = 8 * 2**20  # bytes read at a time to hash a whole file
 
 
 def _reporter(progress: Progress | None, key: str | None = None) -> Reporter:
@@ -73,7 +77,8 @@ def _local_source(source: PathArg, prefix: str | None) -> Source:
 def upload(source: PathArg, dest: str | None = None, *, bucket: str | None = None, key: str | None = None,
            prefix: str | None = None, skip_identical: bool = False, controller: str | None = None,
            file_id: str | None = None, token_file: PathArg | None = None, token: str | None = None,
-           progress: Progress | None = None, **options: Unpack[TransferOptions]) -> UploadResult:
+           declare_checksum: Sequence[str] = (), progress: Progress | None = None,
+           **options: Unpack[TransferOptions]) -> UploadResult:
     """Upload a file (or, with ``prefix``, a folder of chunk files) to ``dest``, ``s3://BUCKET/KEY``, resumably.
 
     Call it again with the same arguments after any failure and it sends only what is missing.
@@ -86,6 +91,8 @@ def upload(source: PathArg, dest: str | None = None, *, bucket: str | None = Non
             without sending (as ``upload FILE s3://B/K`` does). Not under ``shard``.
         controller: Upload through this upload controller (no AWS credentials); needs ``file_id`` and a token
             (``token``, ``token_file`` or ``S3MU_API_TOKEN``).
+        declare_checksum: Through a controller: ``"sha256"`` and/or ``"crc64nvme"`` of the whole file, computed
+            (one read of the file) and declared, so that the controller accepts or rejects the object.
         progress: A function called with a ProgressEvent, or a Reporter.
         **options: TransferOptions.
 
@@ -100,7 +107,10 @@ def upload(source: PathArg, dest: str | None = None, *, bucket: str | None = Non
     src = _local_source(source, prefix)
     if controller is not None or file_id is not None or token_file is not None or token is not None:
         return _through_controller(src, (dest, bucket, key), controller, file_id, (token, token_file), opts,
-                                   shard, progress, planning=False)  # type: ignore[return-value]
+                                   shard, progress, planning=False, declare=declare_checksum)  # type: ignore
+    if declare_checksum:
+        raise BadInput("--declare-checksum goes with --controller: it declares the file's checksum to the controller",
+                       "leave it out, or upload through a controller")
     return _transfer(src, _destination(dest, bucket, key), opts, shard, progress,  # type: ignore[return-value]
                      skip_identical=skip_identical and shard is None)
 
@@ -208,8 +218,8 @@ def _shard_of(opts: _Opts) -> shards_.Shard | None:
 
 def _through_controller(source: Source, dest: tuple[str | None, ...], controller: str | None, file_id: str | None,
                         token: tuple[str | None, PathArg | None], opts: _Opts, shard: shards_.Shard | None,
-                        progress: Progress | None,
-                        planning: bool) -> UploadResult | dict[str, Any]:
+                        progress: Progress | None, planning: bool,
+                        declare: Sequence[str] = ()) -> UploadResult | dict[str, Any]:
     """Through a controller: its upload of the file (resumed or created), then the usual engine with a client that
     goes through the controller's presigned URLs."""
     if controller is None or file_id is None:
@@ -241,11 +251,35 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
     properties = opts.properties(source.path.name)
     described = {name: value for name, value in (("content_type", properties.content_type),
                                                   ("metadata", dict(properties.metadata))) if value}
-    up = controller_upload(api, file_id, size, opts.split_size, opts.retries, meta, meta_path, described)
+    declared = _whole_file_checksums(source, declare) if declare and not planning else {}
+    up = controller_upload(api, file_id, size, opts.split_size, opts.retries, meta, meta_path, described, declared)
     opts = dataclasses.replace(opts, upload_id=up.upload_id, split_size=up.part_size)
     return _transfer(source, (up.bucket, up.key), opts, shard, progress, properties, clients=up.clients,
                      state=(meta_path, parts_path), meta_extra={"controller": api.base_url, "fileId": file_id},
                      planning=planning)
+
+
+DECLARABLE = {"sha256": "SHA256", "crc64nvme": "CRC64NVME"}
+
+
+def _whole_file_checksums(source: FileSource, names: Sequence[str]) -> dict[str, str]:
+    """The file's SHA-256 (hex) and/or CRC64NVME (base64), as the controller takes them: one read of the file."""
+    asked = sorted({name.lower() for name in names})
+    unknown = [name for name in asked if name not in DECLARABLE]
+    if unknown:
+        raise BadInput(f"--declare-checksum {unknown[0]} is not one of {', '.join(DECLARABLE)}")
+    hashers = {name: checksums.new_hasher(DECLARABLE[name]) for name in asked}
+    log.info("Reading %s once to declare its %s to the controller.", source.path, " and ".join(asked))
+    with open(source.path, "rb") as f:
+        for _ in range(source.total_size // READ_BLOCK + 2):  # the file's blocks, and the end
+            block = f.read(READ_BLOCK)
+            if not block:
+                break
+            for hasher in hashers.values():
+                hasher.update(block)
+    digests = {name: hasher.digest() for name, hasher in hashers.items()}
+    return {name: digest.hex() if name == "sha256" else base64.b64encode(digest).decode()
+            for name, digest in digests.items()}
 
 
 def _state_paths(opts: _Opts, endpoint: str, bucket: str, key: str, source: Source,

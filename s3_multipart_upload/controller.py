@@ -150,10 +150,12 @@ def _send(http: urllib3.PoolManager, method: str, url: str, body: Any, headers: 
 class ControllerS3:
     """The S3 calls of the engine for one upload, made through the controller and its presigned URLs."""
 
-    def __init__(self, api: ControllerAPI, upload_id: str, timeouts: Timeouts | None = None) -> None:
+    def __init__(self, api: ControllerAPI, upload_id: str, timeouts: Timeouts | None = None,
+                 declared: Mapping[str, str] | None = None) -> None:
         self.api = api
         self.upload_id = upload_id
         self.timeouts = timeouts or Timeouts()
+        self.declared = dict(declared or {})  # the whole file's sha256/crc64nvme, declared again at completion
 
     def _check_upload(self, upload_id: str) -> None:
         if upload_id != self.upload_id:
@@ -210,7 +212,7 @@ class ControllerS3:
         parts = {str(p["PartNumber"]): str(p["ETag"]).strip('"') for p in MultipartUpload["Parts"]}
         try:
             done = self.api.call("PATCH", f"/multipart_uploads/{_seg(UploadId)}", "CompleteMultipartUpload",
-                                 body={"status": "uploaded", "parts": parts})
+                                 body={"status": "uploaded", "parts": parts, **self.declared})
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code in _GONE or code == "InvalidTransition":
@@ -262,13 +264,14 @@ def _s3_code(body: bytes) -> str | None:
 class ControllerClients(ClientFactory):
     """What the engine asks for clients: here, always the one controller-backed client of this upload."""
 
-    def __init__(self, api: ControllerAPI, upload_id: str) -> None:
+    def __init__(self, api: ControllerAPI, upload_id: str, declared: Mapping[str, str] | None = None) -> None:
         super().__init__(Endpoint(), pool_size=0)
         self.api = api
         self.upload_id = upload_id
+        self.declared = declared
 
     def _build(self, read_timeout: float) -> S3Client:
-        return cast("S3Client", ControllerS3(self.api, self.upload_id, self.timeouts))
+        return cast("S3Client", ControllerS3(self.api, self.upload_id, self.timeouts, self.declared))
 
     def client(self, body_size: int | None = None) -> S3Client:
         return super().client()  # one for every request: each part's PUT takes a timeout for its size
@@ -289,22 +292,25 @@ class ControllerUpload:
 
 
 def controller_upload(api: ControllerAPI, file_id: str, size: int, part_size: int | None, retries: int,
-                      meta: Meta | None, meta_path: Path,
-                      described: Mapping[str, Any] | None = None) -> ControllerUpload:
+                      meta: Meta | None, meta_path: Path, described: Mapping[str, Any] | None = None,
+                      declared: Mapping[str, str] | None = None) -> ControllerUpload:
     """The file's upload at the controller: the one META records (checked to be that file's), else the pending
-    one the controller holds, else a new one. Two runs creating it at once: the loser takes the winner's."""
+    one the controller holds, else a new one. Two runs creating it at once: the loser takes the winner's.
+    ``described``: the object's content_type and metadata, for a new one; ``declared``: the whole file's sha256
+    and/or crc64nvme, declared when it is created and again when it is completed (--declare-checksum)."""
     where = f"file {file_id} at {api.base_url}"
     if meta is not None:
         if meta.extra.get("controller") != api.base_url or meta.extra.get("fileId") != file_id:
             raise StateConflict(f"meta file {meta_path} is not that of {where}",
                                 "give the same --controller and --file-id as that upload, or another -m and -a path")
         return ControllerUpload(meta.bucket, meta.key, None, meta.split_size,
-                                ControllerClients(api, meta.upload_id or ""))
+                                ControllerClients(api, meta.upload_id or "", declared))
     requests = Requester(ControllerClients(api, ""), RetryPolicy(attempts=retries))
     upload = _call(requests, lambda: api.pending(file_id), where)
     if upload is None:
         try:
-            upload = _call(requests, lambda: api.create(file_id, size, part_size, described), where)
+            upload = _call(requests, lambda: api.create(file_id, size, part_size, {**(described or {}),
+                                                                                   **(declared or {})}), where)
         except ServerRefused as exc:
             if exc.__cause__ is None or error_code(exc.__cause__) != "UploadExists":
                 raise
@@ -315,7 +321,7 @@ def controller_upload(api: ControllerAPI, file_id: str, size: int, part_size: in
     log.debug("Controller upload %s of %s: s3://%s/%s in parts of %d bytes.", upload["upload_id"], where,
               upload["bucket"], upload["key"], upload["part_size"])
     return ControllerUpload(upload["bucket"], upload["key"], upload["upload_id"], upload["part_size"],
-                            ControllerClients(api, upload["upload_id"]))
+                            ControllerClients(api, upload["upload_id"], declared))
 
 
 def _call(requests: Requester, call: Callable[[], T], where: str) -> T:

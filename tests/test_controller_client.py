@@ -256,3 +256,23 @@ def test_status_and_abort_go_through_the_controller(start_service: StartService,
     r = run_cli([*controller_args(svc, "op-1", f, meta, parts), "--restart"], env)  # a new upload for the file
     assert r.returncode == 0, r.stderr
     assert object_bytes(svc, "files/op-1") == f.read_bytes()
+
+
+def test_declared_checksums_get_the_upload_accepted(service: ServiceProcess, tmp_path: Path) -> None:
+    """--declare-checksum: the file's SHA-256 and CRC64NVME go to the controller, whose verifier then accepts the
+    object; a file that is not what was declared (changed after the declaration) would be rejected instead."""
+    f = write_random(tmp_path / "data.bin", 2 * PART + 99, seed=21)
+    args = [*controller_args(service, "decl-1", f, tmp_path / "m.json", tmp_path / "p.jsonl"),
+            "--declare-checksum", "sha256", "--declare-checksum", "crc64nvme"]
+    r = run_cli(args, client_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "to declare its crc64nvme and sha256" in r.stderr
+    deadline = time.monotonic() + 30
+    while upload_of(service, "decl-1", "accepted") is None:
+        assert time.monotonic() < deadline, "the controller never accepted the declared upload"
+        time.sleep(0.2)
+    accepted = upload_of(service, "decl-1", "accepted")
+    assert accepted is not None and accepted["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+
+    r = run_cli(["upload", "-b", "b", "-k", "k", "-f", str(f), "--declare-checksum", "sha256"], client_env(tmp_path))
+    assert r.returncode == 2 and "--declare-checksum goes with --controller" in r.stderr

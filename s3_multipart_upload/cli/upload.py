@@ -45,11 +45,14 @@ most urgent code of the files' failures, in the order 1, 3, 4, 5, 2, 75, 130."""
 @click.option("--file-id", help="With --controller: the id of the file to upload, as the controller knows it.")
 @click.option("--token-file", type=click.Path(path_type=Path),
               help=f"With --controller: a file holding the API token (or set {TOKEN_ENV}).")
+@click.option("--declare-checksum", type=click.Choice(("sha256", "crc64nvme"), case_sensitive=False), multiple=True,
+              help="With --controller: read the file once and declare its SHA-256 or CRC64NVME (repeat for both), "
+                   "so that the controller checks the object and accepts or rejects it.")
 @transfer_options
 @handle_errors
 def upload(targets: tuple[str, ...], recursive: bool, file_path: Path | None, directory: Path | None,
            prefix: str | None, controller: str | None, file_id: str | None, token_file: Path | None,
-           run: Transfer) -> None:
+           declare_checksum: tuple[str, ...], run: Transfer) -> None:
     """Upload a file (or a folder of chunk files, or many files) to S3, resumably.
 
     Splits a file into parts and sends them from THREADS threads; the upload's state (its meta
@@ -59,13 +62,14 @@ def upload(targets: tuple[str, ...], recursive: bool, file_path: Path | None, di
     --controller, no AWS credentials are needed: an upload controller signs a URL for each part.
     """
     if targets or recursive:
-        _aws_form(targets, recursive, (file_path, directory, prefix, controller, run.bucket, run.key), run)
+        _aws_form(targets, recursive, (file_path, directory, prefix, controller, run.bucket, run.key,
+                                       declare_checksum or None), run)
         return
     source = _source(file_path, directory, prefix)
     where: dict[str, Any] = {"prefix": prefix}
-    if controller is not None or file_id is not None or token_file is not None:
+    if controller is not None or file_id is not None or token_file is not None or declare_checksum:
         where |= {"controller": controller, "file_id": file_id, "token_file": token_file, "bucket": run.bucket,
-                  "key": run.key}
+                  "key": run.key, "declare_checksum": declare_checksum}
     else:
         where |= dict(zip(("bucket", "key"), run.need_bucket_and_key(), strict=True))
     _one(source, None, where, run)
@@ -73,8 +77,9 @@ def upload(targets: tuple[str, ...], recursive: bool, file_path: Path | None, di
 
 def _one(source: Path, dest: str | None, where: dict[str, Any], run: Transfer) -> None:
     """One upload (or its plan): the API's call with the options given."""
-    if run.dry_run:
-        show_plan(api.plan_upload(source, dest, **where, **run.options), run.as_json)
+    if run.dry_run:  # (a plan reads no file: nothing to declare)
+        planned = {name: value for name, value in where.items() if name != "declare_checksum"}
+        show_plan(api.plan_upload(source, dest, **planned, **run.options), run.as_json)
         return
     run_one(lambda progress: api.upload(source, dest, skip_identical=dest is not None, progress=progress, **where,
                                         **run.options), run)

@@ -328,7 +328,7 @@ def _transfer(source: Source, dest: tuple[str, str], opts: _Opts, shard: shards_
     choice = checksums.choose(opts.checksum, endpoint, controller=meta_extra is not None and "controller" in meta_extra,
                               copy=isinstance(source, S3ObjectSource))
     request = _request(opts, source, bucket, key, meta_path, parts_path, choice, meta_extra=meta_extra or {},
-                       skip_identical=skip_identical, shard=shard, properties=properties)
+                       skip_identical=skip_identical, shard=shard, properties=properties, bandwidth=opts.bandwidth())
     if planning:
         return Uploader(request, clients).dry_run()
     reporter = _reporter(progress, key)
@@ -394,13 +394,14 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
     shared.check_endpoint(endpoint, checksums.is_aws(endpoint))
     choice = checksums.choose(opts.checksum, endpoint)
     root = state_root(opts.state_dir)
+    bandwidth = opts.bandwidth()  # one cap for every file
 
     def prepare(item: Item) -> UploadRequest:
         source = FileSource(item.path)
         folder = state_folder(root, endpoint or "", bucket, item.key, source_id(source),
                               given_endpoint=opts.endpoint_url)
         return _request(opts, source, bucket, item.key, folder.meta, folder.parts, choice, skip_identical=True,
-                        properties=opts.properties(item.path.name))
+                        properties=opts.properties(item.path.name), bandwidth=bandwidth)
 
     def reporter(item: Item | None) -> Reporter:
         if reporter_for is not None:

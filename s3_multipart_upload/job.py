@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from s3_multipart_upload.bandwidth import Bandwidth
 from s3_multipart_upload.errors import IntegrityError, UploadError
 from s3_multipart_upload.progress import NullProgress, Reporter
 from s3_multipart_upload.properties import ObjectProperties
@@ -50,6 +51,7 @@ class UploadRequest:
     meta_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in META; a rerun must match
     shard: Shard | None = None  # --shard I/N: send only this shard's parts; complete only if every part is held
     properties: ObjectProperties = dataclasses.field(default_factory=ObjectProperties)  # the object's; in META
+    bandwidth: Bandwidth | None = None  # --max-bandwidth: one bucket for the whole command (every file of it)
 
     @property
     def log_path(self) -> Path:

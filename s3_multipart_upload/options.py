@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from s3_multipart_upload import checksums
+from s3_multipart_upload.bandwidth import Bandwidth, parse_rate
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.plan import parse_size
 from s3_multipart_upload.properties import ObjectProperties
@@ -43,6 +44,7 @@ class TransferOptions(TypedDict, total=False):
         endpoint_url: S3 endpoint of an S3-compatible store (also ``AWS_ENDPOINT_URL``).
         profile: AWS profile (also ``AWS_PROFILE``).
         region: AWS region (also ``AWS_REGION``).
+        max_bandwidth: At most this rate for the whole call: bytes per second, or ``"50MB/s"``, ``"100MiB/s"``.
 
     The object's properties (set on CreateMultipartUpload or the one-part PutObject, recorded in the meta file so
     a rerun keeps them; aws-cli's names; see the docs' Object properties page):
@@ -87,6 +89,7 @@ class TransferOptions(TypedDict, total=False):
     endpoint_url: str | None
     profile: str | None
     region: str | None
+    max_bandwidth: int | str | None
     content_type: str | None
     guess_mime_type: bool
     content_encoding: str | None
@@ -139,6 +142,7 @@ class _Opts:
     endpoint_url: str | None = None
     profile: str | None = None
     region: str | None = None
+    max_bandwidth: int | None = None  # bytes per second
     props: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # PROPERTY_OPTIONS given, as given
 
     @classmethod
@@ -157,6 +161,9 @@ class _Opts:
                 raise BadInput(f"split_size {given['split_size']!r} is not a size in bytes",
                                "examples: 67108864, 64M, 64MiB, 1G")
             given["split_size"] = size
+        if given.get("max_bandwidth") is not None:
+            rate = given["max_bandwidth"]
+            given["max_bandwidth"] = parse_rate(rate) if isinstance(rate, str) else parse_rate(str(int(rate)))
         _in_range(given, "thread_count", 1, MAX_THREADS)
         _in_range(given, "retries", 1, 100)
         _in_range(given, "shards", 1, MAX_SHARDS)
@@ -169,6 +176,10 @@ class _Opts:
     @property
     def endpoint(self) -> Endpoint:
         return Endpoint(self.endpoint_url, self.profile, self.region)
+
+    def bandwidth(self) -> Bandwidth | None:
+        """A new bucket for one call's bytes (the files of a many-files call share it), or None: no cap."""
+        return None if self.max_bandwidth is None else Bandwidth(self.max_bandwidth)
 
     def properties(self, source_name: str | None = None, **more: Any) -> ObjectProperties:
         """The object's properties, the content type guessed from ``source_name`` unless given."""

@@ -75,6 +75,7 @@ class RunPlan:
             "requests": requests, "shard": str(shard) if shard else None,
             "shardParts": sum(1 for p in plan.parts if shard.owns(p.number)) if shard else None,
             "objectProperties": req.properties.shown(),
+            "maxBandwidth": req.bandwidth.rate if req.bandwidth is not None else None,
         }
 
 

@@ -155,7 +155,7 @@ class Sender:
         source = self.job.req.source
         first: tuple[str, checksums.PartChecksum | None] | None = None  # a try by ETag that did not prove the part
         if self.checksum == "MD5" and not self.content_md5:
-            body = PartStream(source, part, "MD5")
+            body = PartStream(source, part, "MD5", self.job.req.bandwidth)
             try:
                 answer = self._sending(body, request, {})
                 sent = body.digest()
@@ -172,7 +172,7 @@ class Sender:
             finally:
                 body.close()
         digest = digest_part(source, part, self.checksum)
-        body = PartStream(source, part)
+        body = PartStream(source, part, bandwidth=self.job.req.bandwidth)
         try:
             answer = self._sending(body, request, digest.upload_part_args())
         finally:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from s3_multipart_upload import checksums
+from s3_multipart_upload.bandwidth import Bandwidth
 from s3_multipart_upload.errors import SourceChanged
 from s3_multipart_upload.plan import MiB, Part
 
@@ -41,8 +42,10 @@ class PartStream:
     what it computed, or None when the client did not read the body exactly once from start to end
     (a rewind starts the hash again)."""
 
-    def __init__(self, source: PartSource, part: Part, algorithm: str | None = None) -> None:
+    def __init__(self, source: PartSource, part: Part, algorithm: str | None = None,
+                 bandwidth: Bandwidth | None = None) -> None:
         self._source = source
+        self._bandwidth = bandwidth  # --max-bandwidth: each block waits for its share before it goes
         self._part = part
         self._algorithm = algorithm
         self._reader: RangeReader | None = None
@@ -84,6 +87,8 @@ class PartStream:
                 raise
             if self._hasher is not None:
                 self._hasher.update(block)
+            if self._bandwidth is not None:
+                self._bandwidth.take(len(block))
             self._block = memoryview(block)
             self._at += len(block)
             offset = 0

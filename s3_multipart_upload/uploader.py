@@ -234,6 +234,8 @@ class Uploader:
         if run.upload_id_asked is not None and adopted:
             run = self._adopt(run, run.upload_id_asked)
         log.info("Checksum %s: %s.", run.checksum, run.checksum_why)
+        if req.bandwidth is not None:
+            log.info("Bandwidth: at most %s/s for this command (--max-bandwidth).", human(req.bandwidth.rate))
         if run.parts.note:
             log.warning("%s.", run.parts.note)
         if run.meta is None:

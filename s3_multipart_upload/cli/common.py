@@ -267,6 +267,9 @@ def transfer_options(fn: F) -> F:
                      help="With --shard auto: the number of shards, where the scheduler does not give it "
                           "(Kubernetes), or to take a SLURM task id as the shard index (a resubmission of some "
                           "indices)."),
+        click.option("--max-bandwidth", metavar="RATE",
+                     help="At most this rate for the whole command, all threads and files together: 50MB/s, "
+                          "100MiB/s, 800Mbit/s (MB is 10^6 bytes, MiB 2^20)."),
         click.option("--dry-run", is_flag=True,
                      help="Print the plan (part size and why, parts, bytes, memory, requests) and send nothing."),
         click.option("--json", "as_json", is_flag=True,

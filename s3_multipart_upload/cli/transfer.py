@@ -122,6 +122,8 @@ def show_plan(plan: dict[str, Any], as_json: bool) -> None:
         f"  requests:   {reqs}" + ("" if plan["status"] == "completed" else
                                        ", and a HeadObject unless the completion answer proves the object"),
     ]
+    if plan.get("maxBandwidth"):
+        lines.append(f"  bandwidth:  at most {human(plan['maxBandwidth'])}/s (--max-bandwidth)")
     if plan.get("objectProperties"):
         lines.append(f"  object:     {properties_text(plan['objectProperties'])}")
     click.echo("\n".join(lines))

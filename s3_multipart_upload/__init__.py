@@ -36,11 +36,12 @@ from s3_multipart_upload.errors import (
     UploadGone,
 )
 from s3_multipart_upload.job import UploadResult
-from s3_multipart_upload.manage import Cleaned, abort, clean, list_uploads, local_uploads, status
+from s3_multipart_upload.manage import Cleaned, abort, clean, list_uploads, local_uploads, status, verify
 from s3_multipart_upload.operations import InProgress, LocalUpload
 from s3_multipart_upload.operations import Status as UploadStatus
 from s3_multipart_upload.options import TransferOptions
 from s3_multipart_upload.progress import ProgressEvent, Reporter
+from s3_multipart_upload.proof import Verdict, VerifyResult
 
 # A library prints nothing unless its user configures logging (the CLI does, for its own output).
 logging.getLogger("s3_multipart_upload").addHandler(logging.NullHandler())
@@ -69,6 +70,8 @@ __all__ = [
     "UploadGone",
     "UploadResult",
     "UploadStatus",
+    "Verdict",
+    "VerifyResult",
     "__version__",
     "abort",
     "clean",
@@ -80,4 +83,5 @@ __all__ = [
     "status",
     "upload",
     "upload_many",
+    "verify",
 ]

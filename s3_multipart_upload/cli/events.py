@@ -13,6 +13,7 @@ from s3_multipart_upload.batch import Outcome, result_json
 from s3_multipart_upload.errors import ExitCode, Failure
 from s3_multipart_upload.job import UploadResult
 from s3_multipart_upload.progress import JsonProgress, NullProgress, Reporter
+from s3_multipart_upload.proof import Verdict, VerifyResult
 
 
 def emit_json(doc: Any) -> None:
@@ -61,3 +62,14 @@ def file_done(out: JsonProgress, outcome: Outcome, bucket: str) -> None:
 def batch_summary(out: JsonProgress, code: ExitCode, bucket: str, counts: dict[str, Any]) -> None:
     out.event("summary", status="completed" if code == ExitCode.OK else "error", exitCode=int(code), bucket=bucket,
               **counts)
+
+
+def verified(verdict: Verdict) -> None:
+    """``verify``: one file's verdict."""
+    emit_json({"event": "verified", **verdict.to_json()})
+
+
+def verify_summary(result: VerifyResult) -> None:
+    emit_json({"event": "summary", "status": "identical" if result.identical else "not_identical",
+               "exitCode": int(result.exit_code), "files": len(result.verdicts), **result.counts(),
+               "seconds": round(result.seconds, 3)})

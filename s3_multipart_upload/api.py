@@ -14,16 +14,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Unpack
 
 from s3_multipart_upload import checksums
 from s3_multipart_upload import shard as shards_
-from s3_multipart_upload.batch import Batch, Item, Outcome, items_of, summary
+from s3_multipart_upload.batch import Batch, Item, Outcome, dry_run_items, items_of, summary
 from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, controller_upload, read_token
 from s3_multipart_upload.errors import BadInput, BatchFailed, ExitCode
+from s3_multipart_upload.filters import parse as filter_rules
 from s3_multipart_upload.job import UploadRequest, UploadResult
 from s3_multipart_upload.options import OPTION_NAMES, PathArg, TransferOptions, _Opts
 from s3_multipart_upload.progress import CallbackProgress, NullProgress, ProgressEvent, Reporter
@@ -285,8 +286,8 @@ class BatchResult:
 
 def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = False, progress: Progress | None = None,
                 reporter_for: Callable[[str | None], Reporter] | None = None,
-                on_file_done: Callable[[Outcome], None] | None = None,
-                **options: Unpack[TransferOptions]) -> BatchResult:
+                on_file_done: Callable[[Outcome], None] | None = None, filters: Sequence[tuple[str, str]] = (),
+                follow_symlinks: bool = True, **options: Unpack[TransferOptions]) -> BatchResult:
     """Upload many files under ``dest``, ``s3://BUCKET/PREFIX/``, each an upload of its own that resumes on its own.
 
     Each file goes to PREFIX + its name; with ``recursive``, ``sources`` is one folder and every file under it goes
@@ -299,21 +300,16 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
         reporter_for: Instead of ``progress``: a new Reporter for each file of several parts (given its key), and
             one for the one-part files (given None).
         on_file_done: Called with each file's FileOutcome as it ends.
+        filters: ``("exclude", GLOB)`` and ``("include", GLOB)`` pairs in aws-cli's order (``--exclude``,
+            ``--include``): the last that matches a file's path relative to the folder decides.
+        follow_symlinks: Follow symbolic links under the folder (a loop is reported and not followed).
 
     Raises:
         BatchFailed: When any file did not complete; its ``exit_code`` is the most urgent of the files' codes and
             its ``result`` the BatchResult.
     """
-    opts = _Opts.of(options)
-    bucket, prefix = parse_s3_target(dest)
-    if prefix and not prefix.endswith("/"):
-        raise BadInput(f"several files go under a prefix, and {dest} does not end with a slash",
-                       f"write s3://{bucket}/{prefix}/")
-    if opts.meta_file_path is not None or opts.parts_file_path is not None or opts.upload_id is not None or \
-            opts.shard is not None:
-        raise BadInput("-m, -a, --upload-id and --shard name one upload, and this command makes one per file",
-                       "leave them out (each file keeps its state in the state folder; see --state-dir)")
-    items = items_of([Path(s) for s in sources], prefix, recursive)
+    opts, bucket, prefix = _many_of(dest, options)
+    items = items_of([Path(s) for s in sources], prefix, recursive, filter_rules(filters), follow_symlinks)
     clients = ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2)
     endpoint = resolved_endpoint(clients, opts.endpoint_url)
     choice = checksums.choose(opts.checksum, endpoint)
@@ -342,3 +338,31 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
         raise BatchFailed(code, f"{failed} of {len(outcomes)} files did not complete; the first with exit "
                           f"{int(code)}: {first.message}", first.hint, result)
     return result
+
+
+def _many_of(dest: str, options: TransferOptions) -> tuple[_Opts, str, str]:
+    opts = _Opts.of(options)
+    bucket, prefix = parse_s3_target(dest)
+    if prefix and not prefix.endswith("/"):
+        raise BadInput(f"several files go under a prefix, and {dest} does not end with a slash",
+                       f"write s3://{bucket}/{prefix}/")
+    if opts.meta_file_path is not None or opts.parts_file_path is not None or opts.upload_id is not None or \
+            opts.shard is not None:
+        raise BadInput("-m, -a, --upload-id and --shard name one upload, and this command makes one per file",
+                       "leave them out (each file keeps its state in the state folder; see --state-dir)")
+    return opts, bucket, prefix
+
+
+def plan_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = False,
+              filters: Sequence[tuple[str, str]] = (), follow_symlinks: bool = True,
+              **options: Unpack[TransferOptions]) -> Iterator[dict[str, Any]]:
+    """What ``upload_many`` with these arguments would do (``--dry-run`` with many files), file by file, from the
+    local files and the state folder only (no request): ``{"file", "key", "action": "send"|"skip", "why", "bytes",
+    "parts"}``; a file left out by a filter, a symbolic link not followed or a loop is a ``skip`` with its reason."""
+    opts, bucket, prefix = _many_of(dest, options)
+    clients = ClientFactory(opts.endpoint, pool_size=2)
+    endpoint = resolved_endpoint(clients, opts.endpoint_url) or ""
+    root = state_root(opts.state_dir)
+    return dry_run_items([Path(s) for s in sources], prefix, recursive, filter_rules(filters), follow_symlinks,
+                         lambda path, key: state_folder(root, endpoint, bucket, key, str(path.resolve()),
+                                                        create=False).meta, opts.split_size)

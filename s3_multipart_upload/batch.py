@@ -17,20 +17,22 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import logging
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s3_multipart_upload.errors import BadInput, ExitCode, Failure, failure_of, most_urgent
+from s3_multipart_upload.errors import BadInput, ExitCode, Failure, UploadError, failure_of, most_urgent
+from s3_multipart_upload.filters import Filter, Found, taken, walk
 from s3_multipart_upload.job import UploadRequest, UploadResult
+from s3_multipart_upload.plan import parse_size
 from s3_multipart_upload.progress import Reporter
 from s3_multipart_upload.s3 import ClientFactory, RetryPolicy
+from s3_multipart_upload.sources import FileSource
+from s3_multipart_upload.state import COMPLETED, read_meta
 from s3_multipart_upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
-MAX_FILES = 1_000_000  # a bound on what one command walks
 
 
 @dataclass(frozen=True)
@@ -61,30 +63,70 @@ class Outcome:
         return ExitCode.OK if self.failure is None else self.failure.code
 
 
-def items_of(files: list[Path], prefix: str, recursive: bool) -> list[Item]:
+def items_of(files: list[Path], prefix: str, recursive: bool, filters: Sequence[Filter] = (),
+             follow_symlinks: bool = True) -> list[Item]:
     """The files to send and their keys: each FILE under PREFIX by its name, or, with ``recursive``, every file
-    under the one DIR by its path relative to DIR (sorted; symbolic links to files followed, not to folders)."""
+    under the one DIR by its path relative to DIR (``filters.walk``: in name order, symbolic links followed unless
+    ``follow_symlinks`` is False, a loop reported). ``filters`` (aws-cli's --exclude/--include) match the path
+    relative to DIR, or a FILE's name."""
     if not recursive:
-        return [Item(f, prefix + f.name) for f in files]
+        return [Item(f, prefix + f.name) for f in files if taken(f.name, filters)[0]]
     if len(files) != 1 or not files[0].is_dir():
         raise BadInput(f"--recursive takes one folder and a destination, not {' '.join(map(str, files)) or 'none'}",
                        "write: upload --recursive DIR s3://BUCKET/PREFIX/")
     root = files[0]
-    found = sorted(_walk(root))
+    found = [Item(f.path, prefix + f.relative) for f in walk(root, filters, follow_symlinks)]
     if not found:
-        raise BadInput(f"the folder {root} holds no files", "check the path")
-    return [Item(p, prefix + p.relative_to(root).as_posix()) for p in found]
+        raise BadInput(f"the folder {root} holds no files" + (" that the filters take" if filters else ""),
+                       "check the path" + (" and the --exclude/--include filters" if filters else ""))
+    return found
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    count = 0
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        for name in names:
-            count += 1
-            if count > MAX_FILES:
-                raise BadInput(f"{root} holds more than {MAX_FILES} files", "upload it in several commands")
-            yield Path(folder) / name
+def dry_run_items(files: list[Path], prefix: str, recursive: bool, filters: Sequence[Filter], follow_symlinks: bool,
+                  meta_of: Callable[[Path, str], Path], split_size: int | str | None) -> Iterator[dict[str, Any]]:
+    """``--dry-run`` with many files, one dict a file as ``api.plan_many`` describes, streamed as the walk goes."""
+    if recursive:
+        if len(files) != 1 or not files[0].is_dir():
+            raise BadInput(f"--recursive takes one folder and a destination, not "
+                           f"{' '.join(map(str, files)) or 'none'}", "write: upload --recursive DIR s3://BUCKET/PREFIX/")
+        found: Iterable[Found] = walk(files[0], filters, follow_symlinks, with_skipped=True)
+    else:
+        found = (_found_file(f, filters) for f in files)
+    for f in found:
+        key = prefix + f.relative
+        doc: dict[str, Any] = {"file": str(f.path), "key": key, "bytes": f.size}
+        if f.skipped is not None:
+            yield doc | {"action": "skip", "why": f.skipped}
+            continue
+        try:
+            source = FileSource(f.path)
+            plan = source.plan(parse_size(split_size) if split_size is not None else None, fixed=False)
+            meta = read_meta(meta_of(f.path, key))
+        except UploadError as exc:
+            yield doc | {"action": "skip", "why": f"error: {exc.message}"}
+            continue
+        parts = len(plan.parts)
+        ident = source.identity()
+        if meta is not None and meta.status == COMPLETED and meta.source is not None and \
+                (meta.source.get("size"), meta.source.get("mtimeNs")) == (ident["size"], ident["mtimeNs"]):
+            yield doc | {"action": "skip", "why": "already complete (its state, and the file unchanged)",
+                         "parts": parts}
+            continue
+        how = "one PutObject" if parts == 1 else f"{parts} parts of {plan.part_size} bytes"
+        if meta is not None and meta.status != COMPLETED and meta.upload_id:
+            how = f"resume the upload in progress ({parts} parts)"
+        yield doc | {"action": "send", "why": how, "parts": parts}
+
+
+def _found_file(path: Path, filters: Sequence[Filter]) -> Found:
+    ok, by = taken(path.name, filters)
+    if not ok and by is not None:
+        return Found(path, path.name, skipped=f"--{by.kind} {by.pattern}")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    return Found(path, path.name, size)
 
 
 class Batch:

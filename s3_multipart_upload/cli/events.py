@@ -73,3 +73,13 @@ def verify_summary(result: VerifyResult) -> None:
     emit_json({"event": "summary", "status": "identical" if result.identical else "not_identical",
                "exitCode": int(result.exit_code), "files": len(result.verdicts), **result.counts(),
                "seconds": round(result.seconds, 3)})
+
+
+def planned(bucket: str, doc: dict[str, Any]) -> None:
+    """``upload --dry-run`` with many files: one file sent or skipped, and why."""
+    emit_json({"event": "planned", "bucket": bucket, **doc})
+
+
+def planned_summary(bucket: str, to_send: int, skipped: int, size: int) -> None:
+    emit_json({"event": "summary", "status": "dry_run", "exitCode": 0, "bucket": bucket, "toSend": to_send,
+               "skipped": skipped, "bytesToSend": size})

@@ -4,7 +4,7 @@ nothing), the JSON events, the stop on Ctrl-C, and the lines that close a run. T
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -122,3 +122,23 @@ def show_plan(plan: dict[str, Any], as_json: bool) -> None:
                                        ", and a HeadObject unless the completion answer proves the object"),
     ]
     click.echo("\n".join(lines))
+
+
+def show_many_plan(plan: Iterable[dict[str, Any]], bucket: str, as_json: bool) -> None:
+    """--dry-run with many files: a line (or a JSON object) per file as the walk finds it, then the totals."""
+    counts = {"send": 0, "skip": 0}
+    size = 0
+    for doc in plan:
+        counts[doc["action"]] += 1
+        if doc["action"] == "send":
+            size += doc["bytes"]
+        if as_json:
+            events.planned(bucket, doc)
+        else:
+            click.echo(f"{'send' if doc['action'] == 'send' else 'skip'}  {doc['file']} -> s3://{bucket}/{doc['key']}"
+                       f"  ({doc['why']})")
+    if as_json:
+        events.planned_summary(bucket, counts["send"], counts["skip"], size)
+    else:
+        click.echo(f"Dry run: {counts['send']} files to send ({human(size)}), {counts['skip']} skipped; nothing "
+                   "was sent.")

@@ -39,7 +39,7 @@ from s3_multipart_upload.sources import (
     parse_s3_url,
     source_id,
 )
-from s3_multipart_upload.state import read_meta, state_folder, state_root
+from s3_multipart_upload.state import Journal, journal_path, read_journal, read_meta, state_folder, state_root
 from s3_multipart_upload.uploader import Uploader
 
 Progress = Reporter | Callable[[ProgressEvent], None]
@@ -326,9 +326,16 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
             return reporter_for(None if item is None else item.key)
         return _reporter(progress, None if item is None else item.key)
 
+    def small(item: Item) -> UploadRequest:
+        # A one-part file has no state of its own (the batch's journal records it once done): its request names
+        # no state files, and Uploader.put_small opens none.
+        return _request(opts, FileSource(item.path), bucket, item.key, Path(os.devnull), Path(os.devnull), choice)
+
     started = time.monotonic()
+    journal = Journal(journal_path(root, endpoint or "", bucket, prefix))
     batch = Batch(items, prepare, clients, opts.thread_count, RetryPolicy(attempts=opts.retries), reporter,
-                  on_file_done or (lambda outcome: None))
+                  on_file_done or (lambda outcome: None), small=small, journal=journal,
+                  split_size=opts.split_size)
     outcomes = batch.run()
     result = BatchResult(bucket, prefix, outcomes, time.monotonic() - started, batch.exit_code)
     if result.exit_code != ExitCode.OK:
@@ -365,4 +372,5 @@ def plan_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = False,
     root = state_root(opts.state_dir)
     return dry_run_items([Path(s) for s in sources], prefix, recursive, filter_rules(filters), follow_symlinks,
                          lambda path, key: state_folder(root, endpoint, bucket, key, str(path.resolve()),
-                                                        create=False).meta, opts.split_size)
+                                                        create=False).meta, opts.split_size,
+                         read_journal(journal_path(root, endpoint, bucket, prefix))[0])

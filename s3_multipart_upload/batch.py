@@ -17,19 +17,21 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from s3_multipart_upload.completion import Completer
 from s3_multipart_upload.errors import BadInput, ExitCode, Failure, UploadError, failure_of, most_urgent
 from s3_multipart_upload.filters import Filter, Found, taken, walk
 from s3_multipart_upload.job import UploadRequest, UploadResult
-from s3_multipart_upload.plan import parse_size
+from s3_multipart_upload.plan import parse_size, plan_bytes
 from s3_multipart_upload.progress import Reporter
 from s3_multipart_upload.s3 import ClientFactory, RetryPolicy
 from s3_multipart_upload.sources import FileSource
-from s3_multipart_upload.state import COMPLETED, read_meta
+from s3_multipart_upload.state import COMPLETED, Finished, Journal, read_meta
 from s3_multipart_upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,8 @@ def items_of(files: list[Path], prefix: str, recursive: bool, filters: Sequence[
 
 
 def dry_run_items(files: list[Path], prefix: str, recursive: bool, filters: Sequence[Filter], follow_symlinks: bool,
-                  meta_of: Callable[[Path, str], Path], split_size: int | str | None) -> Iterator[dict[str, Any]]:
+                  meta_of: Callable[[Path, str], Path], split_size: int | str | None,
+                  journal: dict[str, Finished]) -> Iterator[dict[str, Any]]:
     """``--dry-run`` with many files, one dict a file as ``api.plan_many`` describes, streamed as the walk goes."""
     if recursive:
         if len(files) != 1 or not files[0].is_dir():
@@ -101,12 +104,18 @@ def dry_run_items(files: list[Path], prefix: str, recursive: bool, filters: Sequ
         try:
             source = FileSource(f.path)
             plan = source.plan(parse_size(split_size) if split_size is not None else None, fixed=False)
-            meta = read_meta(meta_of(f.path, key))
+            ident = source.identity()
+            known = journal.get(key)
+            if known is not None and (known.path, known.size, known.mtime_ns) == \
+                    (os.path.abspath(f.path), ident["size"], ident["mtimeNs"]):
+                yield doc | {"action": "skip", "why": "already complete (the batch journal, and the file unchanged)",
+                             "parts": len(plan.parts)}
+                continue
+            meta = None if len(plan.parts) == 1 else read_meta(meta_of(f.path, key))
         except UploadError as exc:
             yield doc | {"action": "skip", "why": f"error: {exc.message}"}
             continue
         parts = len(plan.parts)
-        ident = source.identity()
         if meta is not None and meta.status == COMPLETED and meta.source is not None and \
                 (meta.source.get("size"), meta.source.get("mtimeNs")) == (ident["size"], ident["mtimeNs"]):
             yield doc | {"action": "skip", "why": "already complete (its state, and the file unchanged)",
@@ -130,20 +139,25 @@ def _found_file(path: Path, filters: Sequence[Filter]) -> Found:
 
 
 class Batch:
-    """Runs the items as described in the module docstring; ``prepare`` builds an item's request (and may raise
-    BadInput for a missing file), ``reporter`` gives the display of a file of several parts (None: of phase 1),
-    ``done`` is told each outcome as it comes."""
+    """Runs the items as described in the module docstring. ``prepare`` builds the request of a file of several
+    parts (its state folder; it may raise BadInput for a missing file), ``small`` the request of a one-part file
+    (no state: the ``journal`` records it once done); ``reporter`` gives the display of a file of several parts
+    (None: of phase 1), ``done`` is told each outcome as it comes."""
 
     def __init__(self, items: list[Item], prepare: Callable[[Item], UploadRequest], clients: ClientFactory,
                  threads: int, retry: RetryPolicy, reporter: Callable[[Item | None], Reporter],
-                 done: Callable[[Outcome], None]) -> None:
+                 done: Callable[[Outcome], None], small: Callable[[Item], UploadRequest] | None = None,
+                 journal: Journal | None = None, split_size: int | None = None) -> None:
         self.items = items
         self._prepare = prepare
+        self._small = small or prepare
         self._clients = clients
         self._threads = threads
         self._retry = retry
         self._reporter = reporter
         self._done = done
+        self._journal = journal
+        self._split_size = split_size
         self.outcomes: list[Outcome] = []
         self._stopped: Failure | None = None
 
@@ -157,25 +171,51 @@ class Batch:
             self._stopped = outcome.failure
         self._done(outcome)
 
+    def _finished(self, item: Item, result: UploadResult, source: FileSource) -> None:
+        """A file done: into the journal (a rerun skips it without a request), then told."""
+        if self._journal is not None:  # (a file the journal already had was skipped before it got here)
+            ident = source.identity()
+            self._journal.record(Finished(item.key, os.path.abspath(item.path), ident["size"], ident["mtimeNs"],
+                                          result.etag))
+        self._record(Outcome(item, result=result))
+
     def run(self) -> list[Outcome]:
-        small: list[tuple[Item, UploadRequest]] = []
-        large: list[tuple[Item, UploadRequest]] = []
+        small: list[Item] = []
+        large: list[Item] = []
         for item in self.items:
             try:
-                req = self._prepare(item)
-                one_part = len(req.source.plan(req.split_size, fixed=False).parts) == 1
+                st = item.path.stat()
+                parts = len(plan_bytes(st.st_size, self._split_size, fixed=False).parts)
             except Exception as exc:
+                if isinstance(exc, FileNotFoundError):
+                    exc = BadInput(f"file {item.path} does not exist", "check the path")
+                elif isinstance(exc, OSError):
+                    exc = BadInput(f"cannot read file {item.path}: {exc.strerror}", "check the path")
                 self._record(Outcome(item, failure=failure_of(exc)))
                 continue
-            (small if one_part else large).append((item, req))
+            known = None if self._journal is None else self._journal.done(
+                item.key, os.path.abspath(item.path), st.st_size, st.st_mtime_ns)
+            if known is not None:  # finished by an earlier run, and unchanged since: no request at all
+                self._record(Outcome(item, result=UploadResult("", item.key, None, st.st_size, parts,
+                                                               etag=known.etag, already_complete=True)))
+                continue
+            (small if parts == 1 else large).append(item)
         try:
             self._run_small(small)
-            for item, req in large:
+            for item in large:
                 if self._stopped is not None:
                     break
+                try:
+                    req = self._prepare(item)
+                except Exception as exc:
+                    self._record(Outcome(item, failure=failure_of(exc)))
+                    continue
                 self._run_one(item, req)
         except KeyboardInterrupt:
             self._stopped = self._stopped or failure_of(KeyboardInterrupt())
+        finally:
+            if self._journal is not None:
+                self._journal.close()
         seen = {id(o.item) for o in self.outcomes}
         stopped = self._stopped or Failure(ExitCode.INTERRUPTED, "interrupted")
         for item in self.items:
@@ -195,30 +235,54 @@ class Batch:
             return
         finally:
             reporter.close()
-        self._record(Outcome(item, result=result))
+        assert isinstance(req.source, FileSource)
+        self._finished(item, result, req.source)
 
-    def _run_small(self, small: list[tuple[Item, UploadRequest]]) -> None:
-        """Phase 1: THREADS one-part files at a time. The first Ctrl-C stops scheduling and lets the files in
-        flight finish (their uploaders are told to stop); the CLI's handler exits at once on a second one."""
+    def _send_small(self, item: Item, uploader: Uploader) -> UploadResult:
+        """One one-part file: a PutObject, unless an earlier run may have sent it already (a ``sending`` line in the
+        journal and no ``finished`` one: killed in between), in which case the object is checked first."""
+        journal = self._journal
+        maybe_sent = journal is None or item.key in journal.sending
+        if maybe_sent:
+            # No journal (the API's callers without a state folder), or sent before a kill: the object at the key
+            # may already be these bytes (size and MD5): then it is not sent again.
+            etag = Completer(uploader.job, uploader.req.checksum,
+                             uploader.req.source.plan(uploader.req.split_size, fixed=False)).already_built({})
+            if etag is not None:
+                return UploadResult(uploader.req.bucket, item.key, None, uploader.req.source.total_size, 1,
+                                    checksum=uploader.req.checksum, etag=etag, already_complete=True)
+        if journal is not None:
+            journal.start(item.key)
+        return uploader.put_small()
+
+    def _run_small(self, small: list[Item]) -> None:
+        """Phase 1: THREADS one-part files at a time (each a PutObject, no state of its own). The first Ctrl-C
+        stops scheduling and lets the files in flight finish (their uploaders are told to stop); the CLI's handler
+        exits at once on a second one."""
         if not small:
             return
         display = self._reporter(None)
-        display.started(sum(req.source.total_size for _, req in small), len(small), 0, 0)
         pending = iter(small)
         in_flight: dict[cf.Future[UploadResult], tuple[Item, Uploader]] = {}
         pool = cf.ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="file")
+        started = False
 
         def fill() -> None:
             while self._stopped is None and len(in_flight) < self._threads:
                 nxt = next(pending, None)
                 if nxt is None:
                     return
-                item, req = nxt
-                # One thread each (a file found to be a multipart upload in progress sends its parts one by one).
+                try:
+                    req = self._small(nxt)
+                except Exception as exc:
+                    self._record(Outcome(nxt, failure=failure_of(exc)))
+                    continue
                 uploader = Uploader(dataclasses.replace(req, threads=1), self._clients, retry=self._retry)
-                in_flight[pool.submit(uploader.run)] = (item, uploader)
+                in_flight[pool.submit(self._send_small, nxt, uploader)] = (nxt, uploader)
 
         try:
+            display.started(0, len(small), 0, 0)
+            started = True
             fill()
             while in_flight:  # each file ends: its requests time out and its retries are bounded
                 try:
@@ -231,18 +295,20 @@ class Batch:
                                 "stop at once).", len(in_flight))
                     continue
                 for future in finished:
-                    item, _ = in_flight.pop(future)
+                    item, uploader = in_flight.pop(future)
                     try:
                         result = future.result()
                     except Exception as exc:
                         self._record(Outcome(item, failure=failure_of(exc)))
                     else:
-                        self._record(Outcome(item, result=result))
+                        assert isinstance(uploader.req.source, FileSource)
+                        self._finished(item, result, uploader.req.source)
                         display.part_done(len(self.outcomes), result.etag or "", result.size, result.seconds)
                 fill()
         finally:
             pool.shutdown(wait=not in_flight, cancel_futures=True)
-            display.close()
+            if started:
+                display.close()
 
 
 def summary(outcomes: list[Outcome], seconds: float) -> dict[str, Any]:

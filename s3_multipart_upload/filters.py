@@ -71,6 +71,7 @@ class Found:
     relative: str
     size: int = 0
     skipped: str | None = None
+    mtime_ns: int = 0
 
 
 def walk(root: Path, filters: Sequence[Filter] = (), follow_symlinks: bool = True,
@@ -139,5 +140,5 @@ def walk(root: Path, filters: Sequence[Filter] = (), follow_symlinks: bool = Tru
             count += 1
             if count > MAX_FILES:
                 raise BadInput(f"{root} holds more than {MAX_FILES} files", "upload it in several commands")
-            yield Found(path, rel, st.st_size)
+            yield Found(path, rel, st.st_size, mtime_ns=st.st_mtime_ns)
         stack.extend(reversed(subfolders))

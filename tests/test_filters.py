@@ -123,7 +123,7 @@ def test_upload_recursive_with_filters_and_dry_run(s3_server: S3Server, bucket: 
     r = invoke(*args, "--dry-run", "--json")
     docs = [json.loads(x) for x in r.stdout.splitlines()]
     why = {d["key"]: d["why"] for d in docs if d["event"] == "planned"}
-    assert why["p/bar.txt"] == why["p/big.bin"] == "already complete (its state, and the file unchanged)"
+    assert why["p/bar.txt"] == why["p/big.bin"] == "already complete (the batch journal, and the file unchanged)"
     assert why["p/.git/description"] == "--exclude *" and why["p/sub/deep/x.bin"] == "--exclude sub/*"
     assert docs[-1] == {"event": "summary", "status": "dry_run", "exitCode": 0, "bucket": bucket, "toSend": 0,
                         "skipped": len(docs) - 1, "bytesToSend": 0}

@@ -21,7 +21,7 @@ from typing import Any, Unpack
 
 from s3_multipart_upload import checksums
 from s3_multipart_upload import shard as shards_
-from s3_multipart_upload.batch import Batch, Item, Outcome, dry_run_items, items_of, summary
+from s3_multipart_upload.batch import Batch, Item, Outcome, dry_run_items, items_of, small_in_flight, summary
 from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, controller_upload, read_token
 from s3_multipart_upload.errors import BadInput, BatchFailed, ExitCode
 from s3_multipart_upload.filters import parse as filter_rules
@@ -310,7 +310,7 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
     """
     opts, bucket, prefix = _many_of(dest, options)
     items = items_of([Path(s) for s in sources], prefix, recursive, filter_rules(filters), follow_symlinks)
-    clients = ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2)
+    clients = ClientFactory(opts.endpoint, pool_size=small_in_flight(opts.thread_count) + 2)
     endpoint = resolved_endpoint(clients, opts.endpoint_url)
     choice = checksums.choose(opts.checksum, endpoint)
     root = state_root(opts.state_dir)

@@ -1,15 +1,17 @@
 """Many files in one command (``upload FILE... s3://BUCKET/PREFIX/``, ``upload --recursive DIR ...``).
 
-Each file is an upload of its own, with its own state folder, so each one resumes on its own. The
-files share one S3 client (its connection pool) and one bound on what is in flight:
+Each file is an upload of its own. A file of several parts has its own state folder and resumes on its own; a
+file of one part is one PutObject with no state of its own. The batch's journal (``state.Journal``) records every
+finished file, so a rerun skips those unchanged since without a request. The files share one S3 client (its
+connection pool) and a bound on what is in flight:
 
-    phase 1  files of one part (one PutObject each): THREADS files at a time, one thread each
+    phase 1  files of one part (one PutObject each): ``small_in_flight(THREADS)`` files at a time (4 x THREADS,
+             at most 64: a small request costs a round trip, not bandwidth), one thread each
     phase 2  files of several parts: one after another, each with THREADS parts in flight
 
-So at most THREADS requests are in flight at any moment (memory: THREADS x 1 MiB blocks, as
-parts are streamed), and a folder of many small files keeps every thread busy. A failure of one
-file (exit 1-5) is reported and the others go on; a failure a rerun fixes (75, 130) stops the
-batch, since the files after it would most likely fail the same way.
+Memory: the requests in flight x 1 MiB blocks, as bodies are streamed. A failure of one file (exit 1-5) is
+reported and the others go on; a failure a rerun fixes (75, 130) stops the batch, since the files after it would
+most likely fail the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ from s3_multipart_upload.state import COMPLETED, Finished, Journal, read_meta
 from s3_multipart_upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
+SMALL_FACTOR, SMALL_MAX = 4, 64
+
+
+def small_in_flight(threads: int) -> int:
+    """One-part files in flight at once: more than parts (a request of a small file costs a round trip, not
+    bandwidth, and its memory is at most one 1 MiB block): 4 x THREADS, at most 64 (never fewer than THREADS)."""
+    return max(threads, min(SMALL_FACTOR * threads, SMALL_MAX))
 
 
 @dataclass(frozen=True)
@@ -264,11 +273,11 @@ class Batch:
         display = self._reporter(None)
         pending = iter(small)
         in_flight: dict[cf.Future[UploadResult], tuple[Item, Uploader]] = {}
-        pool = cf.ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="file")
+        pool = cf.ThreadPoolExecutor(max_workers=small_in_flight(self._threads), thread_name_prefix="file")
         started = False
 
         def fill() -> None:
-            while self._stopped is None and len(in_flight) < self._threads:
+            while self._stopped is None and len(in_flight) < small_in_flight(self._threads):
                 nxt = next(pending, None)
                 if nxt is None:
                     return

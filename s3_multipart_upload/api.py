@@ -12,6 +12,7 @@ logger (which has a NullHandler), errors are raised as the UploadError tree, eac
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -309,6 +310,7 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
             its ``result`` the BatchResult.
     """
     opts, bucket, prefix = _many_of(dest, options)
+    sources = list(sources)
     items = items_of([Path(s) for s in sources], prefix, recursive, filter_rules(filters), follow_symlinks)
     clients = ClientFactory(opts.endpoint, pool_size=small_in_flight(opts.thread_count) + 2)
     endpoint = resolved_endpoint(clients, opts.endpoint_url)
@@ -332,7 +334,7 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
         return _request(opts, FileSource(item.path), bucket, item.key, Path(os.devnull), Path(os.devnull), choice)
 
     started = time.monotonic()
-    journal = Journal(journal_path(root, endpoint or "", bucket, prefix))
+    journal = Journal(journal_path(root, endpoint or "", bucket, prefix, _sources_id(sources, recursive)))
     batch = Batch(items, prepare, clients, opts.thread_count, RetryPolicy(attempts=opts.retries), reporter,
                   on_file_done or (lambda outcome: None), small=small, journal=journal,
                   split_size=opts.split_size)
@@ -367,10 +369,17 @@ def plan_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = False,
     local files and the state folder only (no request): ``{"file", "key", "action": "send"|"skip", "why", "bytes",
     "parts"}``; a file left out by a filter, a symbolic link not followed or a loop is a ``skip`` with its reason."""
     opts, bucket, prefix = _many_of(dest, options)
+    sources = list(sources)
     clients = ClientFactory(opts.endpoint, pool_size=2)
     endpoint = resolved_endpoint(clients, opts.endpoint_url) or ""
     root = state_root(opts.state_dir)
+    journal = read_journal(journal_path(root, endpoint, bucket, prefix, _sources_id(sources, recursive)))[0]
     return dry_run_items([Path(s) for s in sources], prefix, recursive, filter_rules(filters), follow_symlinks,
                          lambda path, key: state_folder(root, endpoint, bucket, key, str(path.resolve()),
-                                                        create=False).meta, opts.split_size,
-                         read_journal(journal_path(root, endpoint, bucket, prefix))[0])
+                                                        create=False).meta, opts.split_size, journal)
+
+
+def _sources_id(sources: Iterable[PathArg], recursive: bool) -> str:
+    """What names a batch's sources in its journal's identity: the folder, or the folders of the files."""
+    paths = [os.path.abspath(s) for s in sources]
+    return json.dumps(paths if recursive else sorted({os.path.dirname(p) for p in paths}))

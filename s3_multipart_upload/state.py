@@ -506,9 +506,11 @@ def read_journal(path: Path) -> tuple[dict[str, Finished], set[str], int]:
     return finished, sending, len(tail)
 
 
-def journal_path(root: Path, endpoint: str, bucket: str, prefix: str) -> Path:
-    """The journal of the batches to ``endpoint``/``bucket``/``prefix`` (one per destination)."""
-    ident = json.dumps([endpoint, bucket, prefix], ensure_ascii=False)
+def journal_path(root: Path, endpoint: str, bucket: str, prefix: str, sources: str) -> Path:
+    """The journal of the batches from ``sources`` (a folder's absolute path, or the folders of the files given) to
+    ``endpoint``/``bucket``/``prefix``: the same command finds the same journal, and batches of other folders into
+    the same prefix (the tasks of an array job) each have their own."""
+    ident = json.dumps([endpoint, bucket, prefix, sources], ensure_ascii=False)
     return root / JOURNAL_FOLDER / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.jsonl"
 
 
@@ -525,7 +527,7 @@ class Journal:
     in groups (every JOURNAL_GROUP lines or JOURNAL_SECONDS, and at close): a power cut loses at most the last
     group, whose files are sent again (the same bytes to the same keys). A torn last line is ignored with a
     warning and cut off before the next append; any other bad line is an error naming the line. The journal is
-    held with an OS lock: one batch process per destination at a time.
+    held with an OS lock: one process per journal (the same sources and destination) at a time.
     """
 
     def __init__(self, path: Path) -> None:
@@ -546,7 +548,7 @@ class Journal:
         except OSError as exc:
             self._file.close()
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise StateConflict(f"another s3-multipart-upload process is uploading many files to the same "
+                raise StateConflict(f"another s3-multipart-upload process is uploading the same files to the same "
                                     f"destination (journal {path})", "wait for it to finish, or stop it") from None
             raise
         self._read()

@@ -1,0 +1,63 @@
+"""The batch journal: what a rerun trusts, a torn last line, a bad line, one process at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from s3_multipart_upload.errors import StateConflict
+from s3_multipart_upload.state import Finished, Journal, journal_path, read_journal
+
+
+def test_records_survive_and_a_changed_file_is_not_done(tmp_path: Path) -> None:
+    path = journal_path(tmp_path, "http://e", "b", "p/", '["/src"]')
+    j = Journal(path)
+    j.start("p/a")
+    j.record(Finished("p/a", "/src/a", 10, 111, "etag-a"))
+    j.start("p/b")  # killed before b was recorded finished
+    j.close()
+    again = Journal(path)
+    assert again.done("p/a", "/src/a", 10, 111) == Finished("p/a", "/src/a", 10, 111, "etag-a")
+    assert again.done("p/a", "/src/a", 10, 112) is None, "a file touched since is sent again"
+    assert again.done("p/a", "/elsewhere/a", 10, 111) is None
+    assert again.sending == {"p/b"}
+    again.close()
+
+
+def test_a_torn_last_line_is_cut_and_the_journal_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "j.jsonl"
+    j = Journal(path)
+    j.record(Finished("k", "/f", 1, 2, "e"))
+    j.close()
+    with open(path, "a") as f:
+        f.write('{"key": "k2", "pa')
+    j = Journal(path)
+    assert "unfinished last line" in caplog.text and set(j.finished) == {"k"}
+    j.record(Finished("k2", "/g", 1, 2, "e2"))
+    j.close()
+    finished, sending, torn = read_journal(path)
+    assert set(finished) == {"k", "k2"} and not sending and torn == 0
+
+
+def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_text('{"key": "k", "path": "/f", "size": 1, "mtimeNs": 2, "eTag": "e"}\nnot json\n')
+    with pytest.raises(StateConflict, match="line 2"):
+        Journal(path)
+
+
+def test_one_process_per_journal(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    first = Journal(path)
+    try:
+        with pytest.raises(StateConflict, match="another s3-multipart-upload process"):
+            Journal(path)
+    finally:
+        first.close()
+    Journal(path).close()
+
+
+def test_other_sources_into_the_same_prefix_have_their_own_journal(tmp_path: Path) -> None:
+    """The tasks of an array job, each uploading its own folder into one prefix, do not block each other."""
+    assert journal_path(tmp_path, "e", "b", "p/", '["/a"]') != journal_path(tmp_path, "e", "b", "p/", '["/b"]')

@@ -189,7 +189,7 @@ class Batch:
         self._record(Outcome(item, result=result))
 
     def run(self) -> list[Outcome]:
-        small: list[Item] = []
+        small: list[tuple[Item, int]] = []  # and its size
         large: list[Item] = []
         for item in self.items:
             try:
@@ -208,7 +208,10 @@ class Batch:
                 self._record(Outcome(item, result=UploadResult("", item.key, None, st.st_size, parts,
                                                                etag=known.etag, already_complete=True)))
                 continue
-            (small if parts == 1 else large).append(item)
+            if parts == 1:
+                small.append((item, st.st_size))
+            else:
+                large.append(item)
         try:
             self._run_small(small)
             for item in large:
@@ -264,14 +267,14 @@ class Batch:
             journal.start(item.key)
         return uploader.put_small()
 
-    def _run_small(self, small: list[Item]) -> None:
+    def _run_small(self, small: list[tuple[Item, int]]) -> None:
         """Phase 1: THREADS one-part files at a time (each a PutObject, no state of its own). The first Ctrl-C
         stops scheduling and lets the files in flight finish (their uploaders are told to stop); the CLI's handler
         exits at once on a second one."""
         if not small:
             return
         display = self._reporter(None)
-        pending = iter(small)
+        pending = (item for item, _ in small)
         in_flight: dict[cf.Future[UploadResult], tuple[Item, Uploader]] = {}
         pool = cf.ThreadPoolExecutor(max_workers=small_in_flight(self._threads), thread_name_prefix="file")
         started = False
@@ -290,7 +293,7 @@ class Batch:
                 in_flight[pool.submit(self._send_small, nxt, uploader)] = (nxt, uploader)
 
         try:
-            display.started(0, len(small), 0, 0)
+            display.started(sum(size for _, size in small), len(small), 0, 0)
             started = True
             fill()
             while in_flight:  # each file ends: its requests time out and its retries are bounded

@@ -133,3 +133,21 @@ def test_filters_need_several_files(aws_env: dict[str, str], tmp_path: Path) -> 
     f = write_random(tmp_path / "f", 10)
     r = invoke("upload", str(f), "s3://b/k", "--exclude", "*")
     assert r.exit_code == 2 and "--exclude and --include choose among several files" in r.stderr
+
+
+def test_many_files_progress_adds_up(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:
+    """The one-part files of a batch report one total up front and one event per file, adding up to it."""
+    import s3_multipart_upload as api
+
+    root = tmp_path / "t"
+    sizes = [0, 10, 5000, 70000]
+    for i, size in enumerate(sizes):
+        (root / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+        write_random(root / f"d{i % 2}" / f"f{i}", size, seed=i)
+    events: list[api.ProgressEvent] = []
+    result = api.upload_many([root], f"s3://{bucket}/prog/", recursive=True, endpoint_url=s3_server.endpoint,
+                             state_dir=tmp_path / "state", progress=events.append)
+    assert result.counts()["completed"] == 4
+    assert events[0].kind == "started" and events[0].bytes_total == sum(sizes) and events[0].parts_total == 4
+    done = [e for e in events if e.kind == "part_done"]
+    assert len(done) == 4 and done[-1].bytes_done == sum(sizes) and done[-1].parts_done == 4

@@ -24,7 +24,7 @@ from s3_multipart_upload import checksums
 from s3_multipart_upload import shard as shards_
 from s3_multipart_upload.batch import Batch, Item, Outcome, dry_run_items, items_of, small_in_flight, summary
 from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, controller_upload, read_token
-from s3_multipart_upload.errors import BadInput, BatchFailed, ExitCode
+from s3_multipart_upload.errors import BadInput, BatchFailed, ExitCode, UploadError
 from s3_multipart_upload.filters import parse as filter_rules
 from s3_multipart_upload.job import UploadRequest, UploadResult
 from s3_multipart_upload.options import OPTION_NAMES, PathArg, TransferOptions, _Opts
@@ -333,11 +333,30 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
         # no state files, and Uploader.put_small opens none.
         return _request(opts, FileSource(item.path), bucket, item.key, Path(os.devnull), Path(os.devnull), choice)
 
+    folders = {p.name for p in root.iterdir()} if root.is_dir() else set()
+
+    def earlier(item: Item, st: os.stat_result) -> str | None:
+        """The ETag ("" if none was recorded) of a one-part file an earlier version of this tool completed in a
+        state folder of its own, unchanged since; None otherwise. No request."""
+        if len(folders) <= 1:  # only batches/ (or nothing): no such folder to look for
+            return None
+        folder = state_folder(root, endpoint or "", bucket, item.key, str(item.path.resolve()), create=False)
+        if folder.path.name not in folders:
+            return None
+        try:
+            meta = read_meta(folder.meta)
+        except UploadError:
+            return None
+        if meta is None or meta.status != "completed" or meta.source is None or \
+                (meta.source.get("size"), meta.source.get("mtimeNs")) != (st.st_size, st.st_mtime_ns):
+            return None
+        return str(meta.extra.get("eTag") or "")
+
     started = time.monotonic()
     journal = Journal(journal_path(root, endpoint or "", bucket, prefix, _sources_id(sources, recursive)))
     batch = Batch(items, prepare, clients, opts.thread_count, RetryPolicy(attempts=opts.retries), reporter,
                   on_file_done or (lambda outcome: None), small=small, journal=journal,
-                  split_size=opts.split_size)
+                  split_size=opts.split_size, bucket=bucket, earlier=earlier)
     outcomes = batch.run()
     result = BatchResult(bucket, prefix, outcomes, time.monotonic() - started, batch.exit_code)
     if result.exit_code != ExitCode.OK:

@@ -156,7 +156,8 @@ class Batch:
     def __init__(self, items: list[Item], prepare: Callable[[Item], UploadRequest], clients: ClientFactory,
                  threads: int, retry: RetryPolicy, reporter: Callable[[Item | None], Reporter],
                  done: Callable[[Outcome], None], small: Callable[[Item], UploadRequest] | None = None,
-                 journal: Journal | None = None, split_size: int | None = None) -> None:
+                 journal: Journal | None = None, split_size: int | None = None, bucket: str = "",
+                 earlier: Callable[[Item, os.stat_result], str | None] | None = None) -> None:
         self.items = items
         self._prepare = prepare
         self._small = small or prepare
@@ -167,6 +168,8 @@ class Batch:
         self._done = done
         self._journal = journal
         self._split_size = split_size
+        self._bucket = bucket
+        self._earlier = earlier or (lambda item, st: None)
         self.outcomes: list[Outcome] = []
         self._stopped: Failure | None = None
 
@@ -205,8 +208,16 @@ class Batch:
             known = None if self._journal is None else self._journal.done(
                 item.key, os.path.abspath(item.path), st.st_size, st.st_mtime_ns)
             if known is not None:  # finished by an earlier run, and unchanged since: no request at all
-                self._record(Outcome(item, result=UploadResult("", item.key, None, st.st_size, parts,
+                self._record(Outcome(item, result=UploadResult(self._bucket, item.key, None, st.st_size, parts,
                                                                etag=known.etag, already_complete=True)))
+                continue
+            etag = self._earlier(item, st) if parts == 1 else None
+            if etag is not None:  # completed in a state folder of its own by an earlier version: into the journal
+                if self._journal is not None:
+                    self._journal.record(Finished(item.key, os.path.abspath(item.path), st.st_size, st.st_mtime_ns,
+                                                  etag or None))
+                self._record(Outcome(item, result=UploadResult(self._bucket, item.key, None, st.st_size, parts,
+                                                               etag=etag or None, already_complete=True)))
                 continue
             if parts == 1:
                 small.append((item, st.st_size))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from s3_multipart_upload.errors import StateConflict
 from s3_multipart_upload.state import Finished, Journal, journal_path, read_journal
+from tests.conftest import S3Server
 
 
 def test_records_survive_and_a_changed_file_is_not_done(tmp_path: Path) -> None:
@@ -61,3 +63,35 @@ def test_one_process_per_journal(tmp_path: Path) -> None:
 def test_other_sources_into_the_same_prefix_have_their_own_journal(tmp_path: Path) -> None:
     """The tasks of an array job, each uploading its own folder into one prefix, do not block each other."""
     assert journal_path(tmp_path, "e", "b", "p/", '["/a"]') != journal_path(tmp_path, "e", "b", "p/", '["/b"]')
+
+
+def test_files_completed_in_state_folders_of_their_own_are_not_sent_again(
+        s3_server: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One-part files an earlier version (or `upload FILE s3://B/K`) completed with a state folder each: the first
+    batch run after it sends none of them, and records them in its journal."""
+    from click.testing import CliRunner
+
+    from s3_multipart_upload.main import cli
+    from tests.conftest import write_random
+    from tests.s3proxy import S3Proxy
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    (tmp_path / "d").mkdir()
+    files = [write_random(tmp_path / "d" / f"f{i}", 1000 + i, seed=i) for i in range(3)]
+    proxy = S3Proxy(s3_server.endpoint)
+    try:
+        for f in files:
+            r = CliRunner().invoke(cli, ["upload", str(f), f"s3://{bucket}/p/{f.name}", "--endpoint-url",
+                                         proxy.endpoint])
+            assert r.exit_code == 0, r.output
+        proxy.reset()
+        r = CliRunner().invoke(cli, ["upload", "--recursive", str(tmp_path / "d"), f"s3://{bucket}/p/",
+                                     "--endpoint-url", proxy.endpoint, "--json"])
+        assert r.exit_code == 0, r.output
+        assert proxy.seen == [], "files complete by their own state were asked about or sent again"
+        summary = json.loads(r.stdout.splitlines()[-1])
+        assert summary["alreadyComplete"] == 3 and summary["bucket"] == bucket
+        [journal] = (tmp_path / "state" / "s3-multipart-upload" / "batches").iterdir()
+        assert len(read_journal(journal)[0]) == 3
+    finally:
+        proxy.close()

@@ -85,7 +85,7 @@ def test_object_made_by_boto3_upload_file_in_8_mib_parts(s3: Any, tmp_path: Path
     assert lines[0]["event"] == "verified" and lines[0]["status"] == "identical"
     assert lines[0]["how"] in ("composite MD5 ETag of 3 parts", "full-object CRC32", "composite CRC32 of 3 parts")
     assert lines[-1] == {"event": "summary", "status": "identical", "exitCode": 0, "files": 1, "identical": 1,
-                         "differs": 0, "missing_remote": 0, "missing_local": 0, "unproven": 0, "error": 0,
+                         "differs": 0, "missingRemote": 0, "missingLocal": 0, "unproven": 0, "failed": 0,
                          "seconds": lines[-1]["seconds"]}
     flip_byte(f, 17 * MiB)
     r = invoke("verify", str(f), f"s3://{BUCKET}/boto")
@@ -170,7 +170,7 @@ def test_recursive_with_filters_json_and_a_missing_file(s3_server: S3Server, buc
     by_key = {d["key"]: d["status"] for d in docs if d["event"] == "verified"}
     assert by_key == {"p/a.txt": "identical", "p/.hidden": "identical", "p/sub/b.bin": "identical",
                       "p/only-on-server": "missing_local"}  # c.tmp excluded on both sides
-    assert docs[-1]["missing_local"] == 1 and docs[-1]["exitCode"] == 3
+    assert docs[-1]["missingLocal"] == 1 and docs[-1]["exitCode"] == 3
 
 
 def test_meta_file_names_the_part_on_a_store_of_md5_etags(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:

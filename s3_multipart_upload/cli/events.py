@@ -70,9 +70,11 @@ def verified(verdict: Verdict) -> None:
 
 
 def verify_summary(result: VerifyResult) -> None:
+    c = result.counts()
     emit_json({"event": "summary", "status": "identical" if result.identical else "not_identical",
-               "exitCode": int(result.exit_code), "files": len(result.verdicts), **result.counts(),
-               "seconds": round(result.seconds, 3)})
+               "exitCode": int(result.exit_code), "files": len(result.verdicts), "identical": c["identical"],
+               "differs": c["differs"], "missingRemote": c["missing_remote"], "missingLocal": c["missing_local"],
+               "unproven": c["unproven"], "failed": c["error"], "seconds": round(result.seconds, 3)})
 
 
 def planned(bucket: str, doc: dict[str, Any]) -> None:

@@ -268,6 +268,10 @@ class Prover:
                                      "to compare the object's bytes")
             how, outcome = self._by_download(target, path, etag, size)
         same, detail, part = outcome
+        if not same and part is None and self.download and not how.startswith("download"):
+            # The object's evidence says a part differs but not which: the bytes say where (asked: --download).
+            _, (_, where, _) = self._by_download(target, path, etag, size)
+            detail = where or detail
         return self._verdict(target, IDENTICAL if same else DIFFERS, how=how, detail=detail, part=part, size=size)
 
     # -- evidence ---------------------------------------------------------------------------------------------

@@ -90,6 +90,9 @@ def test_object_made_by_boto3_upload_file_in_8_mib_parts(s3: Any, tmp_path: Path
     flip_byte(f, 17 * MiB)
     r = invoke("verify", str(f), f"s3://{BUCKET}/boto")
     assert r.exit_code == 3 and "DIFFERS" in r.stdout, r.output
+    # Nothing records boto3's parts: with --download the bytes say where they differ.
+    r = invoke("verify", "--download", str(f), f"s3://{BUCKET}/boto")
+    assert r.exit_code == 3 and "bytes 16777216-20971526 differ" in r.stdout, r.output
 
 
 def test_one_part_object_and_a_missing_key(s3: Any, tmp_path: Path) -> None:

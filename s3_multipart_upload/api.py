@@ -22,9 +22,18 @@ from typing import Any, Unpack
 
 from s3_multipart_upload import checksums
 from s3_multipart_upload import shard as shards_
-from s3_multipart_upload.batch import Batch, Item, Outcome, dry_run_items, items_of, small_in_flight, summary
+from s3_multipart_upload.batch import (
+    Batch,
+    Item,
+    Outcome,
+    completed_in_state_folders,
+    dry_run_items,
+    items_of,
+    small_in_flight,
+    summary,
+)
 from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, controller_upload, read_token
-from s3_multipart_upload.errors import BadInput, BatchFailed, ExitCode, UploadError
+from s3_multipart_upload.errors import BadInput, BatchFailed, ExitCode
 from s3_multipart_upload.filters import parse as filter_rules
 from s3_multipart_upload.job import UploadRequest, UploadResult
 from s3_multipart_upload.options import OPTION_NAMES, PathArg, TransferOptions, _Opts
@@ -272,23 +281,26 @@ def _transfer(source: Source, dest: tuple[str, str], opts: _Opts, shard: shards_
 
 @dataclass
 class BatchResult:
-    """The outcome of ``upload_many``: one FileOutcome per file, in the order they ended."""
+    """The outcome of ``upload_many``: one FileOutcome per file, in the order they ended (with
+    ``keep_outcomes=False``, only the files that did not complete; ``counts`` counts them all)."""
 
     bucket: str
     prefix: str
     files: list[Outcome]
     seconds: float
     exit_code: ExitCode
+    tally: dict[str, Any] | None = None  # the counts, kept when ``files`` is not every file
 
     def counts(self) -> dict[str, Any]:
         """files, completed, alreadyComplete, failed, notStarted, bytes, bytesSent, seconds (as in ``--json``)."""
-        return summary(self.files, self.seconds)
+        return self.tally if self.tally is not None else summary(self.files, self.seconds)
 
 
 def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = False, progress: Progress | None = None,
                 reporter_for: Callable[[str | None], Reporter] | None = None,
                 on_file_done: Callable[[Outcome], None] | None = None, filters: Sequence[tuple[str, str]] = (),
-                follow_symlinks: bool = True, **options: Unpack[TransferOptions]) -> BatchResult:
+                follow_symlinks: bool = True, keep_outcomes: bool = True,
+                **options: Unpack[TransferOptions]) -> BatchResult:
     """Upload many files under ``dest``, ``s3://BUCKET/PREFIX/``, each an upload of its own that resumes on its own.
 
     Each file goes to PREFIX + its name; with ``recursive``, ``sources`` is one folder and every file under it goes
@@ -304,6 +316,8 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
         filters: ``("exclude", GLOB)`` and ``("include", GLOB)`` pairs in aws-cli's order (``--exclude``,
             ``--include``): the last that matches a file's path relative to the folder decides.
         follow_symlinks: Follow symbolic links under the folder (a loop is reported and not followed).
+        keep_outcomes: False: the result's ``files`` holds only the files that did not complete (``on_file_done``
+            still hears of every one), so that memory does not grow with the number of files.
 
     Raises:
         BatchFailed: When any file did not complete; its ``exit_code`` is the most urgent of the files' codes and
@@ -333,37 +347,21 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
         # no state files, and Uploader.put_small opens none.
         return _request(opts, FileSource(item.path), bucket, item.key, Path(os.devnull), Path(os.devnull), choice)
 
-    folders = {p.name for p in root.iterdir()} if root.is_dir() else set()
-
-    def earlier(item: Item, st: os.stat_result) -> str | None:
-        """The ETag ("" if none was recorded) of a one-part file an earlier version of this tool completed in a
-        state folder of its own, unchanged since; None otherwise. No request."""
-        if len(folders) <= 1:  # only batches/ (or nothing): no such folder to look for
-            return None
-        folder = state_folder(root, endpoint or "", bucket, item.key, str(item.path.resolve()), create=False)
-        if folder.path.name not in folders:
-            return None
-        try:
-            meta = read_meta(folder.meta)
-        except UploadError:
-            return None
-        if meta is None or meta.status != "completed" or meta.source is None or \
-                (meta.source.get("size"), meta.source.get("mtimeNs")) != (st.st_size, st.st_mtime_ns):
-            return None
-        return str(meta.extra.get("eTag") or "")
-
     started = time.monotonic()
     journal = Journal(journal_path(root, endpoint or "", bucket, prefix, _sources_id(sources, recursive)))
     batch = Batch(items, prepare, clients, opts.thread_count, RetryPolicy(attempts=opts.retries), reporter,
                   on_file_done or (lambda outcome: None), small=small, journal=journal,
-                  split_size=opts.split_size, bucket=bucket, earlier=earlier)
+                  split_size=opts.split_size, bucket=bucket,
+                  earlier=completed_in_state_folders(root, endpoint or "", bucket), keep_outcomes=keep_outcomes)
     outcomes = batch.run()
-    result = BatchResult(bucket, prefix, outcomes, time.monotonic() - started, batch.exit_code)
+    seconds = time.monotonic() - started
+    result = BatchResult(bucket, prefix, outcomes, seconds, batch.exit_code,
+                         None if keep_outcomes else batch.tally.summary(seconds))
     if result.exit_code != ExitCode.OK:
         code = result.exit_code
         first = next(o.failure for o in outcomes if o.code == code and o.failure is not None)
         failed = sum(1 for o in outcomes if o.failure is not None)
-        raise BatchFailed(code, f"{failed} of {len(outcomes)} files did not complete; the first with exit "
+        raise BatchFailed(code, f"{failed} of {batch.tally.files} files did not complete; the first with exit "
                           f"{int(code)}: {first.message}", first.hint, result)
     return result
 

@@ -33,7 +33,7 @@ from s3_multipart_upload.plan import parse_size, plan_bytes
 from s3_multipart_upload.progress import Reporter
 from s3_multipart_upload.s3 import ClientFactory, RetryPolicy
 from s3_multipart_upload.sources import FileSource
-from s3_multipart_upload.state import COMPLETED, Finished, Journal, read_meta
+from s3_multipart_upload.state import COMPLETED, Finished, Journal, read_meta, state_folder
 from s3_multipart_upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -75,19 +75,24 @@ class Outcome:
 
 
 def items_of(files: list[Path], prefix: str, recursive: bool, filters: Sequence[Filter] = (),
-             follow_symlinks: bool = True) -> list[Item]:
-    """The files to send and their keys: each FILE under PREFIX by its name, or, with ``recursive``, every file
-    under the one DIR by its path relative to DIR (``filters.walk``: in name order, symbolic links followed unless
-    ``follow_symlinks`` is False, a loop reported). ``filters`` (aws-cli's --exclude/--include) match the path
-    relative to DIR, or a FILE's name."""
+             follow_symlinks: bool = True) -> Callable[[], Iterator[Item]]:
+    """The files to send and their keys, as a maker of a walk (the batch walks twice: once to count, once to send,
+    and holds no list of the files): each FILE under PREFIX by its name, or, with ``recursive``, every file under
+    the one DIR by its path relative to DIR (``filters.walk``: streamed, in name order, symbolic links followed
+    unless ``follow_symlinks`` is False, a loop reported). ``filters`` (aws-cli's --exclude/--include) match the
+    path relative to DIR, or a FILE's name."""
     if not recursive:
-        return [Item(f, prefix + f.name) for f in files if taken(f.name, filters)[0]]
+        chosen = [Item(f, prefix + f.name) for f in files if taken(f.name, filters)[0]]
+        return lambda: iter(chosen)
     if len(files) != 1 or not files[0].is_dir():
         raise BadInput(f"--recursive takes one folder and a destination, not {' '.join(map(str, files)) or 'none'}",
                        "write: upload --recursive DIR s3://BUCKET/PREFIX/")
     root = files[0]
-    found = [Item(f.path, prefix + f.relative) for f in walk(root, filters, follow_symlinks)]
-    if not found:
+
+    def found() -> Iterator[Item]:
+        return (Item(f.path, prefix + f.relative) for f in walk(root, filters, follow_symlinks))
+
+    if next(found(), None) is None:
         raise BadInput(f"the folder {root} holds no files" + (" that the filters take" if filters else ""),
                        "check the path" + (" and the --exclude/--include filters" if filters else ""))
     return found
@@ -147,18 +152,73 @@ def _found_file(path: Path, filters: Sequence[Filter]) -> Found:
     return Found(path, path.name, size)
 
 
-class Batch:
-    """Runs the items as described in the module docstring. ``prepare`` builds the request of a file of several
-    parts (its state folder; it may raise BadInput for a missing file), ``small`` the request of a one-part file
-    (no state: the ``journal`` records it once done); ``reporter`` gives the display of a file of several parts
-    (None: of phase 1), ``done`` is told each outcome as it comes."""
+def completed_in_state_folders(root: Path, endpoint: str, bucket: str) -> Callable[[Item, os.stat_result], str | None]:
+    """For a batch's files with no journal line: the ETag ("" if none was recorded) of a one-part file that an
+    earlier version of this tool completed in a state folder of its own, unchanged since; else None. No request."""
+    folders = {p.name for p in root.iterdir()} if root.is_dir() else set()
 
-    def __init__(self, items: list[Item], prepare: Callable[[Item], UploadRequest], clients: ClientFactory,
-                 threads: int, retry: RetryPolicy, reporter: Callable[[Item | None], Reporter],
+    def earlier(item: Item, st: os.stat_result) -> str | None:
+        if len(folders) <= 1:  # only batches/ (or nothing): no such folder to look for
+            return None
+        folder = state_folder(root, endpoint, bucket, item.key, str(item.path.resolve()), create=False)
+        if folder.path.name not in folders:
+            return None
+        try:
+            meta = read_meta(folder.meta)
+        except UploadError:
+            return None
+        if meta is None or meta.status != COMPLETED or meta.source is None or \
+                (meta.source.get("size"), meta.source.get("mtimeNs")) != (st.st_size, st.st_mtime_ns):
+            return None
+        return str(meta.extra.get("eTag") or "")
+
+    return earlier
+
+
+class Tally:
+    """The batch's counts as the outcomes come (what ``summary`` computes from a list, without keeping one)."""
+
+    def __init__(self) -> None:
+        self.by: dict[str, int] = {}
+        self.files = self.bytes = self.bytes_sent = 0
+        self.codes: set[ExitCode] = set()
+
+    def add(self, outcome: Outcome) -> None:
+        self.files += 1
+        self.by[outcome.status] = self.by.get(outcome.status, 0) + 1
+        if outcome.result is not None:
+            self.bytes += outcome.result.size
+            self.bytes_sent += outcome.result.bytes_sent
+        self.codes.add(outcome.code)
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        by = self.by
+        return {"files": self.files, "completed": by.get("completed", 0),
+                "alreadyComplete": by.get("already_complete", 0), "failed": by.get("error", 0) + by.get("paused", 0),
+                "notStarted": by.get("not_started", 0), "bytes": self.bytes, "bytesSent": self.bytes_sent,
+                "seconds": round(seconds, 3)}
+
+
+class Batch:
+    """Runs the items as described in the module docstring. ``items`` makes a walk of the files (called twice: once
+    to count the one-part files for the display, once to send; no list of the files is kept). ``prepare`` builds
+    the request of a file of several parts (its state folder; it may raise BadInput for a missing file), ``small``
+    the request of a one-part file (no state: the ``journal`` records it once done); ``reporter`` gives the display
+    of a file of several parts (None: of phase 1), ``done`` is told each outcome as it comes. ``outcomes`` keeps
+    every outcome, or with ``keep_outcomes`` False only the failures (``tally`` counts them all): memory then does
+    not grow with the number of files."""
+
+    def __init__(self, items: list[Item] | Callable[[], Iterable[Item]], prepare: Callable[[Item], UploadRequest],
+                 clients: ClientFactory, threads: int, retry: RetryPolicy, reporter: Callable[[Item | None], Reporter],
                  done: Callable[[Outcome], None], small: Callable[[Item], UploadRequest] | None = None,
                  journal: Journal | None = None, split_size: int | None = None, bucket: str = "",
-                 earlier: Callable[[Item, os.stat_result], str | None] | None = None) -> None:
-        self.items = items
+                 earlier: Callable[[Item, os.stat_result], str | None] | None = None,
+                 keep_outcomes: bool = True) -> None:
+        if isinstance(items, list):
+            listed = items
+            self.items: Callable[[], Iterable[Item]] = lambda: listed
+        else:
+            self.items = items
         self._prepare = prepare
         self._small = small or prepare
         self._clients = clients
@@ -170,18 +230,27 @@ class Batch:
         self._split_size = split_size
         self._bucket = bucket
         self._earlier = earlier or (lambda item, st: None)
+        self._keep = keep_outcomes
+        self.tally = Tally()
         self.outcomes: list[Outcome] = []
         self._stopped: Failure | None = None
 
     @property
     def exit_code(self) -> ExitCode:
-        return most_urgent([o.code for o in self.outcomes])
+        return most_urgent(sorted(self.tally.codes - {ExitCode.OK}))
 
     def _record(self, outcome: Outcome) -> None:
-        self.outcomes.append(outcome)
+        self.tally.add(outcome)
+        if self._keep or outcome.failure is not None:
+            self.outcomes.append(outcome)
         if outcome.failure is not None and outcome.failure.resumable and self._stopped is None:
             self._stopped = outcome.failure
         self._done(outcome)
+
+    def _not_started(self, item: Item) -> None:
+        stopped = self._stopped or Failure(ExitCode.INTERRUPTED, "interrupted")
+        self._record(Outcome(item, failure=Failure(stopped.code, f"not started: the batch stopped "
+                                                   f"({stopped.message})", stopped.hint), started=False))
 
     def _finished(self, item: Item, result: UploadResult, source: FileSource) -> None:
         """A file done: into the journal (a rerun skips it without a request), then told."""
@@ -192,9 +261,55 @@ class Batch:
         self._record(Outcome(item, result=result))
 
     def run(self) -> list[Outcome]:
-        small: list[tuple[Item, int]] = []  # and its size
-        large: list[Item] = []
-        for item in self.items:
+        """Phase 1 as the walk finds the files, then phase 2. Each file's outcome is told as it ends; once the batch
+        stops, the files it did not start are told so."""
+        large: list[Item] = []  # the files of several parts, for phase 2 (each one at least a part size of data)
+        walking = self._walk(large)
+        ran = 0
+        try:
+            self._run_small(walking, self._count_small())
+            for item in large:
+                if self._stopped is not None:
+                    break
+                ran += 1
+                try:
+                    req = self._prepare(item)
+                except Exception as exc:
+                    self._record(Outcome(item, failure=failure_of(exc)))
+                    continue
+                self._run_one(item, req)
+        except KeyboardInterrupt:
+            self._stopped = self._stopped or failure_of(KeyboardInterrupt())
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+        if self._stopped is not None:
+            for _ in walking:  # the rest of the walk: the generator tells each file not started
+                pass
+            for item in large[ran:]:
+                self._not_started(item)
+        return self.outcomes
+
+    def _count_small(self) -> tuple[int, int]:
+        """(files, bytes) of the one-part files, by a walk that only counts: the display's totals."""
+        files = size = 0
+        for item in self.items():
+            try:
+                st = item.path.stat()
+            except OSError:
+                continue
+            if len(plan_bytes(st.st_size, self._split_size, fixed=False).parts) == 1:
+                files, size = files + 1, size + st.st_size
+        return files, size
+
+    def _walk(self, large: list[Item]) -> Iterator[tuple[Item, int, bool]]:
+        """The files as the walk finds them: those finished before are told at once (no request; a one-part one is
+        yielded with True, for the display), those of several parts kept in ``large`` for phase 2, the one-part
+        files yielded with their size, to be sent. Once the batch stops, each file left is told not started."""
+        for item in self.items():
+            if self._stopped is not None:
+                self._not_started(item)
+                continue
             try:
                 st = item.path.stat()
                 parts = len(plan_bytes(st.st_size, self._split_size, fixed=False).parts)
@@ -207,45 +322,20 @@ class Batch:
                 continue
             known = None if self._journal is None else self._journal.done(
                 item.key, os.path.abspath(item.path), st.st_size, st.st_mtime_ns)
-            if known is not None:  # finished by an earlier run, and unchanged since: no request at all
-                self._record(Outcome(item, result=UploadResult(self._bucket, item.key, None, st.st_size, parts,
-                                                               etag=known.etag, already_complete=True)))
-                continue
-            etag = self._earlier(item, st) if parts == 1 else None
-            if etag is not None:  # completed in a state folder of its own by an earlier version: into the journal
-                if self._journal is not None:
+            etag = known.etag if known is not None else self._earlier(item, st) if parts == 1 else None
+            if known is not None or etag is not None:  # finished before and unchanged since: no request at all
+                if known is None and self._journal is not None:  # a state folder of an earlier version said so
                     self._journal.record(Finished(item.key, os.path.abspath(item.path), st.st_size, st.st_mtime_ns,
                                                   etag or None))
                 self._record(Outcome(item, result=UploadResult(self._bucket, item.key, None, st.st_size, parts,
                                                                etag=etag or None, already_complete=True)))
+                if parts == 1:
+                    yield item, st.st_size, True
                 continue
             if parts == 1:
-                small.append((item, st.st_size))
+                yield item, st.st_size, False
             else:
                 large.append(item)
-        try:
-            self._run_small(small)
-            for item in large:
-                if self._stopped is not None:
-                    break
-                try:
-                    req = self._prepare(item)
-                except Exception as exc:
-                    self._record(Outcome(item, failure=failure_of(exc)))
-                    continue
-                self._run_one(item, req)
-        except KeyboardInterrupt:
-            self._stopped = self._stopped or failure_of(KeyboardInterrupt())
-        finally:
-            if self._journal is not None:
-                self._journal.close()
-        seen = {id(o.item) for o in self.outcomes}
-        stopped = self._stopped or Failure(ExitCode.INTERRUPTED, "interrupted")
-        for item in self.items:
-            if id(item) not in seen:
-                self._record(Outcome(item, failure=Failure(stopped.code, f"not started: the batch stopped "
-                                                           f"({stopped.message})", stopped.hint), started=False))
-        return self.outcomes
 
     def _run_one(self, item: Item, req: UploadRequest) -> None:
         reporter = self._reporter(item)
@@ -278,34 +368,41 @@ class Batch:
             journal.start(item.key)
         return uploader.put_small()
 
-    def _run_small(self, small: list[tuple[Item, int]]) -> None:
-        """Phase 1: THREADS one-part files at a time (each a PutObject, no state of its own). The first Ctrl-C
-        stops scheduling and lets the files in flight finish (their uploaders are told to stop); the CLI's handler
-        exits at once on a second one."""
-        if not small:
-            return
-        display = self._reporter(None)
-        pending = (item for item, _ in small)
+    def _run_small(self, small: Iterator[tuple[Item, int, bool]], totals: tuple[int, int]) -> None:
+        """Phase 1: ``small_in_flight(THREADS)`` one-part files at a time (each a PutObject, no state of its own), as
+        the walk yields them. The first Ctrl-C stops scheduling and lets the files in flight finish (their uploaders
+        are told to stop); the CLI's handler exits at once on a second one."""
+        shown: list[Reporter] = []  # the display, made when the first one-part file comes
         in_flight: dict[cf.Future[UploadResult], tuple[Item, Uploader]] = {}
         pool = cf.ThreadPoolExecutor(max_workers=small_in_flight(self._threads), thread_name_prefix="file")
-        started = False
+        told = [0]
+
+        def display() -> Reporter:
+            if not shown:
+                shown.append(self._reporter(None))
+                shown[0].started(totals[1], totals[0], 0, 0)
+            return shown[0]
 
         def fill() -> None:
             while self._stopped is None and len(in_flight) < small_in_flight(self._threads):
-                nxt = next(pending, None)
+                nxt = next(small, None)
                 if nxt is None:
                     return
-                try:
-                    req = self._small(nxt)
-                except Exception as exc:
-                    self._record(Outcome(nxt, failure=failure_of(exc)))
+                item, size, already = nxt
+                if already:  # finished before: done for the display too
+                    told[0] += 1
+                    display().part_done(told[0], "", size, 0.0)
                     continue
+                try:
+                    req = self._small(item)
+                except Exception as exc:
+                    self._record(Outcome(item, failure=failure_of(exc)))
+                    continue
+                display()
                 uploader = Uploader(dataclasses.replace(req, threads=1), self._clients, retry=self._retry)
-                in_flight[pool.submit(self._send_small, nxt, uploader)] = (nxt, uploader)
+                in_flight[pool.submit(self._send_small, item, uploader)] = (item, uploader)
 
         try:
-            display.started(sum(size for _, size in small), len(small), 0, 0)
-            started = True
             fill()
             while in_flight:  # each file ends: its requests time out and its retries are bounded
                 try:
@@ -326,12 +423,13 @@ class Batch:
                     else:
                         assert isinstance(uploader.req.source, FileSource)
                         self._finished(item, result, uploader.req.source)
-                        display.part_done(len(self.outcomes), result.etag or "", result.size, result.seconds)
+                        told[0] += 1
+                        display().part_done(told[0], result.etag or "", result.size, result.seconds)
                 fill()
         finally:
             pool.shutdown(wait=not in_flight, cancel_futures=True)
-            if started:
-                display.close()
+            if shown:
+                shown[0].close()
 
 
 def summary(outcomes: list[Outcome], seconds: float) -> dict[str, Any]:

@@ -95,3 +95,42 @@ def test_files_completed_in_state_folders_of_their_own_are_not_sent_again(
         assert len(read_journal(journal)[0]) == 3
     finally:
         proxy.close()
+
+
+def test_a_batch_that_stops_tells_each_file_it_did_not_start(s3_server: S3Server, bucket: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure a rerun fixes (75) stops the batch: the files in flight end, every other file (the rest of the
+    walk, and the files of several parts kept for later) is told not started, once each; a rerun sends them."""
+    from click.testing import CliRunner
+
+    from s3_multipart_upload.main import cli
+    from tests.conftest import write_random
+    from tests.s3proxy import Fault, S3Proxy
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    tree = tmp_path / "t"
+    (tree / "sub").mkdir(parents=True)
+    for i in range(20):
+        write_random(tree / ("sub" if i % 2 else "") / f"f{i:02d}", 100 + i, seed=i)
+    write_random(tree / "big.bin", 6 << 20, seed=99)
+    proxy = S3Proxy(s3_server.endpoint, rule=lambda s, i: Fault(500, "InternalError") if s.method == "PUT" else None)
+    args = ["upload", "--recursive", str(tree), f"s3://{bucket}/stop/", "-t", "1", "-s", "5M", "--retries", "1",
+            "--json", "--endpoint-url", proxy.endpoint]
+    try:
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 75, r.output
+        events = [json.loads(line) for line in r.stdout.splitlines()]
+        done = [e for e in events if e["event"] == "file_done"]
+        assert sorted(e["key"] for e in done) == sorted([f"stop/f{i:02d}" if i % 2 == 0 else f"stop/sub/f{i:02d}"
+                                                         for i in range(20)] + ["stop/big.bin"])
+        statuses = {e["key"]: e["status"] for e in done}
+        assert statuses["stop/big.bin"] == "not_started"
+        assert 1 <= sum(1 for s in statuses.values() if s == "paused") <= 4  # the files in flight (4 x -t 1)
+        summary = events[-1]
+        assert summary["notStarted"] == sum(1 for s in statuses.values() if s == "not_started") >= 16
+        assert summary["files"] == 21 and summary["exitCode"] == 75
+    finally:
+        proxy.close()
+    r = CliRunner().invoke(cli, [*args[:-2], "--endpoint-url", s3_server.endpoint])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.splitlines()[-1])["completed"] == 21

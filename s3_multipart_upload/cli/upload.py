@@ -114,7 +114,8 @@ def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...]
         return
     run_many(lambda reporter_for, done: api.upload_many(files, targets[-1], recursive=recursive,
                                                         reporter_for=reporter_for, on_file_done=done,
-                                                        filters=filters, follow_symlinks=follow, **options),
+                                                        filters=filters, follow_symlinks=follow,
+                                                        keep_outcomes=False, **options),
              bucket, key, run)
 
 

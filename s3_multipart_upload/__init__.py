@@ -15,6 +15,7 @@ from s3_multipart_upload.api import (
     BatchResult,
     copy,
     plan_copy,
+    plan_many,
     plan_upload,
     upload,
     upload_many,
@@ -36,11 +37,12 @@ from s3_multipart_upload.errors import (
     UploadGone,
 )
 from s3_multipart_upload.job import UploadResult
-from s3_multipart_upload.manage import Cleaned, abort, clean, list_uploads, local_uploads, status
+from s3_multipart_upload.manage import Cleaned, abort, clean, list_uploads, local_uploads, status, verify
 from s3_multipart_upload.operations import InProgress, LocalUpload
 from s3_multipart_upload.operations import Status as UploadStatus
 from s3_multipart_upload.options import TransferOptions
 from s3_multipart_upload.progress import ProgressEvent, Reporter
+from s3_multipart_upload.proof import Verdict, VerifyResult
 
 # A library prints nothing unless its user configures logging (the CLI does, for its own output).
 logging.getLogger("s3_multipart_upload").addHandler(logging.NullHandler())
@@ -69,6 +71,8 @@ __all__ = [
     "UploadGone",
     "UploadResult",
     "UploadStatus",
+    "Verdict",
+    "VerifyResult",
     "__version__",
     "abort",
     "clean",
@@ -76,8 +80,10 @@ __all__ = [
     "list_uploads",
     "local_uploads",
     "plan_copy",
+    "plan_many",
     "plan_upload",
     "status",
     "upload",
     "upload_many",
+    "verify",
 ]

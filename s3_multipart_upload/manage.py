@@ -1,15 +1,20 @@
-"""The public API's operations on uploads besides sending them: status, abort, list, clean. Nothing is printed here:
+"""The public API's operations on uploads besides sending them: status, abort, list, clean, and verify (a file
+and its object proven the same). Nothing is printed here:
 the CLI shows what these return (``cli/``)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from s3_multipart_upload import proof
 from s3_multipart_upload.controller import clients_for
-from s3_multipart_upload.errors import BatchFailed, ExitCode, Failure, UploadError, failure_of, most_urgent
+from s3_multipart_upload.errors import BadInput, BatchFailed, ExitCode, Failure, UploadError, failure_of, most_urgent
+from s3_multipart_upload.filters import Filter, taken, walk
+from s3_multipart_upload.filters import parse as filter_rules
 from s3_multipart_upload.operations import (
     InProgress,
     LocalUpload,
@@ -24,8 +29,11 @@ from s3_multipart_upload.operations import abort as _abort
 from s3_multipart_upload.operations import (
     local_uploads as _local_uploads,
 )
-from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester
-from s3_multipart_upload.state import Meta, read_meta, state_root
+from s3_multipart_upload.options import DEFAULT_THREADS, MAX_THREADS
+from s3_multipart_upload.proof import LocalHasher, Prover, Target, Verdict, VerifyResult
+from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy, resolved_endpoint, translate
+from s3_multipart_upload.sources import parse_s3_target
+from s3_multipart_upload.state import Meta, read_meta, state_folder, state_root
 
 PathArg = str | os.PathLike[str]
 
@@ -129,3 +137,113 @@ def clean(older_than: str | float, *, state_dir: PathArg | None = None,
         kept = sum(1 for c in cleaned if c.failure is not None)
         raise BatchFailed(code, f"{kept} of {len(found)} uploads were kept", "see the lines above", cleaned)
     return cleaned
+
+
+def verify(source: PathArg | None = None, dest: str | None = None, *, recursive: bool = False,
+           meta_file_path: PathArg | None = None, parts_file_path: PathArg | None = None, download: bool = False,
+           filters: Sequence[tuple[str, str]] = (), follow_symlinks: bool = True, thread_count: int = DEFAULT_THREADS,
+           retries: int = RetryPolicy.attempts, state_dir: PathArg | None = None, endpoint_url: str | None = None,
+           profile: str | None = None, region: str | None = None,
+           on_file: Callable[[Verdict], None] | None = None) -> VerifyResult:
+    """Prove that local files and their objects hold the same bytes, without downloading them (``verify``).
+
+    Each file is compared with the strongest evidence its object carries: a full-object CRC64NVME, composite part
+    checksums, a composite MD5 ETag, a one-part MD5 ETag; the file is read once, in parallel ranges. Where the
+    object carries none of these (SSE-KMS without a checksum, a store with opaque ETags), ``download=True`` compares
+    the object's bytes, read in parallel ranged GETs at flat memory; without it the file is ``unproven``.
+
+    Args:
+        source: A file (with ``dest`` ``s3://BUCKET/KEY``, or ``s3://BUCKET/PREFIX/`` for PREFIX + its name), or
+            with ``recursive`` a folder whose files are compared with the keys PREFIX + their relative paths (and
+            the keys under PREFIX with no file are reported ``missing_local``).
+        meta_file_path: Instead of ``source`` and ``dest``: the upload this meta file records (its file, bucket
+            and key); its parts log (``parts_file_path``) names the part that differs.
+        filters: With ``recursive``: ``("exclude", GLOB)`` and ``("include", GLOB)`` in aws-cli's order (the last
+            that matches a file's relative path decides).
+        on_file: Called with each Verdict as it is found.
+
+    Returns:
+        Every file's Verdict; ``exit_code`` is 0 when every file is proven identical, 3 when any differs, is
+        missing or cannot be proven, 5 when the server refused (access denied, no such bucket).
+
+    Raises:
+        BadInput: No such folder, a bad URL, a meta file that is not of a file's upload.
+        ServerRefused: The listing of the prefix was refused.
+    """
+    started = time.monotonic()
+    threads = thread_count
+    if not 1 <= threads <= MAX_THREADS:
+        raise BadInput(f"thread_count must be 1 to {MAX_THREADS}, not {threads}")
+    rules = filter_rules(filters)
+    targets, listed = _verify_targets(source, dest, recursive, meta_file_path, parts_file_path, rules,
+                                      follow_symlinks)
+    clients = ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=threads * 2 + 2)
+    endpoint = resolved_endpoint(clients, endpoint_url) or ""
+    root = state_root(None if state_dir is None else Path(state_dir))
+
+    def state_of(path: Path, bucket: str, key: str) -> tuple[Path, Path] | None:
+        folder = state_folder(root, endpoint, bucket, key, str(path.resolve()), create=False)
+        return (folder.meta, folder.parts) if folder.meta.is_file() else None
+
+    requests = Requester(clients, RetryPolicy(attempts=retries))
+    hasher = LocalHasher(threads)
+    prover = Prover(requests, Requester(clients, RetryPolicy(attempts=1)), hasher, threads, download, state_of)
+    seen: set[str] = set()
+
+    def told(verdict: Verdict) -> None:
+        seen.add(verdict.key)
+        if on_file is not None:
+            on_file(verdict)
+
+    try:
+        verdicts = proof.run(prover, targets, threads, told)
+        if listed is not None:
+            bucket, prefix = listed
+            try:
+                for key, size in proof.keys_under(requests, bucket, prefix):
+                    if key in seen or key.endswith("/") or not taken(key[len(prefix):], rules)[0]:
+                        continue
+                    verdict = Verdict(None, bucket, key, proof.MISSING_LOCAL, size=size,
+                                      detail=f"no file for s3://{bucket}/{key}")
+                    verdicts.append(verdict)
+                    told(verdict)
+            except Exception as exc:
+                raise translate(exc, bucket, prefix, where=f"s3://{bucket}/{prefix}") from exc
+    finally:
+        hasher.close()
+    return VerifyResult(verdicts, time.monotonic() - started)
+
+
+def _verify_targets(source: PathArg | None, dest: str | None, recursive: bool, meta_file_path: PathArg | None,
+                    parts_file_path: PathArg | None, rules: tuple[Filter, ...], follow_symlinks: bool
+                    ) -> tuple[Iterable[Target], tuple[str, str] | None]:
+    """What to compare, and (bucket, prefix) to list for objects with no file (``recursive`` only)."""
+    if meta_file_path is not None:
+        if source is not None or dest is not None or recursive:
+            raise BadInput("give -m META, or FILE s3://BUCKET/KEY, not both")
+        meta_path = Path(meta_file_path)
+        meta = read_meta(meta_path)
+        if meta is None:
+            raise BadInput(f"meta file {meta_path} does not exist", "check the path given to -m")
+        if not meta.source or meta.source.get("kind") != "file" or not isinstance(meta.source.get("path"), str):
+            raise BadInput(f"meta file {meta_path} does not record the upload of one file (its source: "
+                           f"{(meta.source or {}).get('kind', 'not recorded')})",
+                           "give the file and its object instead: verify FILE s3://BUCKET/KEY")
+        parts = Path(parts_file_path) if parts_file_path is not None else meta_path.with_name("parts.jsonl")
+        return [Target(Path(meta.source["path"]), meta.bucket, meta.key, meta_path, parts)], None
+    if source is None or dest is None:
+        raise BadInput("give the file and its object: verify FILE s3://BUCKET/KEY (or --recursive DIR "
+                       "s3://BUCKET/PREFIX/, or -m META)")
+    bucket, key = parse_s3_target(dest)
+    path = Path(source)
+    if recursive:
+        if key and not key.endswith("/"):
+            raise BadInput(f"--recursive compares a folder with a prefix, and {dest} does not end with a slash",
+                           f"write s3://{bucket}/{key}/")
+        found = walk(path, rules, follow_symlinks)
+        return (Target(f.path, bucket, key + f.relative) for f in found), (bucket, key)
+    if path.is_dir():
+        raise BadInput(f"{path} is a folder", "add --recursive to compare every file under it")
+    if not key or key.endswith("/"):
+        key += path.name
+    return [Target(path, bucket, key)], None

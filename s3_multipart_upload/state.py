@@ -36,6 +36,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -452,3 +453,142 @@ def state_folders(root: Path) -> list[StateFolder]:
         return []
     found = [StateFolder(p) for p in root.iterdir() if p.is_dir() and (p / RECORD).is_file()]
     return sorted(found, key=lambda f: f.last_activity())
+
+
+# -- the batch journal -----------------------------------------------------------------------------------------
+
+JOURNAL_FOLDER = "batches"
+JOURNAL_GROUP = 64  # lines between fsyncs
+JOURNAL_SECONDS = 1.0  # and at most this long between them
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A file the batch finished: where it went, and the identity it had when it was read."""
+
+    key: str
+    path: str
+    size: int
+    mtime_ns: int
+    etag: str | None
+
+    def to_line(self) -> str:
+        return json.dumps({"key": self.key, "path": self.path, "size": self.size, "mtimeNs": self.mtime_ns,
+                           "eTag": self.etag}, ensure_ascii=False) + "\n"
+
+
+def read_journal(path: Path) -> tuple[dict[str, Finished], set[str], int]:
+    """A journal's finished files by key, the keys sent but not recorded finished, and the length of a torn last
+    line (0 if none). A missing journal is an empty one."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}, set(), 0
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    finished: dict[str, Finished] = {}
+    sending: set[str] = set()
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(raw)
+            key = doc["key"]
+            if doc.get("sending"):
+                sending.add(key)
+                continue
+            finished[key] = Finished(key, doc["path"], int(doc["size"]), int(doc["mtimeNs"]), doc.get("eTag"))
+        except (ValueError, KeyError, TypeError):
+            raise StateConflict(f"batch journal {path} line {lineno} is not a journal record",
+                                f"fix or delete line {lineno} (deleting the journal only makes the next run "
+                                "check every file again)") from None
+        sending.discard(key)
+    return finished, sending, len(tail)
+
+
+def journal_path(root: Path, endpoint: str, bucket: str, prefix: str, sources: str) -> Path:
+    """The journal of the batches from ``sources`` (a folder's absolute path, or the folders of the files given) to
+    ``endpoint``/``bucket``/``prefix``: the same command finds the same journal, and batches of other folders into
+    the same prefix (the tasks of an array job) each have their own."""
+    ident = json.dumps([endpoint, bucket, prefix, sources], ensure_ascii=False)
+    return root / JOURNAL_FOLDER / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.jsonl"
+
+
+class Journal:
+    """A batch's record of finished files (JSON Lines, append-only), so that a rerun skips them without asking the
+    server anything::
+
+        {"key": "run/a.txt", "path": "/abs/run/a.txt", "size": 16384, "mtimeNs": 1700000000000000000, "eTag": "..."}
+        {"key": "run/b.txt", "sending": true}
+
+    A ``sending`` line goes before a one-part file's PutObject: a file sent but not yet recorded finished when the
+    process died is looked up on the server by the rerun (size and ETag against its MD5) instead of being sent
+    again. Each line is written whole with one write() (a killed process loses nothing the OS holds) and fsync'd
+    in groups (every JOURNAL_GROUP lines or JOURNAL_SECONDS, and at close): a power cut loses at most the last
+    group, whose files are sent again (the same bytes to the same keys). A torn last line is ignored with a
+    warning and cut off before the next append; any other bad line is an error naming the line. The journal is
+    held with an OS lock: one process per journal (the same sources and destination) at a time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.finished: dict[str, Finished] = {}
+        self.sending: set[str] = set()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._synced_at = 0.0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "ab")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise BadInput(f"cannot write the batch journal {path}: {exc.strerror or exc}",
+                           "make the state folder writable, or give another one with --state-dir") from None
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._file.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise StateConflict(f"another s3-multipart-upload process is uploading the same files to the same "
+                                    f"destination (journal {path})", "wait for it to finish, or stop it") from None
+            raise
+        self._read()
+
+    def _read(self) -> None:
+        self.finished, self.sending, torn = read_journal(self.path)
+        if torn:
+            log.warning("Ignoring the unfinished last line of %s (the previous run stopped while writing it).",
+                        self.path)
+            os.truncate(self.path, self.path.stat().st_size - torn)
+
+    def done(self, key: str, path: str, size: int, mtime_ns: int) -> Finished | None:
+        """The record of ``key`` if it is this file, unchanged since it was sent."""
+        found = self.finished.get(key)
+        if found is not None and (found.path, found.size, found.mtime_ns) == (path, size, mtime_ns):
+            return found
+        return None
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            self._file.write(line.encode())
+            self._file.flush()  # whole lines reach the OS at once: a killed process loses none
+            self._pending += 1
+            now = time.monotonic()
+            if self._pending >= JOURNAL_GROUP or now - self._synced_at >= JOURNAL_SECONDS:
+                os.fsync(self._file.fileno())
+                self._pending, self._synced_at = 0, now
+
+    def start(self, key: str) -> None:
+        self._write(json.dumps({"key": key, "sending": True}, ensure_ascii=False) + "\n")
+
+    def record(self, finished: Finished) -> None:
+        self._write(finished.to_line())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file.closed:
+                return
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            finally:
+                self._file.close()

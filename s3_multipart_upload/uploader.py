@@ -32,7 +32,7 @@ from s3_multipart_upload.completion import (
 )
 from s3_multipart_upload.errors import ServerRefused, SourceChanged, StateConflict, TemporaryFailure, UploadGone
 from s3_multipart_upload.job import Job, Throttle, UploadRequest, UploadResult
-from s3_multipart_upload.plan import Part, human, ranges
+from s3_multipart_upload.plan import Part, Plan, human, ranges
 from s3_multipart_upload.progress import Reporter
 from s3_multipart_upload.reconcile import ListedPart, reconcile
 from s3_multipart_upload.run_plan import RunPlan, check_paths, make_plan, read_logs, with_meta
@@ -358,20 +358,37 @@ class Uploader:
 
     # -- one PutObject for an object of one part ---------------------------------------------------
 
+    def put_small(self) -> UploadResult:
+        """A one-part file of a batch in one PutObject, with no state of its own (no META, no lock): the batch's
+        journal records it once done. The same request, proof and checks as a one-part upload's."""
+        req = self.req
+        started = time.monotonic()
+        plan = req.source.plan(req.split_size, fixed=False)
+        if len(plan.parts) != 1:
+            raise ValueError(f"{req.where} is {len(plan.parts)} parts, not one")
+        result = UploadResult(req.bucket, req.key, None, plan.total_size, 1, checksum=req.checksum)
+        self._put_object(plan, req.checksum, result)
+        result.seconds = time.monotonic() - started
+        return result
+
     def _put_single(self, run: RunPlan, meta: Meta, result: UploadResult) -> None:
-        job, req, plan = self.job, self.req, run.parts
+        self._put_object(run.parts, run.checksum, result)
+        self._mark_completed(meta, result)
+
+    def _put_object(self, plan: Plan, checksum: str, result: UploadResult) -> None:
+        job, req = self.job, self.req
         part = plan.parts[0]
         job.progress.started(plan.total_size, 1, 0, 0)
         began = time.monotonic()
         # Content-MD5 here, not the ETag comparison: the first request already makes the object, and damaged
         # bytes must never be one, not even until a second request replaces them.
-        sender = Sender(job, run.checksum, content_md5=True, etags_not_md5=req.properties.opaque_etags)
+        sender = Sender(job, checksum, content_md5=True, etags_not_md5=req.properties.opaque_etags)
         conditional: dict[str, Any] = {"IfNoneMatch": "*"} if req.no_overwrite else {}
         properties = req.properties.create_args()
-        if run.checksum != "MD5" and ({"ObjectLockMode", "ObjectLockLegalHoldStatus"} & set(properties)):
+        if checksum != "MD5" and ({"ObjectLockMode", "ObjectLockLegalHoldStatus"} & set(properties)):
             # S3 wants Content-MD5 or x-amz-sdk-checksum-algorithm on a PutObject under Object Lock: say which
             # checksum the x-amz-checksum-* header holds (MD5 goes as Content-MD5 here anyway).
-            properties["ChecksumAlgorithm"] = run.checksum
+            properties["ChecksumAlgorithm"] = checksum
 
         def put(client: S3Client) -> Completed:
             copy = req.source.server_side_copy(part)
@@ -403,10 +420,9 @@ class Uploader:
                 req.source.recheck()  # read and sent while the file was changing? (the object is then removed)
         except StateConflict as exc:
             raise delete_changed_object(job, exc) from exc
-        completer = Completer(job, run.checksum, plan)
+        completer = Completer(job, checksum, plan)
         result.etag = completer.verify(completed, [completed.etag or ""], sender.etags_not_md5)
         result.full_checksum = completed.full_checksum
-        self._mark_completed(meta, result)
 
     # -- multipart ---------------------------------------------------------------------------------
 

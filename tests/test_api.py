@@ -205,12 +205,13 @@ def test_options_are_the_clis() -> None:
     assert set(api.TransferOptions.__annotations__) == \
         {f.name for f in dataclasses.fields(_Opts)} - {"props"} | set(PROPERTY_OPTIONS)
     output = {"dry_run", "as_json", "quiet", "verbose", "targets"}
-    assert "recursive" in api.upload_many.__code__.co_varnames
+    assert {"recursive", "filters", "follow_symlinks"} <= set(api.upload_many.__code__.co_varnames)
+    many = {"recursive", "exclude", "include", "follow_symlinks"}  # upload_many's: --exclude/--include as filters
     for command, function in ((cli.commands["upload"], api.upload), (cli.commands["copy"], api.copy)):
         for param in command.params:
             name = {"shard_spec": "shard", "source_url": "source", "file_path": "source",
                     "directory": "source"}.get(param.name or "", param.name)
-            if name in output | {"recursive"} or not isinstance(param, click.Option | click.Argument):
+            if name in output | many or not isinstance(param, click.Option | click.Argument):
                 continue
             assert name in api.TransferOptions.__annotations__ or name in function.__code__.co_varnames, \
                 f"{command.name} {param.opts} has no API option {name}"

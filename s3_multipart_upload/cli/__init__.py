@@ -18,6 +18,7 @@ from s3_multipart_upload.cli.listing import list_uploads
 from s3_multipart_upload.cli.serve import serve
 from s3_multipart_upload.cli.status import status
 from s3_multipart_upload.cli.upload import upload
+from s3_multipart_upload.cli.verify import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -27,11 +28,12 @@ def cli() -> None:
 
     Rerun the same command after any interruption and the upload goes on where it stopped.
     `status` shows where uploads stand, `abort` stops paying for one, `list` finds the
-    forgotten ones in a bucket, `clean` tidies the state folder.
+    forgotten ones in a bucket, `clean` tidies the state folder, `verify` proves that a file
+    and its object hold the same bytes.
     """
 
 
-for _command in (upload, copy, status, abort, list_uploads, clean, serve):
+for _command in (upload, copy, verify, status, abort, list_uploads, clean, serve):
     cli.add_command(_command)
 
 

@@ -13,6 +13,7 @@ from s3_multipart_upload.batch import Outcome, result_json
 from s3_multipart_upload.errors import ExitCode, Failure
 from s3_multipart_upload.job import UploadResult
 from s3_multipart_upload.progress import JsonProgress, NullProgress, Reporter
+from s3_multipart_upload.proof import Verdict, VerifyResult
 
 
 def emit_json(doc: Any) -> None:
@@ -61,3 +62,26 @@ def file_done(out: JsonProgress, outcome: Outcome, bucket: str) -> None:
 def batch_summary(out: JsonProgress, code: ExitCode, bucket: str, counts: dict[str, Any]) -> None:
     out.event("summary", status="completed" if code == ExitCode.OK else "error", exitCode=int(code), bucket=bucket,
               **counts)
+
+
+def verified(verdict: Verdict) -> None:
+    """``verify``: one file's verdict."""
+    emit_json({"event": "verified", **verdict.to_json()})
+
+
+def verify_summary(result: VerifyResult) -> None:
+    c = result.counts()
+    emit_json({"event": "summary", "status": "identical" if result.identical else "not_identical",
+               "exitCode": int(result.exit_code), "files": len(result.verdicts), "identical": c["identical"],
+               "differs": c["differs"], "missingRemote": c["missing_remote"], "missingLocal": c["missing_local"],
+               "unproven": c["unproven"], "failed": c["error"], "seconds": round(result.seconds, 3)})
+
+
+def planned(bucket: str, doc: dict[str, Any]) -> None:
+    """``upload --dry-run`` with many files: one file sent or skipped, and why."""
+    emit_json({"event": "planned", "bucket": bucket, **doc})
+
+
+def planned_summary(bucket: str, to_send: int, skipped: int, size: int) -> None:
+    emit_json({"event": "summary", "status": "dry_run", "exitCode": 0, "bucket": bucket, "toSend": to_send,
+               "skipped": skipped, "bytesToSend": size})

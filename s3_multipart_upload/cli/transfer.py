@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -133,3 +133,23 @@ def properties_text(properties: dict[str, Any]) -> str:
     """The object's properties on one line, as their options: --storage-class GLACIER_IR --sse aws:kms ..."""
     return " ".join(f"--{name.replace('_', '-')} {value if isinstance(value, str) else json.dumps(value)}"
                     for name, value in properties.items())
+
+
+def show_many_plan(plan: Iterable[dict[str, Any]], bucket: str, as_json: bool) -> None:
+    """--dry-run with many files: a line (or a JSON object) per file as the walk finds it, then the totals."""
+    counts = {"send": 0, "skip": 0}
+    size = 0
+    for doc in plan:
+        counts[doc["action"]] += 1
+        if doc["action"] == "send":
+            size += doc["bytes"]
+        if as_json:
+            events.planned(bucket, doc)
+        else:
+            click.echo(f"{'send' if doc['action'] == 'send' else 'skip'}  {doc['file']} -> s3://{bucket}/{doc['key']}"
+                       f"  ({doc['why']})")
+    if as_json:
+        events.planned_summary(bucket, counts["send"], counts["skip"], size)
+    else:
+        click.echo(f"Dry run: {counts['send']} files to send ({human(size)}), {counts['skip']} skipped; nothing "
+                   "was sent.")

@@ -9,17 +9,19 @@ import click
 
 import s3_multipart_upload as api
 from s3_multipart_upload.cli.common import Transfer, handle_errors, transfer_options
-from s3_multipart_upload.cli.transfer import run_many, run_one, show_plan
+from s3_multipart_upload.cli.filtering import FilterCommand, filter_options, filters_of
+from s3_multipart_upload.cli.transfer import run_many, run_one, show_many_plan, show_plan
 from s3_multipart_upload.controller import TOKEN_ENV
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.sources import parse_s3_target
 
 
-@click.command(epilog="""\b
+@click.command(cls=FilterCommand, epilog="""\b
 Examples:
   s3-multipart-upload upload input.bin s3://my-bucket/data/input.bin
   s3-multipart-upload upload run42/*.bam s3://my-bucket/runs/42/
   s3-multipart-upload upload --recursive ./checkpoints s3://my-bucket/ckpt/step-9000/ -t 16
+  s3-multipart-upload upload --recursive ./run s3://my-bucket/run/ --exclude '*' --include '*.bam' --dry-run
   s3-multipart-upload upload -b my-bucket -k data/input.bin -f input.bin \\
       -m input.meta.json -a input.parts.jsonl
   s3-multipart-upload upload -b my-bucket -k data/input.bin -d ./chunks -p input_data_ \\
@@ -48,11 +50,13 @@ most urgent code of the files' failures, in the order 1, 3, 4, 5, 2, 75, 130."""
 @click.option("--declare-checksum", type=click.Choice(("sha256", "crc64nvme"), case_sensitive=False), multiple=True,
               help="With --controller: read the file once and declare its SHA-256 or CRC64NVME (repeat for both), "
                    "so that the controller checks the object and accepts or rejects it.")
+@filter_options
 @transfer_options
 @handle_errors
 def upload(targets: tuple[str, ...], recursive: bool, file_path: Path | None, directory: Path | None,
            prefix: str | None, controller: str | None, file_id: str | None, token_file: Path | None,
-           declare_checksum: tuple[str, ...], run: Transfer) -> None:
+           declare_checksum: tuple[str, ...], exclude: tuple[str, ...], include: tuple[str, ...],
+           follow_symlinks: bool, run: Transfer) -> None:
     """Upload a file (or a folder of chunk files, or many files) to S3, resumably.
 
     Splits a file into parts and sends them from THREADS threads; the upload's state (its meta
@@ -61,10 +65,14 @@ def upload(targets: tuple[str, ...], recursive: bool, file_path: Path | None, di
     (a trailing slash on the destination, or --recursive) each file is an upload of its own. With
     --controller, no AWS credentials are needed: an upload controller signs a URL for each part.
     """
+    filters = filters_of(exclude, include)
     if targets or recursive:
         _aws_form(targets, recursive, (file_path, directory, prefix, controller, run.bucket, run.key,
-                                       declare_checksum or None), run)
+                                       declare_checksum or None), run, (filters, follow_symlinks))
         return
+    if filters:
+        raise BadInput("--exclude and --include choose among several files", "give FILE... s3://BUCKET/PREFIX/ or "
+                       "--recursive DIR s3://BUCKET/PREFIX/")
     source = _source(file_path, directory, prefix)
     where: dict[str, Any] = {"prefix": prefix}
     if controller is not None or file_id is not None or token_file is not None or declare_checksum:
@@ -85,7 +93,8 @@ def _one(source: Path, dest: str | None, where: dict[str, Any], run: Transfer) -
                                         **run.options), run)
 
 
-def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...], run: Transfer) -> None:
+def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...], run: Transfer,
+              choose: tuple[list[tuple[str, str]], bool]) -> None:
     """``upload FILE s3://B/K``, ``upload FILE... s3://B/PREFIX/``, ``upload --recursive DIR s3://B/PREFIX/``."""
     if any(value is not None for value in others):
         raise BadInput("give FILE... s3://BUCKET/KEY, or -b/-k/-f (or -d/-p), not both",
@@ -95,15 +104,23 @@ def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...]
                        "for example: s3-multipart-upload upload input.bin s3://my-bucket/data/input.bin")
     bucket, key = parse_s3_target(targets[-1])
     files = [Path(t) for t in targets[:-1]]
+    filters, follow = choose
     if len(files) == 1 and not recursive and key and not key.endswith("/"):
+        if filters:
+            raise BadInput("--exclude and --include choose among several files",
+                           "give FILE... s3://BUCKET/PREFIX/ or --recursive DIR s3://BUCKET/PREFIX/")
         _one(files[0], targets[-1], {}, Transfer(bucket, key, run.options, run.dry_run, run.as_json, run.quiet,
                                                  run.verbose))
         return
-    if run.dry_run and not (key and not key.endswith("/")):
-        raise BadInput("--dry-run shows the plan of one upload", "give one file and its key: FILE s3://BUCKET/KEY")
     options = run.options
+    if run.dry_run:
+        show_many_plan(api.plan_many(files, targets[-1], recursive=recursive, filters=filters, follow_symlinks=follow,
+                                     **options), bucket, run.as_json)
+        return
     run_many(lambda reporter_for, done: api.upload_many(files, targets[-1], recursive=recursive,
-                                                        reporter_for=reporter_for, on_file_done=done, **options),
+                                                        reporter_for=reporter_for, on_file_done=done,
+                                                        filters=filters, follow_symlinks=follow,
+                                                        keep_outcomes=False, **options),
              bucket, key, run)
 
 

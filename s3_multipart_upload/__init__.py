@@ -11,15 +11,7 @@ Call the same function again after any interruption and it sends only what is mi
 import logging
 
 from s3_multipart_upload._version import __version__
-from s3_multipart_upload.api import (
-    BatchResult,
-    copy,
-    plan_copy,
-    plan_many,
-    plan_upload,
-    upload,
-    upload_many,
-)
+from s3_multipart_upload.api import copy, plan_copy, plan_upload, upload
 from s3_multipart_upload.batch import Outcome as FileOutcome
 from s3_multipart_upload.errors import (
     BadInput,
@@ -38,6 +30,7 @@ from s3_multipart_upload.errors import (
 )
 from s3_multipart_upload.job import UploadResult
 from s3_multipart_upload.manage import Cleaned, abort, clean, list_uploads, local_uploads, status, verify
+from s3_multipart_upload.many import BatchResult, plan_many, upload_many
 from s3_multipart_upload.operations import InProgress, LocalUpload
 from s3_multipart_upload.operations import Status as UploadStatus
 from s3_multipart_upload.options import TransferOptions

@@ -10,12 +10,12 @@ from typing import Any
 
 import click
 
-from s3_multipart_upload.api import BatchResult
 from s3_multipart_upload.batch import Outcome
 from s3_multipart_upload.cli import events
 from s3_multipart_upload.cli.common import LOGGER, StopOnSignal, Transfer, rerun_command, setup_output
 from s3_multipart_upload.errors import BatchFailed, ExitCode, failure_of
 from s3_multipart_upload.job import UploadResult
+from s3_multipart_upload.many import BatchResult
 from s3_multipart_upload.plan import human
 from s3_multipart_upload.progress import LogProgress, NullProgress, Reporter
 

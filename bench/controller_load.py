@@ -149,6 +149,7 @@ class Layout:
     parts: int
     part_size: int
     declare_size: bool
+    declare_sha256: bool = False  # --declare sha256: each client declares its file's SHA-256; the verifier accepts it
 
     @property
     def size(self) -> int:
@@ -167,13 +168,16 @@ class Data:
         self.block = os.urandom(layout.size)
         self.part_md5: dict[tuple[int, int], str] = {}
         self.file_md5: dict[int, str] = {}
+        self.file_sha256: dict[int, str] = {}
         for client in range(layout.clients):
-            whole = hashlib.md5()
+            whole, sha = hashlib.md5(), hashlib.sha256()
             for number in range(1, layout.parts + 1):
                 body = self.part(client, number)
                 self.part_md5[client, number] = hashlib.md5(body).hexdigest()
                 whole.update(body)
+                sha.update(body)
             self.file_md5[client] = whole.hexdigest()
+            self.file_sha256[client] = sha.hexdigest()
 
     def part(self, client: int, number: int) -> bytes:
         start = (number - 1) * self.layout.part_size
@@ -268,6 +272,8 @@ class Client:
         if found is not None:
             raise Failed(f"client {self.number}: file {fid} already has an upload")
         body: dict[str, Any] = {"size": layout.size, "part_size": layout.part_size} if layout.declare_size else {}
+        if layout.declare_sha256:
+            body["sha256"] = self.data.file_sha256[self.number]
         try:
             upload, _ = self.call("create", "POST", f"/files/{fid}/multipart_uploads", body=body)
         except Refused as exc:
@@ -424,6 +430,15 @@ def run_scenario(scenario: Scenario, layout: Layout, data: Data, endpoint: str, 
         statuses: dict[str, int] = {}
         wrong: list[str] = []
         ok_clients: set[int] = set()
+        done = "accepted" if layout.declare_sha256 else "uploaded"
+        accepted_at = time.monotonic()
+        if layout.declare_sha256:  # the verifiers read every object: wait (bounded) until none is left uploaded
+            for _ in range(int(timeout * 10)):
+                queue = _metric(survivor.url, "s3mu_verification_queue")
+                if queue == 0:
+                    break
+                time.sleep(0.1)
+            accepted_at = time.monotonic()
         with ThreadPoolExecutor(4) as pool:
             def verify(n: int) -> None:
                 upload_id = stats.uploads.get(n)
@@ -433,7 +448,7 @@ def run_scenario(scenario: Scenario, layout: Layout, data: Data, endpoint: str, 
                 got = httpx.get(f"{survivor.url}/multipart_uploads/{upload_id.replace('/', '%2F')}",
                                 headers={"Authorization": f"Bearer {tokens[n]}"}, timeout=60).json()
                 statuses[got["status"]] = statuses.get(got["status"], 0) + 1
-                if got["status"] == "uploaded":
+                if got["status"] == done:
                     md5 = object_md5(s3, bucket, got["key"])
                     if md5 != data.file_md5[n]:
                         wrong.append(f"client {n}: object {got['key']} has MD5 {md5}, the file {data.file_md5[n]}")
@@ -450,7 +465,7 @@ def run_scenario(scenario: Scenario, layout: Layout, data: Data, endpoint: str, 
         known = {u for n, u in stats.uploads.items() if n not in ok_clients}
         orphans = [u["UploadId"] for u in left if u["UploadId"] not in known]
     logs = "".join(i.log_path.read_text(errors="replace") for i in instances)
-    server_5xx = len(re.findall(r'HTTP/1\.1" 5\d\d', logs))
+    server_5xx = len(re.findall(r'"status": 5\d\d', logs))  # the service's JSON access log, a line a request
     tracebacks = logs.count("Traceback")
     shutil.rmtree(Path(endpoint_data(endpoint)) / bucket, ignore_errors=True)  # free the disk for the next one
     part_url = stats.latency.get("part_url", [])
@@ -470,10 +485,12 @@ def run_scenario(scenario: Scenario, layout: Layout, data: Data, endpoint: str, 
         "part_retries": stats.part_retries, "service_cpu_s": cpu,
         "clients_cpu_s": own_cpu, "s3_server_cpu_s": s3_cpu_s,
         "loadavg": [round(load_before, 2), round(load_after, 2)],
+        "declared": "sha256" if layout.declare_sha256 else None,
+        "verified_after_load_s": round(accepted_at - stats.started - wall, 1) if layout.declare_sha256 else None,
         "killed_after_s": (round(instances[1].killed_at - stats.started, 1)
                            if scenario.kill_at is not None and instances[1].killed_at else None),
     }
-    ok = not stats.errors and not wrong and server_5xx == 0 and statuses == {"uploaded": layout.clients}
+    ok = not stats.errors and not wrong and server_5xx == 0 and statuses == {done: layout.clients}
     row["ok"] = ok
     log(f"  {'OK' if ok else 'FAILED'}: {row['requests_per_s']} req/s, part-url p50 {row['part_url_p50_ms']} ms "
         f"p99 {row['part_url_p99_ms']} ms, {len(stats.errors)} errors, {server_5xx} 5xx, {stats.failovers} "
@@ -494,6 +511,16 @@ def s3_cpu() -> float:
 
 def endpoint_data(endpoint: str) -> str:
     return _DATA_DIRS[endpoint]
+
+
+def _metric(url: str, name: str) -> float | None:
+    """One gauge of the service's /metrics (None when it does not answer)."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -525,6 +552,11 @@ def report(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         kinds = ", ".join(f"{k} {r['latency_p50_ms'][k]} / {r['latency_p99_ms'][k]}" for k in r["latency_p50_ms"])
         lines.append(f"- {human(r['part_size'])} {r['scenario']}: {kinds}")
+    declared = [r for r in result["rows"] if r.get("declared")]
+    if declared:
+        lines += ["", "Clients declared their files' SHA-256; every upload was accepted by the controller's verifiers "
+                  "(which read each object) this long after the load ended:", ""]
+        lines += [f"- {human(r['part_size'])} {r['scenario']}: {r['verified_after_load_s']} s" for r in declared]
     failed = [f"{human(r['part_size'])} {r['scenario']}: {e}" for r in result["rows"]
               for e in r["errors"] + r["objects_wrong"]]
     if failed:
@@ -551,6 +583,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300, help="seconds one scenario's load may take")
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--declare", choices=("none", "sha256"), default="none",
+                        help="sha256: each client declares its file's SHA-256, and the run waits until the "
+                             "controller's verifiers have accepted every upload")
     args = parser.parse_args()
     chosen = [s for s in SCENARIOS if s.name in args.scenarios.split(",")]
     from tests.pg import postgres
@@ -569,7 +604,8 @@ def main() -> int:
             pg = stack.enter_context(postgres()) if any(s.database == "postgresql" for s in chosen) else None
             for size_text in args.part_size.split(","):
                 part_size = parse_size(size_text)
-                layout = Layout(args.clients, args.parts, part_size, declare_size=part_size >= 5 * 2**20)
+                layout = Layout(args.clients, args.parts, part_size, declare_size=part_size >= 5 * 2**20,
+                                declare_sha256=args.declare == "sha256")
                 log(f"making {args.clients} files of {human(layout.size)} and their MD5s")
                 data = Data(layout)
                 for scenario in chosen:

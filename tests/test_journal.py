@@ -131,6 +131,8 @@ def test_a_batch_that_stops_tells_each_file_it_did_not_start(s3_server: S3Server
         assert summary["files"] == 21 and summary["exitCode"] == 75
     finally:
         proxy.close()
-    r = CliRunner().invoke(cli, [*args[:-2], "--endpoint-url", s3_server.endpoint])
+    at = args.index("--retries")  # the rerun with the default retries: rclone answers a burst of PUTs into a new
+    rerun = args[:at] + args[at + 2:-2]  # folder with a passing InternalError now and then, which one try would fail
+    r = CliRunner().invoke(cli, [*rerun, "--endpoint-url", s3_server.endpoint])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.splitlines()[-1])["completed"] == 21

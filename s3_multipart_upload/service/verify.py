@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from s3_multipart_upload.service.core import Service
 from s3_multipart_upload.service.db import ACCEPTED, REJECTED, UPLOADED, multipart_uploads
 from s3_multipart_upload.service.model import ServiceError, Upload
 from s3_multipart_upload.service.storage import StorageError
+from s3_multipart_upload.service.workers import Background
 
 log = logging.getLogger(__name__)
 
@@ -79,44 +79,17 @@ def check(service: Service, upload: Upload, progress: Callable[[int], None]) -> 
     return Verdict(ACCEPTED, f"the object matches the declared {' and '.join(checked)}")
 
 
-class Verifier:
+class Verifier(Background):
+    name = "verifier"
+    passing = (sqlalchemy.exc.SQLAlchemyError, ServiceError)
+
     def __init__(self, service: Service, workers: int = 2, lease: float = 300.0, poll: float = 2.0,
                  backoff: float = 5.0, max_backoff: float = 600.0) -> None:
+        super().__init__(workers, poll)
         self.service = service
-        self.workers = workers
         self.lease = lease
-        self.poll = poll
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        for n in range(self.workers):
-            thread = threading.Thread(target=self._loop, name=f"s3mu-verifier-{n}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():  # ends with stop(); each pass either works or waits up to `poll`
-            try:
-                worked = self.run_once()
-            except (sqlalchemy.exc.SQLAlchemyError, ServiceError) as exc:
-                log.warning("Verifier: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200])
-                worked = False
-            if not worked:
-                self._wake.wait(self.poll)
-                self._wake.clear()
 
     def run_once(self) -> bool:
         """Claim one due upload and decide it (or schedule its next try); False if none was due."""

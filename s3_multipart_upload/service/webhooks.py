@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -34,6 +33,7 @@ import sqlalchemy.exc
 from s3_multipart_upload import __version__
 from s3_multipart_upload.service import db, events
 from s3_multipart_upload.service.db import Database, outbox
+from s3_multipart_upload.service.workers import Background
 
 log = logging.getLogger(__name__)
 
@@ -78,49 +78,21 @@ class _Claimed:
     attempts: int  # this delivery's number
 
 
-class Deliverer:
+class Deliverer(Background):
+    name = "webhooks"
+
     def __init__(self, database: Database, webhooks: list[Webhook], secret: bytes, workers: int = 2,
                  timeout: float = 10.0, backoff: float = 2.0, max_backoff: float = 600.0, lease: float = 60.0,
                  poll: float = 1.0) -> None:
+        super().__init__(workers if webhooks else 0, poll)
         self.db = database
         self.webhooks = {w.id: w for w in webhooks}
         self._secret = secret
-        self.workers = workers
         self.timeout = timeout
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.lease = max(lease, 2 * timeout + 5)  # a claim outlives the request it covers
-        self.poll = poll
         self._opener = urllib.request.build_opener(_NoRedirect)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        for n in range(self.workers if self.webhooks else 0):
-            thread = threading.Thread(target=self._loop, name=f"s3mu-webhooks-{n}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():  # ends with stop(); each pass either delivers or waits up to `poll`
-            try:
-                worked = self.run_once()
-            except sqlalchemy.exc.SQLAlchemyError as exc:
-                log.warning("Webhooks: database: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200])
-                worked = False
-            if not worked:
-                self._wake.wait(self.poll)
-                self._wake.clear()
 
     def run_once(self) -> bool:
         """Claim one due event and try to deliver it; False if none was due."""

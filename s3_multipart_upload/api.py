@@ -86,7 +86,7 @@ def upload(source: PathArg, dest: str | None = None, *, bucket: str | None = Non
         skip_identical: A new upload whose key already holds these bytes (size and MD5) is recorded as done
             without sending (as ``upload FILE s3://B/K`` does). Not under ``shard``.
         controller: Upload through this upload controller (no AWS credentials); needs ``file_id`` and a token
-            (``token``, ``token_file`` or ``S3MU_API_TOKEN``).
+            (``token``, ``token_file`` or ``S3MU_CONTROLLER_TOKEN``).
         declare_checksum: Through a controller: ``"sha256"`` and/or ``"crc64nvme"`` of the whole file, computed
             (one read of the file) and declared, so that the controller accepts or rejects the object.
         progress: A function called with a ProgressEvent, or a Reporter.

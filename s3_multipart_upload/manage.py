@@ -54,7 +54,7 @@ def status(meta_file_path: PathArg, parts_file_path: PathArg | None = None, *, t
     """Where the upload that ``meta_file_path`` records stands: from its files, and from the server (ListParts).
 
     Sends no data. An upload made through a controller is asked of that controller (with ``token_file`` or
-    ``S3MU_API_TOKEN``).
+    ``S3MU_CONTROLLER_TOKEN``).
     """
     meta_path = Path(meta_file_path)
     requests = _requester_for(meta_path, token_file, endpoint_url, profile, region)

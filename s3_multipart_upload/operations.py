@@ -52,7 +52,7 @@ def source_of(meta: Meta) -> Source | None:
     """The local data META records, as it is now; None if META does not say (historical) or it is gone."""
     recorded = meta.source or {}
     try:
-        if recorded.get("kind") == "file":
+        if recorded.get("kind") in ("file", "device"):
             return FileSource(Path(recorded["path"]))
         if recorded.get("kind") == "chunks":
             return ChunkDirSource(Path(recorded["path"]), str(recorded.get("prefix", "")))

@@ -59,7 +59,7 @@ class Source(Protocol):
         ...
 
 
-def _stat_regular_file(path: Path, what: str) -> os.stat_result:
+def _stat_regular_file(path: Path, what: str, devices: bool = False) -> os.stat_result:
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -69,7 +69,7 @@ def _stat_regular_file(path: Path, what: str) -> os.stat_result:
     if stat.S_ISDIR(st.st_mode):
         raise BadInput(f"{what} {path} is a directory",
                        "give a file to -f, or use -d DIR -p PREFIX for a folder of chunk files")
-    if not stat.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(st.st_mode) and not (devices and stat.S_ISBLK(st.st_mode)):
         raise BadInput(f"{what} {path} is not a regular file (a pipe, socket or device)",
                        "a resumable upload needs a file it can read again at any offset: save the data to a file")
     if not os.access(path, os.R_OK):
@@ -129,6 +129,17 @@ def _changed_hint(meta_path: Path) -> str:
             f"(the old parts log is kept aside), or restore the original file (meta file {meta_path})")
 
 
+def _device_size(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise BadInput(f"cannot read the device {path}: {exc.strerror}", "check its permissions") from None
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ino, a.st_dev) == (b.st_size, b.st_mtime_ns, b.st_ino, b.st_dev)
 
@@ -138,8 +149,12 @@ class FileSource:
 
     def __init__(self, path: Path) -> None:
         self.path = path.resolve()
-        self._stat = _stat_regular_file(self.path, "file")
-        self.total_size = self._stat.st_size
+        self._stat = _stat_regular_file(self.path, "file", devices=True)
+        # A block device (a disk, a partition, an LVM snapshot, a loop device) is read as a file is, at offsets, by
+        # several threads; its size is the device's, and it is known by its device number and size (the node's
+        # mtime says nothing of its contents).
+        self.device = stat.S_ISBLK(self._stat.st_mode)
+        self.total_size = _device_size(self.path) if self.device else self._stat.st_size
         self._mtime_ns = self._stat.st_mtime_ns
 
     def plan(self, split_size: int | None, fixed: bool) -> Plan:
@@ -152,9 +167,19 @@ class FileSource:
         return read_whole(self, part)
 
     def identity(self) -> dict[str, Any]:
+        if self.device:
+            return {"kind": "device", "path": str(self.path), "size": self.total_size, "rdev": self._stat.st_rdev}
         return {"kind": "file", "path": str(self.path), "size": self.total_size, "mtimeNs": self._mtime_ns}
 
     def check_unchanged(self, recorded: dict[str, Any], meta_path: Path) -> None:
+        if self.device or recorded.get("kind") == "device":
+            if recorded.get("path") != str(self.path) or recorded.get("kind") != ("device" if self.device else "file"):
+                raise StateConflict(f"meta file {meta_path} belongs to an upload of {recorded.get('path')}, not "
+                                    f"{self.path}", "give that device, or another -m and -a path for this one")
+            if (recorded.get("size"), recorded.get("rdev")) != (self.total_size, self._stat.st_rdev):
+                raise SourceChanged(f"{self.path} is another device, or another size, than when the upload began "
+                                    f"({recorded.get('size')} -> {self.total_size} bytes)", _changed_hint(meta_path))
+            return
         if recorded.get("kind") != "file":
             raise StateConflict(f"meta file {meta_path} belongs to an upload of a folder of chunks, not of {self.path}",
                                 "give the same -d/-p as that upload, or another -m path")
@@ -177,6 +202,9 @@ class FileSource:
             now = self.path.stat()
         except OSError:
             now = None
+        if self.device and now is not None and now.st_rdev == self._stat.st_rdev and \
+                _device_size(self.path) == self.total_size:
+            return  # (a device's contents are the user's to hold still: upload a snapshot, not a mounted disk)
         if now is None or not _same_file(now, self._stat):
             raise SourceChanged(f"{self.path} changed or was replaced during the upload",
                                 "the object would mix two versions, so it was not completed; rerun with --restart "

@@ -17,6 +17,7 @@ from s3_multipart_upload.operations import (
     abort_until_gone,
     clean_upload,
     list_in_progress,
+    load_meta,
     parse_duration,
     upload_status,
 )
@@ -25,7 +26,7 @@ from s3_multipart_upload.operations import (
     local_uploads as _local_uploads,
 )
 from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester
-from s3_multipart_upload.state import Meta, read_meta, state_root
+from s3_multipart_upload.state import Meta, state_root
 
 PathArg = str | os.PathLike[str]
 
@@ -33,7 +34,8 @@ PathArg = str | os.PathLike[str]
 def _requester_for(meta_path: Path, token_file: PathArg | None, endpoint_url: str | None, profile: str | None,
                    region: str | None) -> Requester:
     """S3 directly, or, for an upload made through a controller (its META says which), that controller."""
-    return Requester(clients_for(read_meta(meta_path), meta_path, None if token_file is None else Path(token_file),
+    meta = load_meta(meta_path)  # a missing META is said as such, whatever the other options
+    return Requester(clients_for(meta, meta_path, None if token_file is None else Path(token_file),
                                  Endpoint(endpoint_url, profile, region)))
 
 

@@ -78,6 +78,11 @@ REFUSED_CODES = frozenset({
 })
 
 
+# A store that lacks the request altogether (s3rver 3.7.1 answers ListParts, ListMultipartUploads and
+# AbortMultipartUpload with MethodNotAllowed).
+LACKS_API = frozenset({"MethodNotAllowed", "NotImplemented", "405", "501"})
+
+
 THROTTLING_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
 })
@@ -265,7 +270,9 @@ class Timeouts:
     so this wait grows with the part size: 20.5 s for 5 MiB, 23 s for 32 MiB, 120 s for 1 GiB, 520 s for 5 GiB.
     ``other``: the answer to a request without a body (a CompleteMultipartUpload assembles the object first)."""
 
-    send: float = 10.0
+    # 30 s, not less: stores pause reading for seconds at a time (a disk flush, a loaded machine; a 15 s pause is
+    # tests/test_store_bugs.py's), and a part abandoned then is sent again from its first byte.
+    send: float = 30.0
     answer: float = 20.0
     answer_per_gib: float = 100.0
     other: float = 120.0

@@ -30,7 +30,7 @@ from s3_multipart_upload.completion import (
     overwrite_refused,
     refuse_overwrite,
 )
-from s3_multipart_upload.errors import SourceChanged, StateConflict, TemporaryFailure, UploadGone
+from s3_multipart_upload.errors import SourceChanged, StateConflict, TemporaryFailure, UploadError, UploadGone
 from s3_multipart_upload.job import Job, Throttle, UploadRequest, UploadResult
 from s3_multipart_upload.plan import Part, human, ranges
 from s3_multipart_upload.progress import Reporter
@@ -224,6 +224,7 @@ class Uploader:
         log.info("Checksum %s: %s.", run.checksum, run.checksum_why)
         if run.parts.note:
             log.warning("%s.", run.parts.note)
+        created = run.meta is None  # by this run: the server holds none of its parts, so no ListParts to resume
         if run.meta is None:
             # --no-overwrite before a new upload. A resumed one is checked again at completion, and its own
             # object (an earlier run completed it, then was killed) must not count as someone else's.
@@ -239,10 +240,14 @@ class Uploader:
         assert run.meta is not None
         result = UploadResult(req.bucket, req.key, run.meta.upload_id, run.parts.total_size, len(run.parts.parts),
                               checksum=run.checksum)
-        if run.meta.upload_id is None:
-            self._put_single(run, run.meta, result)
-        else:
-            self._multipart(run, run.meta, run.meta.upload_id, result)
+        try:
+            if run.meta.upload_id is None:
+                self._put_single(run, run.meta, result)
+            else:
+                self._multipart(run, run.meta, run.meta.upload_id, result, created)
+        except UploadError as exc:
+            exc.partial = result  # what the run knew when it stopped, for the caller's summary
+            raise
         return result
 
     def _set_aside(self, meta: Meta) -> None:
@@ -385,10 +390,11 @@ class Uploader:
 
     # -- multipart ---------------------------------------------------------------------------------
 
-    def _multipart(self, run: RunPlan, meta: Meta, upload_id: str, result: UploadResult) -> None:
+    def _multipart(self, run: RunPlan, meta: Meta, upload_id: str, result: UploadResult, created: bool) -> None:
         job, req, plan, shard = self.job, self.req, run.parts, self.req.shard
         completer = Completer(job, run.checksum, plan)
-        listed = self._listed(completer, upload_id, run, meta, result)
+        # An upload this run created holds no part yet: nothing to list (stores without ListParts upload too).
+        listed = {} if created else self._listed(completer, upload_id, run, meta, result)
         if listed is None:
             return
         sender = Sender(job, run.checksum, content_md5=meta.extra.get(CONTENT_MD5) is True,
@@ -411,6 +417,7 @@ class Uploader:
             try:
                 sent = sender.send_all(state.to_send, upload_id, parts_log, len(state.done), len(plan.parts))
             finally:
+                result.parts_sent, result.bytes_sent = sender.sent.parts, sender.sent.bytes
                 if shard is None:  # shards share META: only the one that creates or completes writes it
                     self._remember_store(meta, sender)
             result.parts_sent, result.bytes_sent = sent.parts, sent.bytes

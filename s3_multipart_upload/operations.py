@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s3_multipart_upload.errors import BadInput, TemporaryFailure, UploadError
-from s3_multipart_upload.s3 import Kind, Requester, classify, describe, list_all_parts, translate
+from s3_multipart_upload.s3 import (
+    LACKS_API,
+    Kind,
+    Requester,
+    classify,
+    describe,
+    error_code,
+    list_all_parts,
+    translate,
+)
 from s3_multipart_upload.shard import all_logs
 from s3_multipart_upload.sources import ChunkDirSource, FileSource, Source
 from s3_multipart_upload.state import (
@@ -148,7 +157,10 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester 
         if classify(exc) is Kind.GONE:
             status.server = "gone"
         else:
-            status.server, status.server_error = "unreachable", describe(exc)
+            lacks = error_code(exc) in LACKS_API
+            status.server = "unreachable"
+            status.server_error = f"the store does not implement ListParts ({describe(exc)})" if lacks \
+                else describe(exc)
         return status
     held = {p["PartNumber"]: p for p in listed}
     status.server = "in_progress"

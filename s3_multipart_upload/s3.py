@@ -83,6 +83,19 @@ REFUSED_CODES = frozenset({
 LACKS_API = frozenset({"MethodNotAllowed", "NotImplemented", "405", "501"})
 
 
+MISSING_API_HINT = "see what works on which store on the Stores page of the docs"
+# What to do on a store that lacks a request (s3rver has none of these four).
+MISSING_API_HINTS = {
+    "ListParts": "a resume and status need it: rerun with --restart to upload from the start (a new upload needs no "
+                 "ListParts); see the Stores page of the docs",
+    "ListMultipartUploads": "the uploads this machine started are in its state folder: s3-multipart-upload list "
+                            "(without -b); see the Stores page of the docs",
+    "AbortMultipartUpload": "this store keeps an unfinished upload's parts until its data is removed; see the Stores "
+                            "page of the docs",
+    "UploadPartCopy": "copy through this machine instead: add --through-client; see the Stores page of the docs",
+}
+
+
 THROTTLING_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
 })
@@ -206,8 +219,12 @@ def as_upload_error(exc: BaseException, bucket: str, key: str, where: str | None
                                  "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass --profile")
         if isinstance(exc, botocore.exceptions.ProfileNotFound):
             return ServerRefused(str(exc), "check --profile / AWS_PROFILE against ~/.aws/config")
+        op = getattr(exc, "operation_name", None)
+        if code in LACKS_API and op:
+            return ServerRefused(f"the store at this endpoint does not implement {op}, which this needs for {where} "
+                                 f"({describe(exc)})", MISSING_API_HINTS.get(op, MISSING_API_HINT))
         if code in ("NotImplemented", "MethodNotAllowed"):
-            hint = "this store does not support the request; see the Stores page of the docs (docs/stores.md)"
+            hint = MISSING_API_HINT
         elif code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed", "403"):
             hint = "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile) and --region"
         elif code == "AccessDenied":

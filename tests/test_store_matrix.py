@@ -21,6 +21,9 @@ pytestmark = pytest.mark.integration
 
 # What each store lacks (answers MethodNotAllowed or NotImplemented): s3rver 3.7.1.
 LACKS = {"s3rver": frozenset({"ListParts", "ListMultipartUploads", "AbortMultipartUpload", "UploadPartCopy"})}
+# How a server-side copy is refused: s3rver has no UploadPartCopy; rclone serve s3 1.75 answers it without an ETag
+# and without copying (the tool cannot trust it: exit 1, as for any answer that would make a wrong object).
+COPY_REFUSED = {"s3rver": (5, "does not implement UploadPartCopy"), "rclone": (1, "answered without copying")}
 STORES = ["rclone", "seaweedfs", "moto", "s3rver"]
 FIXTURES = {"rclone": "s3_server", "seaweedfs": "seaweedfs_server", "moto": "moto_server", "s3rver": "s3rver_server"}
 
@@ -164,3 +167,20 @@ def test_status_list_and_abort(store: Store, tmp_path: Path) -> None:
         assert json.loads(meta.read_text())["status"] == "aborted"
         with pytest.raises(Exception, match="NoSuchUpload"):
             store.server.client().list_parts(Bucket=store.bucket, Key="left", UploadId=upload_id)
+
+
+def test_copy_within_the_store(store: Store, tmp_path: Path) -> None:
+    """A server-side copy (UploadPartCopy) of an object of three parts; where the store lacks UploadPartCopy, the
+    refusal says so and --through-client (ranged GETs, UploadPart) copies it."""
+    data = write_random(tmp_path / "src.bin", 11 * MiB, seed=2407).read_bytes()
+    store.server.client().put_object(Bucket=store.bucket, Key="src", Body=data)
+    args = ["copy", "--source", f"s3://{store.bucket}/src", "-b", store.bucket, "-k", "dst", "-m",
+            str(tmp_path / "m.json"), "-a", str(tmp_path / "p.jsonl"), "-s", "5M"]
+    r = store.cli(*args)
+    if store.name in COPY_REFUSED:
+        code, said = COPY_REFUSED[store.name]
+        assert r.returncode == code, r.stderr
+        assert said in r.stderr and "--through-client" in r.stderr
+        r = store.cli(*args, "--through-client", "--restart")
+    assert r.returncode == 0, r.stderr
+    assert store.stored("dst") == data

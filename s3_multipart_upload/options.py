@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.plan import parse_size
-from s3_multipart_upload.s3 import Endpoint, RetryPolicy
+from s3_multipart_upload.s3 import ADDRESSING_STYLES, Endpoint, RetryPolicy
 from s3_multipart_upload.shard import MAX_SHARDS
 
 PathArg = str | os.PathLike[str]
@@ -40,6 +40,10 @@ class TransferOptions(TypedDict, total=False):
         endpoint_url: S3 endpoint of an S3-compatible store (also ``AWS_ENDPOINT_URL``).
         profile: AWS profile (also ``AWS_PROFILE``).
         region: AWS region (also ``AWS_REGION``).
+        addressing_style: ``path``, ``virtual`` or ``auto`` (default: the AWS config file's ``s3.addressing_style``,
+            else path with an endpoint URL).
+        ca_bundle: A file of CA certificates to trust for the store's TLS certificate (also ``AWS_CA_BUNDLE``).
+        no_verify_ssl: Do not check the store's TLS certificate (warned).
     """
 
     meta_file_path: PathArg | None
@@ -57,6 +61,9 @@ class TransferOptions(TypedDict, total=False):
     endpoint_url: str | None
     profile: str | None
     region: str | None
+    addressing_style: str | None
+    ca_bundle: PathArg | None
+    no_verify_ssl: bool
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,9 @@ class _Opts:
     endpoint_url: str | None = None
     profile: str | None = None
     region: str | None = None
+    addressing_style: str | None = None
+    ca_bundle: Path | None = None
+    no_verify_ssl: bool = False
 
     @classmethod
     def of(cls, options: TransferOptions) -> _Opts:
@@ -86,7 +96,12 @@ class _Opts:
         unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise TypeError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(OPTION_NAMES)}")
-        for name in ("meta_file_path", "parts_file_path", "state_dir"):
+        style = given.get("addressing_style")
+        if style is not None and style not in ADDRESSING_STYLES:
+            raise BadInput(f"addressing_style {style!r} is not one of {', '.join(ADDRESSING_STYLES)}")
+        if given.get("ca_bundle") is not None and not Path(given["ca_bundle"]).is_file():
+            raise BadInput(f"ca_bundle {given['ca_bundle']} is not a file", "give a PEM file of CA certificates")
+        for name in ("meta_file_path", "parts_file_path", "state_dir", "ca_bundle"):
             if given.get(name) is not None:
                 given[name] = Path(given[name])
         if given.get("split_size") is not None:
@@ -104,7 +119,8 @@ class _Opts:
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(self.endpoint_url, self.profile, self.region)
+        return Endpoint(self.endpoint_url, self.profile, self.region, self.addressing_style,
+                        None if self.ca_bundle is None else str(self.ca_bundle), not self.no_verify_ssl)
 
 
 OPTION_NAMES = [f.name for f in dataclasses.fields(_Opts)]

@@ -169,6 +169,8 @@ def classify(exc: BaseException) -> Kind:
         return Kind.FATAL
     if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
         return Kind.REFUSED
+    if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return Kind.REFUSED  # a certificate this machine does not trust: the same on every try
     if isinstance(exc, botocore.exceptions.TokenRetrievalError | botocore.exceptions.SSOTokenLoadError
                   | botocore.exceptions.CredentialRetrievalError):
         return Kind.CREDENTIALS
@@ -219,6 +221,10 @@ def as_upload_error(exc: BaseException, bucket: str, key: str, where: str | None
                                  "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass --profile")
         if isinstance(exc, botocore.exceptions.ProfileNotFound):
             return ServerRefused(str(exc), "check --profile / AWS_PROFILE against ~/.aws/config")
+        if isinstance(exc, botocore.exceptions.SSLError):
+            return ServerRefused(f"the store's TLS certificate for {where} is not one this machine trusts "
+                                 f"({describe(exc)})", "give its CA certificate with --ca-bundle FILE (or "
+                                 "AWS_CA_BUNDLE); --no-verify-ssl skips the check")
         op = getattr(exc, "operation_name", None)
         if code in LACKS_API and op:
             return ServerRefused(f"the store at this endpoint does not implement {op}, which this needs for {where} "
@@ -266,13 +272,23 @@ def translate(exc: BaseException, bucket: str, key: str, *, where: str | None = 
                        "rerun the same command; if it happens again, report it with -v output")
 
 
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach the store. Credentials come from boto3's usual chain (AWS_* variables, profile, SSO)."""
+    """How to reach the store. Credentials come from boto3's usual chain (AWS_* variables, profile, SSO).
+
+    ``addressing_style``: path (``host/bucket/key``), virtual (``bucket.host/key``) or auto; None: the AWS config
+    file's ``s3.addressing_style``, else path with an endpoint URL and auto without. ``ca_bundle``: the certificates
+    to trust (None: AWS_CA_BUNDLE or the system's); ``verify_ssl`` False: no certificate check (warned)."""
 
     endpoint_url: str | None = None
     profile: str | None = None
     region: str | None = None
+    addressing_style: str | None = None
+    ca_bundle: str | None = None
+    verify_ssl: bool = True
 
 
 @dataclass(frozen=True)
@@ -397,6 +413,11 @@ class ClientFactory:
 
     def _build(self, read_timeout: float) -> S3Client:
         session = boto3.session.Session(profile_name=self.endpoint.profile, region_name=self.endpoint.region)
+        configured = session._session.get_scoped_config().get("s3", {})  # the AWS config file's s3 settings
+        style = str(self.endpoint.addressing_style or (configured.get("addressing_style") if isinstance(
+            configured, dict) else None) or ("path" if self.endpoint.endpoint_url else "auto"))
+        if style not in ADDRESSING_STYLES:
+            style = "auto"
         config = Config(
             max_pool_connections=self.pool_size,
             # One retry layer: the engine retries with tenacity, so botocore sends each request once.
@@ -408,9 +429,12 @@ class ClientFactory:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             # The part checksum already protects the body; do not SHA-256 it a second time over http.
-            s3={"payload_signing_enabled": False, "addressing_style": "path" if self.endpoint.endpoint_url else "auto"},
+            s3={"payload_signing_enabled": False, "addressing_style": style},  # type: ignore[arg-type]
         )
-        return session.client("s3", endpoint_url=self.endpoint.endpoint_url, config=config)
+        verify: str | bool | None = self.endpoint.ca_bundle or (None if self.endpoint.verify_ssl else False)
+        if verify is False:
+            _warn_unverified()
+        return session.client("s3", endpoint_url=self.endpoint.endpoint_url, config=config, verify=verify)
 
     def client(self, body_size: int | None = None) -> S3Client:
         """The client for requests that send ``body_size`` bytes (the run's part size, so that its parts share one
@@ -431,6 +455,22 @@ class ClientFactory:
             self._clients.clear()
             self.generation += 1
             return True
+
+
+_unverified_warned = threading.Event()
+
+
+def _warn_unverified() -> None:
+    """--no-verify-ssl: said once a process, instead of urllib3's warning on every request."""
+    import warnings
+
+    import urllib3
+
+    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+    if not _unverified_warned.is_set():
+        _unverified_warned.set()
+        log.warning("--no-verify-ssl: the store's TLS certificate is not checked; anyone on the way can read and "
+                    "change what is sent. Prefer --ca-bundle with the store's CA certificate.")
 
 
 def resolved_endpoint(clients: ClientFactory, given: str | None) -> str | None:

@@ -104,9 +104,9 @@ def s3rver_version() -> str:
 
 
 @contextlib.contextmanager
-def s3rver(data: Path) -> Iterator[str]:
-    """s3rver on a free port of 127.0.0.1; its endpoint. Missing: a failure under S3MU_REQUIRE_S3RVER=1 (CI), else a
-    skip that says how to install it."""
+def s3rver(data: Path, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """s3rver on a free port of 127.0.0.1; its endpoint (https with ``tls``, a key and a certificate file). Missing:
+    a failure under S3MU_REQUIRE_S3RVER=1 (CI), else a skip that says how to install it."""
     found = s3rver_bin()
     if found is None:
         why = "s3rver is not installed: npm ci --prefix .ci/node (bash .ci/run does it)"
@@ -116,10 +116,38 @@ def s3rver(data: Path) -> Iterator[str]:
     port = free_port()
     log_path = data.parent / f"{data.name}-s3rver.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([found, "-d", str(data), "-a", "127.0.0.1", "-p", str(port), "--no-vhost-buckets"],
-                                stdout=log, stderr=subprocess.STDOUT)
+        https = ["--key", str(tls[0]), "--cert", str(tls[1])] if tls else []
+        proc = subprocess.Popen([found, "-d", str(data), "-a", "127.0.0.1", "-p", str(port), "--no-vhost-buckets",
+                                 *https], stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_for_port(proc, port, "s3rver", log_path)
-            yield f"http://127.0.0.1:{port}"
+            yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         finally:
             _stop(proc)
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for 127.0.0.1 (its own CA: the file to give --ca-bundle)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s3mu test store")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = folder / "store.key", folder / "store.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path

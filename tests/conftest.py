@@ -145,6 +145,14 @@ def s3rver_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server
         yield S3Server(endpoint, data, S3RVER_KEY, S3RVER_KEY)
 
 
+@pytest.fixture(scope="session")
+def localstack_server() -> S3Server:
+    """A LocalStack that bench/localstack.sh started (S3MU_LOCALSTACK_ENDPOINT); see tests/stores.py."""
+    from tests.stores import LOCALSTACK_ENV
+
+    return S3Server(os.environ[LOCALSTACK_ENV], Path("/nonexistent"))
+
+
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """Credentials for the test servers, and nothing from the developer's own AWS setup."""

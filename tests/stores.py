@@ -90,6 +90,7 @@ def seaweedfs(data: Path, access_key: str, secret_key: str) -> Iterator[str]:
             _stop(proc)
 
 
+LOCALSTACK_ENV = "S3MU_LOCALSTACK_ENDPOINT"  # a LocalStack already running (bench/localstack.sh starts one)
 S3RVER_KEY = "S3RVER"  # s3rver accepts this access key and secret only
 
 

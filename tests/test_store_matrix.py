@@ -7,6 +7,7 @@ A counting proxy (tests/s3proxy.py) sits in front of the store where a test coun
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from s3_multipart_upload.plan import MiB
 from tests.conftest import S3Server, kill_when, run_cli, upload_args, write_random
 from tests.s3proxy import Fault, S3Proxy, Seen
+from tests.stores import LOCALSTACK_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +26,11 @@ LACKS = {"s3rver": frozenset({"ListParts", "ListMultipartUploads", "AbortMultipa
 # How a server-side copy is refused: s3rver has no UploadPartCopy; rclone serve s3 1.75 answers it without an ETag
 # and without copying (the tool cannot trust it: exit 1, as for any answer that would make a wrong object).
 COPY_REFUSED = {"s3rver": (5, "does not implement UploadPartCopy"), "rclone": (1, "answered without copying")}
-STORES = ["rclone", "seaweedfs", "moto", "s3rver"]
-FIXTURES = {"rclone": "s3_server", "seaweedfs": "seaweedfs_server", "moto": "moto_server", "s3rver": "s3rver_server"}
+# LocalStack runs in host mode on Python 3.13 with pins of its own, an install of minutes: bench/localstack.sh
+# starts it and runs this file against it (S3MU_LOCALSTACK_ENDPOINT), not the suite.
+STORES = ["rclone", "seaweedfs", "moto", "s3rver"] + (["localstack"] if os.environ.get(LOCALSTACK_ENV) else [])
+FIXTURES = {"rclone": "s3_server", "seaweedfs": "seaweedfs_server", "moto": "moto_server", "s3rver": "s3rver_server",
+            "localstack": "localstack_server"}
 
 
 @dataclass(frozen=True)

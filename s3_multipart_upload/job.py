@@ -48,6 +48,7 @@ class UploadRequest:
     skip_identical: bool = False  # a new upload whose key already holds these bytes (size, MD5) is recorded as done
     meta_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in META; a rerun must match
     shard: Shard | None = None  # --shard I/N: send only this shard's parts; complete only if every part is held
+    max_parts: int = 10_000  # a store's limit on the parts of an upload (--max-parts; S3's is 10,000)
 
     @property
     def log_path(self) -> Path:

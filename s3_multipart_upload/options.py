@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import BadInput
-from s3_multipart_upload.plan import parse_size
+from s3_multipart_upload.plan import MAX_PARTS, parse_size
 from s3_multipart_upload.s3 import ADDRESSING_STYLES, Endpoint, RetryPolicy
 from s3_multipart_upload.shard import MAX_SHARDS
 
@@ -44,6 +44,8 @@ class TransferOptions(TypedDict, total=False):
             else path with an endpoint URL).
         ca_bundle: A file of CA certificates to trust for the store's TLS certificate (also ``AWS_CA_BUNDLE``).
         no_verify_ssl: Do not check the store's TLS certificate (warned).
+        max_parts: The most parts the store takes in one upload, 1 to 10,000 (default 10,000; Scaleway: 1,000):
+            the part size is raised to fit, and a folder of more chunks is refused.
     """
 
     meta_file_path: PathArg | None
@@ -64,6 +66,7 @@ class TransferOptions(TypedDict, total=False):
     addressing_style: str | None
     ca_bundle: PathArg | None
     no_verify_ssl: bool
+    max_parts: int
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class _Opts:
     addressing_style: str | None = None
     ca_bundle: Path | None = None
     no_verify_ssl: bool = False
+    max_parts: int = MAX_PARTS
 
     @classmethod
     def of(cls, options: TransferOptions) -> _Opts:
@@ -113,6 +117,7 @@ class _Opts:
         _in_range(given, "thread_count", 1, MAX_THREADS)
         _in_range(given, "retries", 1, 100)
         _in_range(given, "shards", 1, MAX_SHARDS)
+        _in_range(given, "max_parts", 1, MAX_PARTS)
         if "checksum" in given and str(given["checksum"]).upper() not in {c.upper() for c in checksums.CHOICES}:
             raise BadInput(f"checksum {given['checksum']!r} is not one of {', '.join(checksums.CHOICES)}")
         return cls(**given)

@@ -281,7 +281,8 @@ class Uploader:
             raise self.job.fail(exc) from exc
         first = next((p for p in held if p["PartNumber"] == 1), None)
         split = int(first["Size"]) if first is not None else None
-        plan = req.source.plan(split if split is not None else req.split_size, fixed=split is not None)
+        plan = req.source.plan(split if split is not None else req.split_size, fixed=split is not None,
+                               max_parts=req.max_parts)
         if held:
             log.info("Adopting multipart upload %s of %s: the server holds %d parts; parts of %s.",
                      upload_id, req.where, len(held), human(plan.part_size))

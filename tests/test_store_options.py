@@ -3,6 +3,7 @@ certificate, on 127.0.0.1), and --addressing-style (with the AWS config file's s
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +14,10 @@ from botocore.config import Config
 
 import s3_multipart_upload as api
 from s3_multipart_upload.errors import BadInput
-from s3_multipart_upload.plan import MiB
+from s3_multipart_upload.plan import MiB, choose_part_size, plan_chunks
 from s3_multipart_upload.s3 import ClientFactory, Endpoint
-from tests.conftest import run_cli, upload_args, write_random
+from tests.conftest import S3Server, run_cli, upload_args, write_random
+from tests.s3proxy import S3Proxy
 from tests.stores import S3RVER_KEY, s3rver, self_signed
 
 pytestmark = pytest.mark.integration
@@ -85,3 +87,34 @@ def test_the_addressing_style(aws_env: dict[str, str], tmp_path: Path, monkeypat
         api.plan_upload(__file__, bucket="b", key="k", ca_bundle=tmp_path / "missing.pem")
     r = run_cli(["upload", "-b", "b", "-k", "k", "-f", __file__, "--addressing-style", "sideways"], aws_env)
     assert r.returncode == 2 and "'sideways' is not one of" in r.stderr
+
+
+def test_max_parts_raises_the_part_size_and_refuses_too_many_chunks(moto_server: S3Server, aws_env: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    """A store capped below S3's 10,000 parts (Scaleway: 1,000), here at 4."""
+    assert choose_part_size(40 * MiB, 5 * MiB, max_parts=4) == (10 * MiB, "part size raised from 5 MiB to 10 MiB: "
+                                                                "40 MiB in parts of 5 MiB would exceed --max-parts 4")
+    assert choose_part_size(40 * MiB, 5 * MiB) == (5 * MiB, None)
+    with pytest.raises(BadInput, match="5 chunk files exceed --max-parts 4"):
+        plan_chunks([5 * MiB] * 5, max_parts=4)
+    moto_server.client().create_bucket(Bucket="capped")
+    proxy = S3Proxy(moto_server.endpoint)
+    try:
+        f = write_random(tmp_path / "f.bin", 40 * MiB, seed=2411)
+        args = [*upload_args("capped", "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M",
+                             endpoint=proxy.endpoint), "--max-parts", "4"]
+        plan = json.loads(run_cli([*args, "--dry-run", "--json"], aws_env).stdout)
+        assert (plan["parts"], plan["partSize"]) == (4, 10 * MiB) and "--max-parts 4" in plan["partSizeWhy"]
+        r = run_cli(args, aws_env)
+        assert r.returncode == 0, r.stderr
+        assert proxy.part_puts() == {1: 1, 2: 1, 3: 1, 4: 1}
+        assert moto_server.client().get_object(Bucket="capped", Key="k")["Body"].read() == f.read_bytes()
+        chunks = tmp_path / "chunks"
+        chunks.mkdir()
+        for i in range(5):
+            write_random(chunks / f"c{i}", 5 * MiB, seed=i)
+        r = run_cli([*upload_args("capped", "d", chunks, tmp_path / "m2.json", tmp_path / "p2.jsonl", "-p", "c",
+                                  endpoint=proxy.endpoint), "--max-parts", "4"], aws_env)
+        assert r.returncode == 2 and "5 chunk files exceed --max-parts 4" in r.stderr, r.stderr
+    finally:
+        proxy.close()

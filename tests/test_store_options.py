@@ -18,6 +18,7 @@ from s3_multipart_upload.plan import MiB, choose_part_size, plan_chunks
 from s3_multipart_upload.s3 import ClientFactory, Endpoint
 from tests.conftest import S3Server, run_cli, upload_args, write_random
 from tests.s3proxy import S3Proxy
+from tests.service_fixtures import StartService
 from tests.stores import S3RVER_KEY, s3rver, self_signed
 
 pytestmark = pytest.mark.integration
@@ -116,5 +117,29 @@ def test_max_parts_raises_the_part_size_and_refuses_too_many_chunks(moto_server:
         r = run_cli([*upload_args("capped", "d", chunks, tmp_path / "m2.json", tmp_path / "p2.jsonl", "-p", "c",
                                   endpoint=proxy.endpoint), "--max-parts", "4"], aws_env)
         assert r.returncode == 2 and "5 chunk files exceed --max-parts 4" in r.stderr, r.stderr
+    finally:
+        proxy.close()
+
+
+def test_the_controller_client_goes_through_http_proxy_except_no_proxy(start_service: StartService,
+                                                                      s3_server: S3Server, tmp_path: Path) -> None:
+    """HTTP_PROXY / NO_PROXY as every other client of the machine honours them: the parts' presigned PUTs to the
+    store go through the proxy (here the counting proxy, in front of the same store), the controller (localhost,
+    named in NO_PROXY) is reached directly. A bare urllib3 pool ignored both."""
+    svc = start_service(f"sqlite:///{tmp_path / 'c.db'}", "--part-size", "5M")
+    proxy = S3Proxy(s3_server.endpoint)
+    try:
+        f = write_random(tmp_path / "f.bin", 11 * MiB, seed=2412)
+        controller = svc.base_url.replace("127.0.0.1", "localhost")
+        env = {"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+               "AWS_EC2_METADATA_DISABLED": "true", "HTTP_PROXY": proxy.endpoint, "NO_PROXY": "localhost"}
+        r = run_cli(["upload", "--controller", controller, "--file-id", "via-proxy", "--token-file",
+                     str(svc.token_file()), "-f", str(f), "-m", str(tmp_path / "m.json"), "-a",
+                     str(tmp_path / "p.jsonl")], env)
+        assert r.returncode == 0, r.stderr
+        assert proxy.part_puts() == {1: 1, 2: 1, 3: 1}
+        assert all(s.path.startswith(f"/{svc.bucket}/") for s in proxy.seen)  # S3's requests only
+        assert s3_server.client().get_object(Bucket=svc.bucket, Key="files/via-proxy")["Body"].read() == \
+            f.read_bytes()
     finally:
         proxy.close()

@@ -189,3 +189,22 @@ def test_copy_within_the_store(store: Store, tmp_path: Path) -> None:
         r = store.cli(*args, "--through-client", "--restart")
     assert r.returncode == 0, r.stderr
     assert store.stored("dst") == data
+
+
+def test_many_files(store: Store, tmp_path: Path) -> None:
+    """`upload --recursive DIR s3://BUCKET/PREFIX/`: an empty file, a small one and one of three parts; the rerun
+    sends nothing."""
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    files = {"empty": 0, "small.txt": 1000, "sub/big.bin": 11 * MiB}
+    for i, (name, size) in enumerate(files.items()):
+        write_random(tree / name, size, seed=2420 + i)
+    args = ["upload", "--recursive", str(tree), f"s3://{store.bucket}/batch/", "-s", "5M", "--state-dir",
+            str(tmp_path / "state")]
+    r = store.cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "3 files to s3://" in r.stderr and "3 completed" in r.stderr
+    for name in files:
+        assert store.stored(f"batch/{name}") == (tree / name).read_bytes()
+    r = store.cli(*args)
+    assert r.returncode == 0 and "3 already complete" in r.stderr, r.stderr

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3_multipart_upload import checksums
-from s3_multipart_upload.errors import IntegrityError, StateConflict, UploadGone
+from s3_multipart_upload.errors import IntegrityError, ServerRefused, StateConflict, UploadGone
 from s3_multipart_upload.job import Job, ObjectMissing
 from s3_multipart_upload.plan import Part, Plan, human, ranges
-from s3_multipart_upload.s3 import Kind, classify, describe, error_code, list_all_parts
+from s3_multipart_upload.s3 import LACKS_API, Kind, classify, describe, error_code, list_all_parts
 from s3_multipart_upload.sources import Source
 from s3_multipart_upload.state import PartRecord
 from s3_multipart_upload.stream import PartStream, digest_part
@@ -26,6 +26,10 @@ from s3_multipart_upload.stream import PartStream, digest_part
 log = logging.getLogger(__name__)
 SPOT_CHECKS = 8  # parts sampled after a server-side copy, plus the last one
 SPOT_CHECK_BYTES = 64 * 1024
+# A completion refused with these while it carries additional checksums: the store does not take them (SeaweedFS 4.48
+# answered InvalidRequest when the part checksums were missing; S3 answers InvalidPart/BadDigest for wrong ones).
+CHECKSUM_REFUSALS = frozenset({"InvalidRequest", "InvalidArgument", "InvalidDigest", "BadDigest", "InvalidChecksum",
+                               "NotImplemented", "XAmzContentChecksumMismatch"})
 
 
 @dataclass(frozen=True)
@@ -57,18 +61,25 @@ class Completer:
         listing_matches = False
         listed_checksums: list[str] = []
         if algorithm != "MD5":
-            # Additional checksums are repeated in the completion; S3 lists the values it verified on arrival.
-            listed = {p["PartNumber"]: p for p in self.list_parts(upload_id)}
-            for entry in parts:
+            # Additional checksums are repeated in the completion; S3 lists the values it verified on arrival. Stores
+            # that list parts without them (SeaweedFS 4.48) or not at all (s3rver) refuse a completion that lacks
+            # them: those come from the log, computed on the local bytes when each part was sent and verified.
+            listed = {p["PartNumber"]: p for p in self._listing(upload_id)}
+            logged = self._logged_checksums(done)
+            for entry, own in zip(parts, logged, strict=True):
                 value = listed.get(entry["PartNumber"], {}).get(f"Checksum{algorithm}")
-                if isinstance(value, str):
-                    entry[f"Checksum{algorithm}"] = value
+                value = value if isinstance(value, str) else own
+                if value is None:  # adopted by an older version, which logged no checksum: read the part again
+                    value = digest_part(req.source, plan.parts[entry["PartNumber"] - 1], algorithm).value
+                entry[f"Checksum{algorithm}"] = value
             # The same listing shows each part's size: with the completion's answer, that can make a HEAD of the
             # object redundant (see _proves).
             listing_matches = len(listed) == len(plan.parts) and all(
                 p.number in listed and listed[p.number].get("Size") == p.length
                 and str(listed[p.number].get("ETag", "")).strip('"') == done[p.number].etag for p in plan.parts)
             listed_checksums = [str(listed.get(p.number, {}).get(f"Checksum{algorithm}") or "") for p in plan.parts]
+            if not all(listed_checksums):
+                listed_checksums = []  # the store's composite answer cannot be foretold from a partial listing
         conditional: dict[str, Any] = {}
         full: str | None = None
         if algorithm in checksums.FULL_OBJECT:
@@ -110,6 +121,13 @@ class Completer:
                     "off while it streamed parts to disk; run it with --disable-multipart-streaming",
                     "rerun with --restart to start a new upload (the old parts log is kept aside)",
                 ) from exc
+            if algorithm != "MD5" and error_code(exc) in CHECKSUM_REFUSALS:
+                raise ServerRefused(
+                    f"the server refused to complete {req.where} with the parts' {algorithm} checksums "
+                    f"({describe(exc)}): this store does not take --checksum {algorithm} in a multipart upload",
+                    f"rerun with --restart --checksum MD5 (or --checksum auto); the parts stay on the server until "
+                    f"`s3-multipart-upload abort -m {req.meta_path}`. See the Stores page of the docs",
+                ) from exc
             raise job.fail(exc, len(done), len(plan.parts)) from exc
         etag = str(response.get("ETag", "")).strip('"') or None
         expected = full or checksums.composite_checksum(algorithm, listed_checksums)
@@ -147,14 +165,25 @@ class Completer:
     def _part_checksums(self, done: dict[int, PartRecord]) -> list[str]:
         """Each part's checksum as computed from the local bytes: from the log, or read again where the log has
         none (a part adopted by an older version, or not logged)."""
-        values = []
-        for part in self.plan.parts:
-            record = done.get(part.number)
-            value = record.checksum if record is not None else None
-            if value is None:
-                value = digest_part(self.job.req.source, part, self.checksum).value
-            values.append(value)
-        return values
+        return [value if value is not None else digest_part(self.job.req.source, part, self.checksum).value
+                for part, value in zip(self.plan.parts, self._logged_checksums(done), strict=True)]
+
+    def _logged_checksums(self, done: dict[int, PartRecord]) -> list[str | None]:
+        """Each part's checksum as the log holds it (None where it holds none)."""
+        records = [done.get(part.number) for part in self.plan.parts]
+        return [record.checksum if record is not None else None for record in records]
+
+    def _listing(self, upload_id: str) -> list[dict[str, Any]]:
+        """The parts the server lists before a completion; none from a store that has no ListParts (s3rver), whose
+        completion then takes every part's checksum from the log and whose object is checked by a HEAD."""
+        try:
+            return self.list_parts(upload_id)
+        except Exception as exc:
+            if error_code(exc) not in LACKS_API:
+                raise
+            log.info("The store does not list parts (%s); completing with the checksums of the parts log.",
+                     describe(exc))
+            return []
 
     def already_built(self, done: dict[int, PartRecord]) -> str | None:
         """After NoSuchUpload: the object's ETag if it is there, complete and ours (killed after completion)."""

@@ -16,7 +16,9 @@ import json
 import logging
 import os
 import re
+import threading
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,39 @@ def read_token(token_file: Path | None, env_value: str | None) -> str:
     raise BadInput("--controller needs an API token", f"give --token-file FILE, or set {TOKEN_ENV}")
 
 
+class Http:
+    """urllib3 pools that go as every other client of the machine does: through HTTP_PROXY / HTTPS_PROXY except for
+    the hosts NO_PROXY names, trusting AWS_CA_BUNDLE (or ``ca_bundle``) where given, else the system's CAs. One
+    direct pool manager, one per proxy; thread-safe as urllib3's are."""
+
+    def __init__(self, ca_bundle: str | None = None, **pool: Any) -> None:
+        self._tls: dict[str, Any] = {"ca_certs": ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None}
+        self._pool = pool
+        # urllib's reading of the proxy variables (either case) and of NO_PROXY, as pip and requests read them.
+        self._proxies = urllib.request.getproxies_environment()
+        self.direct = urllib3.PoolManager(**self._tls, **pool)
+        self._via: dict[str, urllib3.ProxyManager] = {}
+        self._lock = threading.Lock()
+
+    def proxy_for(self, url: str) -> str | None:
+        parts = urllib.parse.urlsplit(url)
+        proxy = self._proxies.get(parts.scheme)
+        if not proxy or urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
+                parts.hostname or "", self._proxies):
+            return None
+        return proxy
+
+    def request(self, method: str, url: str, **kw: Any) -> urllib3.BaseHTTPResponse:
+        proxy = self.proxy_for(url)
+        if proxy is None:
+            return self.direct.request(method, url, **kw)
+        with self._lock:
+            manager = self._via.get(proxy)
+            if manager is None:
+                manager = self._via[proxy] = urllib3.ProxyManager(proxy, **self._tls, **self._pool)
+        return manager.request(method, url, **kw)
+
+
 class ControllerAPI:
     """The controller's JSON API over one pooled HTTP client (thread-safe)."""
 
@@ -84,8 +119,8 @@ class ControllerAPI:
                            "such as https://uploads.example.org or http://127.0.0.1:8080")
         self.base_url = base_url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {token}"}
-        self.http = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=True,
-                                        timeout=urllib3.Timeout(connect=10, read=timeout), retries=False)
+        self.http = Http(num_pools=4, maxsize=pool_size, block=True,
+                         timeout=urllib3.Timeout(connect=10, read=timeout), retries=False)
 
     def call(self, method: str, path: str, operation: str, body: Any = None,
              query: dict[str, str] | None = None) -> Any:
@@ -134,7 +169,7 @@ def _seg(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-def _send(http: urllib3.PoolManager, method: str, url: str, body: Any, headers: dict[str, str], operation: str,
+def _send(http: Http, method: str, url: str, body: Any, headers: dict[str, str], operation: str,
           where: str, timeout: urllib3.Timeout | None = None) -> urllib3.BaseHTTPResponse:
     """One request; connection failures become the builtin errors the engine retries."""
     extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}  # None would mean no timeout at all

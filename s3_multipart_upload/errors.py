@@ -25,6 +25,7 @@ class UploadError(Exception):
     """Base class: an error the tool expected and can explain."""
 
     exit_code = ExitCode.BUG
+    partial: object = None  # what an upload or copy had done when it stopped (its UploadResult), for summaries
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

@@ -52,6 +52,7 @@ class UploadRequest:
     shard: Shard | None = None  # --shard I/N: send only this shard's parts; complete only if every part is held
     properties: ObjectProperties = dataclasses.field(default_factory=ObjectProperties)  # the object's; in META
     bandwidth: Bandwidth | None = None  # --max-bandwidth: one bucket for the whole command (every file of it)
+    max_parts: int = 10_000  # a store's limit on the parts of an upload (--max-parts; S3's is 10,000)
 
     @property
     def log_path(self) -> Path:

@@ -22,6 +22,7 @@ from s3_multipart_upload.operations import (
     abort_until_gone,
     clean_upload,
     list_in_progress,
+    load_meta,
     parse_duration,
     upload_status,
 )
@@ -41,7 +42,8 @@ PathArg = str | os.PathLike[str]
 def _requester_for(meta_path: Path, token_file: PathArg | None, endpoint_url: str | None, profile: str | None,
                    region: str | None) -> Requester:
     """S3 directly, or, for an upload made through a controller (its META says which), that controller."""
-    return Requester(clients_for(read_meta(meta_path), meta_path, None if token_file is None else Path(token_file),
+    meta = load_meta(meta_path)  # a missing META is said as such, whatever the other options
+    return Requester(clients_for(meta, meta_path, None if token_file is None else Path(token_file),
                                  Endpoint(endpoint_url, profile, region)))
 
 

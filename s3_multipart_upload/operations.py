@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s3_multipart_upload.errors import BadInput, TemporaryFailure, UploadError
-from s3_multipart_upload.s3 import Kind, Requester, classify, describe, list_all_parts, translate
+from s3_multipart_upload.s3 import (
+    LACKS_API,
+    Kind,
+    Requester,
+    classify,
+    describe,
+    error_code,
+    list_all_parts,
+    translate,
+)
 from s3_multipart_upload.shard import all_logs
 from s3_multipart_upload.sources import ChunkDirSource, FileSource, Source
 from s3_multipart_upload.state import (
@@ -150,7 +159,10 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester 
         if classify(exc) is Kind.GONE:
             status.server = "gone"
         else:
-            status.server, status.server_error = "unreachable", describe(exc)
+            lacks = error_code(exc) in LACKS_API
+            status.server = "unreachable"
+            status.server_error = f"the store does not implement ListParts ({describe(exc)})" if lacks \
+                else describe(exc)
         return status
     held = {p["PartNumber"]: p for p in listed}
     status.server = "in_progress"
@@ -203,20 +215,54 @@ class InProgress:
     key: str
     upload_id: str
     initiated: dt.datetime
-    age_seconds: int
+    age_seconds: int  # since Initiated; where that date is not credible, since the earliest part (a lower bound)
     parts: int
     bytes: int
     bucket: str = ""
+    initiated_credible: bool = True  # False: the store's Initiated cannot be right (see ``credible_initiated``)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "uploadId": self.upload_id,
                 "initiated": self.initiated.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
-                "ageSeconds": self.age_seconds, "parts": self.parts, "bytes": self.bytes}
+                "ageSeconds": self.age_seconds, "parts": self.parts, "bytes": self.bytes,
+                "initiatedCredible": self.initiated_credible}
+
+
+CLOCK_SLACK = dt.timedelta(minutes=15)  # S3 refuses requests signed further than this from its clock
+FIRST_PART_SLACK = dt.timedelta(days=30)  # an upload created this long before its first part: a date made up
+
+
+def credible_initiated(initiated: dt.datetime, now: dt.datetime, bucket_created: dt.datetime | None,
+                       first_part: dt.datetime | None) -> bool:
+    """Whether a store's Initiated date of an upload can be right, so that ``--older-than`` may act on it. It cannot
+    when it lies in the future, before the bucket was created (moto answers 2010-11-10 for every upload), or more
+    than 30 days before the upload's first part. A date that fails is never used: the upload's age is taken from
+    its earliest part instead (it began no later than that: a lower bound), and one with no part gets age 0."""
+    if initiated > now + CLOCK_SLACK:
+        return False
+    if bucket_created is not None and initiated < bucket_created - CLOCK_SLACK:
+        return False
+    return first_part is None or initiated >= first_part - FIRST_PART_SLACK
+
+
+def _bucket_created(requests: Requester, bucket: str) -> dt.datetime | None:
+    """The bucket's CreationDate as ListBuckets says it; None where these credentials may not list buckets. (Some
+    stores give a folder's last change instead, which is later: the check then only errs towards not aborting.)"""
+    try:
+        answer = requests.call("ListBuckets", lambda c: c.list_buckets())
+    except Exception as exc:
+        log.debug("ListBuckets: %s; upload dates are checked against their parts only.", describe(exc))
+        return None
+    for b in answer.get("Buckets", []):
+        if b.get("Name") == bucket and isinstance(b.get("CreationDate"), dt.datetime):
+            return b["CreationDate"]
+    return None
 
 
 def list_in_progress(requests: Requester, bucket: str, prefix: str = "", older_than: float | None = None,
                      now: dt.datetime | None = None) -> list[InProgress]:
-    """The multipart uploads in progress in ``bucket`` (all pages), with the parts and bytes each holds."""
+    """The multipart uploads in progress in ``bucket`` (all pages), with the parts and bytes each holds. With
+    ``older_than``, only those whose age is known to be at least that (``credible_initiated``)."""
     now = now or dt.datetime.now(dt.UTC)
     uploads: list[dict[str, Any]] = []
     key_marker, id_marker = "", ""
@@ -232,12 +278,13 @@ def list_in_progress(requests: Requester, bucket: str, prefix: str = "", older_t
     except Exception as exc:
         if classify(exc) is not Kind.GONE:  # rclone answers NoSuchUpload when a bucket has none
             raise _final(exc, bucket, prefix) from exc
+    bucket_created = _bucket_created(requests, bucket) if uploads else None
     found = []
     for u in uploads:
         initiated = u["Initiated"] if isinstance(u.get("Initiated"), dt.datetime) else now
         age = max(0, int((now - initiated).total_seconds()))
         if older_than is not None and age < older_than:
-            continue
+            continue  # younger by its own date: a date in the future is not credible, and not acted on either
         key, upload_id = str(u["Key"]), str(u["UploadId"])
         try:
             parts = requests.call("ListParts", functools.partial(list_all_parts, bucket=bucket, key=key,
@@ -246,8 +293,18 @@ def list_in_progress(requests: Requester, bucket: str, prefix: str = "", older_t
             if classify(exc) is Kind.GONE:
                 continue  # completed or aborted since the listing
             raise _final(exc, bucket, key) from exc
+        dates = [p["LastModified"] for p in parts if isinstance(p.get("LastModified"), dt.datetime)]
+        first_part = min(dates) if dates else None
+        credible = credible_initiated(initiated, now, bucket_created, first_part)
+        if not credible:
+            age = max(0, int((now - first_part).total_seconds())) if first_part is not None else 0
+            log.warning("s3://%s/%s upload %s: the store says it began %s, which cannot be right; its age is taken "
+                        "from its earliest part (%s).", bucket, key, upload_id, initiated.isoformat(),
+                        first_part.isoformat() if first_part else "none: age unknown, taken as 0")
+            if older_than is not None and age < older_than:
+                continue
         found.append(InProgress(key, upload_id, initiated, age, len(parts), sum(int(p["Size"]) for p in parts),
-                                bucket))
+                                bucket, credible))
     return sorted(found, key=lambda x: (x.initiated, x.key))
 
 

@@ -14,9 +14,9 @@ from typing import Any, TypedDict
 from s3_multipart_upload import checksums
 from s3_multipart_upload.bandwidth import Bandwidth, parse_rate
 from s3_multipart_upload.errors import BadInput
-from s3_multipart_upload.plan import parse_size
+from s3_multipart_upload.plan import MAX_PARTS, parse_size
 from s3_multipart_upload.properties import ObjectProperties
-from s3_multipart_upload.s3 import Endpoint, RetryPolicy
+from s3_multipart_upload.s3 import ADDRESSING_STYLES, Endpoint, RetryPolicy
 from s3_multipart_upload.shard import MAX_SHARDS
 
 PathArg = str | os.PathLike[str]
@@ -44,6 +44,12 @@ class TransferOptions(TypedDict, total=False):
         endpoint_url: S3 endpoint of an S3-compatible store (also ``AWS_ENDPOINT_URL``).
         profile: AWS profile (also ``AWS_PROFILE``).
         region: AWS region (also ``AWS_REGION``).
+        addressing_style: ``path``, ``virtual`` or ``auto`` (default: the AWS config file's ``s3.addressing_style``,
+            else path with an endpoint URL).
+        ca_bundle: A file of CA certificates to trust for the store's TLS certificate (also ``AWS_CA_BUNDLE``).
+        no_verify_ssl: Do not check the store's TLS certificate (warned).
+        max_parts: The most parts the store takes in one upload, 1 to 10,000 (default 10,000; Scaleway: 1,000):
+            the part size is raised to fit, and a folder of more chunks is refused.
         max_bandwidth: At most this rate for the whole call: bytes per second, or ``"50MB/s"``, ``"100MiB/s"``.
 
     The object's properties (set on CreateMultipartUpload or the one-part PutObject, recorded in the meta file so
@@ -89,6 +95,10 @@ class TransferOptions(TypedDict, total=False):
     endpoint_url: str | None
     profile: str | None
     region: str | None
+    addressing_style: str | None
+    ca_bundle: PathArg | None
+    no_verify_ssl: bool
+    max_parts: int
     max_bandwidth: int | str | None
     content_type: str | None
     guess_mime_type: bool
@@ -142,6 +152,10 @@ class _Opts:
     endpoint_url: str | None = None
     profile: str | None = None
     region: str | None = None
+    addressing_style: str | None = None
+    ca_bundle: Path | None = None
+    no_verify_ssl: bool = False
+    max_parts: int = MAX_PARTS
     max_bandwidth: int | None = None  # bytes per second
     props: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # PROPERTY_OPTIONS given, as given
 
@@ -152,7 +166,12 @@ class _Opts:
         unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)} | ({"props"} & set(given)))
         if unknown:
             raise TypeError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(OPTION_NAMES)}")
-        for name in ("meta_file_path", "parts_file_path", "state_dir"):
+        style = given.get("addressing_style")
+        if style is not None and style not in ADDRESSING_STYLES:
+            raise BadInput(f"addressing_style {style!r} is not one of {', '.join(ADDRESSING_STYLES)}")
+        if given.get("ca_bundle") is not None and not Path(given["ca_bundle"]).is_file():
+            raise BadInput(f"ca_bundle {given['ca_bundle']} is not a file", "give a PEM file of CA certificates")
+        for name in ("meta_file_path", "parts_file_path", "state_dir", "ca_bundle"):
             if given.get(name) is not None:
                 given[name] = Path(given[name])
         if given.get("split_size") is not None:
@@ -167,6 +186,7 @@ class _Opts:
         _in_range(given, "thread_count", 1, MAX_THREADS)
         _in_range(given, "retries", 1, 100)
         _in_range(given, "shards", 1, MAX_SHARDS)
+        _in_range(given, "max_parts", 1, MAX_PARTS)
         if "checksum" in given and str(given["checksum"]).upper() not in {c.upper() for c in checksums.CHOICES}:
             raise BadInput(f"checksum {given['checksum']!r} is not one of {', '.join(checksums.CHOICES)}")
         opts = cls(**given, props=props)
@@ -175,7 +195,8 @@ class _Opts:
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(self.endpoint_url, self.profile, self.region)
+        return Endpoint(self.endpoint_url, self.profile, self.region, self.addressing_style,
+                        None if self.ca_bundle is None else str(self.ca_bundle), not self.no_verify_ssl)
 
     def bandwidth(self) -> Bandwidth | None:
         """A new bucket for one call's bytes (the files of a many-files call share it), or None: no cap."""

@@ -78,12 +78,15 @@ def ranges(numbers: Sequence[int], most: int = 20) -> str:
     return ", ".join(out[:most]) + (", ..." if len(out) > most else "")
 
 
-def choose_part_size(total_size: int, requested: int | None) -> tuple[int, str | None]:
-    """The part size for a new upload of ``total_size`` bytes, and a note when it was raised."""
-    if total_size > MAX_OBJECT_SIZE:
+def choose_part_size(total_size: int, requested: int | None, max_parts: int = MAX_PARTS) -> tuple[int, str | None]:
+    """The part size for a new upload of ``total_size`` bytes, and a note when it was raised (``max_parts``: a
+    store's own limit below S3's 10,000, as ``--max-parts`` gives it)."""
+    limit = "S3's 10,000 parts" if max_parts == MAX_PARTS else f"--max-parts {max_parts}"
+    if total_size > max_parts * MAX_PART_SIZE:
         raise BadInput(
-            f"the file is {human(total_size)}, larger than the {human(MAX_OBJECT_SIZE)} "
-            f"(10,000 parts of 5 GiB) that one multipart upload can hold",
+            f"the file is {human(total_size)}, larger than the {human(max_parts * MAX_PART_SIZE)} "
+            f"({max_parts:,} parts of 5 GiB) that one multipart upload can hold"
+            + ("" if max_parts == MAX_PARTS else " on this store (--max-parts)"),
             "split the data into several objects",
         )
     part_size = DEFAULT_PART_SIZE if requested is None else requested
@@ -100,20 +103,20 @@ def choose_part_size(total_size: int, requested: int | None) -> tuple[int, str |
             f"({MIN_PART_SIZE} bytes), and the file needs more than one part",
             f"use -s {MIN_PART_SIZE} or more, or leave -s out for the default ({human(DEFAULT_PART_SIZE)})",
         )
-    if -(-total_size // part_size) <= MAX_PARTS:
+    if -(-total_size // part_size) <= max_parts:
         return part_size, None
-    # Smallest whole number of MiB that fits the file into 10,000 parts.
-    raised = -(-total_size // MAX_PARTS)
+    # Smallest whole number of MiB that fits the file into the parts allowed.
+    raised = -(-total_size // max_parts)
     raised = -(-raised // MiB) * MiB
-    raised = min(raised, MAX_PART_SIZE)
+    raised = min(max(raised, MIN_PART_SIZE), MAX_PART_SIZE)
     note = (
         f"part size raised from {human(part_size)} to {human(raised)}: "
-        f"{human(total_size)} in parts of {human(part_size)} would exceed S3's 10,000 parts"
+        f"{human(total_size)} in parts of {human(part_size)} would exceed {limit}"
     )
     return raised, note
 
 
-def plan_file(total_size: int, part_size: int, note: str | None = None) -> Plan:
+def plan_file(total_size: int, part_size: int, note: str | None = None, max_parts: int = MAX_PARTS) -> Plan:
     """Split ``total_size`` bytes into parts of ``part_size`` (the last one shorter, or empty)."""
     if part_size <= 0:
         raise BadInput(f"part size must be positive, not {part_size}")
@@ -123,26 +126,28 @@ def plan_file(total_size: int, part_size: int, note: str | None = None) -> Plan:
         Part(i + 1, offset, min(part_size, total_size - offset))
         for i, offset in enumerate(range(0, total_size, part_size))
     )
-    if len(parts) > MAX_PARTS:
-        raise BadInput(f"{len(parts)} parts of {human(part_size)} exceed S3's limit of 10,000 parts")
+    if len(parts) > max_parts:
+        raise BadInput(f"{len(parts)} parts of {human(part_size)} exceed "
+                       + ("S3's limit of 10,000 parts" if max_parts == MAX_PARTS else f"--max-parts {max_parts}"))
     return Plan(part_size, parts, total_size, note)
 
 
-def plan_bytes(total_size: int, split_size: int | None, fixed: bool) -> Plan:
+def plan_bytes(total_size: int, split_size: int | None, fixed: bool, max_parts: int = MAX_PARTS) -> Plan:
     """The plan for ``total_size`` contiguous bytes: a new upload chooses its part size (and may raise it);
     a resumed one (``fixed``) keeps the one recorded at its start."""
     if fixed and split_size is not None:
         return plan_file(total_size, split_size)
-    part_size, note = choose_part_size(total_size, split_size)
-    return plan_file(total_size, part_size, note)
+    part_size, note = choose_part_size(total_size, split_size, max_parts)
+    return plan_file(total_size, part_size, note, max_parts)
 
 
-def plan_chunks(sizes: Sequence[int], names: Sequence[str] | None = None) -> Plan:
-    """One part per pre-split chunk file, in order; checks each against S3's limits."""
+def plan_chunks(sizes: Sequence[int], names: Sequence[str] | None = None, max_parts: int = MAX_PARTS) -> Plan:
+    """One part per pre-split chunk file, in order; checks each against S3's limits (and ``max_parts``)."""
     if not sizes:
         raise BadInput("no chunk files to upload")
-    if len(sizes) > MAX_PARTS:
-        raise BadInput(f"{len(sizes)} chunk files exceed S3's limit of 10,000 parts", "join some chunks")
+    if len(sizes) > max_parts:
+        limit = "S3's limit of 10,000 parts" if max_parts == MAX_PARTS else f"--max-parts {max_parts}"
+        raise BadInput(f"{len(sizes)} chunk files exceed {limit}", "join some chunks")
     label = list(names) if names is not None else [f"chunk {i + 1}" for i in range(len(sizes))]
     parts = []
     offset = 0

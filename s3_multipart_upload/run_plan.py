@@ -158,7 +158,8 @@ def make_plan(req: UploadRequest, warn: bool = True) -> RunPlan:
             log.warning("This upload was started with -s %s; it keeps it (not %s).", human(meta.split_size),
                         human(req.split_size))
     checksum, checksum_why = _checksum(req, meta, warn)
-    plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None)
+    plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None,
+                           max_parts=req.max_parts)
     if meta is not None:
         why = "fixed by the upload in progress (meta file)"
     elif plan.note:

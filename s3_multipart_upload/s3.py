@@ -79,6 +79,24 @@ REFUSED_CODES = frozenset({
 })
 
 
+# A store that lacks the request altogether (s3rver 3.7.1 answers ListParts, ListMultipartUploads and
+# AbortMultipartUpload with MethodNotAllowed).
+LACKS_API = frozenset({"MethodNotAllowed", "NotImplemented", "405", "501"})
+
+
+MISSING_API_HINT = "see what works on which store on the Stores page of the docs"
+# What to do on a store that lacks a request (s3rver has none of these four).
+MISSING_API_HINTS = {
+    "ListParts": "a resume and status need it: rerun with --restart to upload from the start (a new upload needs no "
+                 "ListParts); see the Stores page of the docs",
+    "ListMultipartUploads": "the uploads this machine started are in its state folder: s3-multipart-upload list "
+                            "(without -b); see the Stores page of the docs",
+    "AbortMultipartUpload": "this store keeps an unfinished upload's parts until its data is removed; see the Stores "
+                            "page of the docs",
+    "UploadPartCopy": "copy through this machine instead: add --through-client; see the Stores page of the docs",
+}
+
+
 THROTTLING_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
 })
@@ -152,6 +170,8 @@ def classify(exc: BaseException) -> Kind:
         return Kind.FATAL
     if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
         return Kind.REFUSED
+    if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return Kind.REFUSED  # a certificate this machine does not trust: the same on every try
     if isinstance(exc, botocore.exceptions.TokenRetrievalError | botocore.exceptions.SSOTokenLoadError
                   | botocore.exceptions.CredentialRetrievalError):
         return Kind.CREDENTIALS
@@ -202,8 +222,16 @@ def as_upload_error(exc: BaseException, bucket: str, key: str, where: str | None
                                  "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass --profile")
         if isinstance(exc, botocore.exceptions.ProfileNotFound):
             return ServerRefused(str(exc), "check --profile / AWS_PROFILE against ~/.aws/config")
+        if isinstance(exc, botocore.exceptions.SSLError):
+            return ServerRefused(f"the store's TLS certificate for {where} is not one this machine trusts "
+                                 f"({describe(exc)})", "give its CA certificate with --ca-bundle FILE (or "
+                                 "AWS_CA_BUNDLE); --no-verify-ssl skips the check")
+        op = getattr(exc, "operation_name", None)
+        if code in LACKS_API and op:
+            return ServerRefused(f"the store at this endpoint does not implement {op}, which this needs for {where} "
+                                 f"({describe(exc)})", MISSING_API_HINTS.get(op, MISSING_API_HINT))
         if code in ("NotImplemented", "MethodNotAllowed"):
-            hint = "this store does not support the request; see the Stores page of the docs (docs/stores.md)"
+            hint = MISSING_API_HINT
         elif code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed", "403"):
             hint = "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile) and --region"
         elif code == "AccessDenied":
@@ -245,13 +273,23 @@ def translate(exc: BaseException, bucket: str, key: str, *, where: str | None = 
                        "rerun the same command; if it happens again, report it with -v output")
 
 
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach the store. Credentials come from boto3's usual chain (AWS_* variables, profile, SSO)."""
+    """How to reach the store. Credentials come from boto3's usual chain (AWS_* variables, profile, SSO).
+
+    ``addressing_style``: path (``host/bucket/key``), virtual (``bucket.host/key``) or auto; None: the AWS config
+    file's ``s3.addressing_style``, else path with an endpoint URL and auto without. ``ca_bundle``: the certificates
+    to trust (None: AWS_CA_BUNDLE or the system's); ``verify_ssl`` False: no certificate check (warned)."""
 
     endpoint_url: str | None = None
     profile: str | None = None
     region: str | None = None
+    addressing_style: str | None = None
+    ca_bundle: str | None = None
+    verify_ssl: bool = True
 
 
 @dataclass(frozen=True)
@@ -266,7 +304,9 @@ class Timeouts:
     so this wait grows with the part size: 20.5 s for 5 MiB, 23 s for 32 MiB, 120 s for 1 GiB, 520 s for 5 GiB.
     ``other``: the answer to a request without a body (a CompleteMultipartUpload assembles the object first)."""
 
-    send: float = 10.0
+    # 30 s, not less: stores pause reading for seconds at a time (a disk flush, a loaded machine; a 15 s pause is
+    # tests/test_store_bugs.py's), and a part abandoned then is sent again from its first byte.
+    send: float = 30.0
     answer: float = 20.0
     answer_per_gib: float = 100.0
     other: float = 120.0
@@ -378,6 +418,11 @@ class ClientFactory:
 
     def _build(self, read_timeout: float) -> S3Client:
         session = boto3.session.Session(profile_name=self.endpoint.profile, region_name=self.endpoint.region)
+        configured = session._session.get_scoped_config().get("s3", {})  # the AWS config file's s3 settings
+        style = str(self.endpoint.addressing_style or (configured.get("addressing_style") if isinstance(
+            configured, dict) else None) or ("path" if self.endpoint.endpoint_url else "auto"))
+        if style not in ADDRESSING_STYLES:
+            style = "auto"
         config = Config(
             max_pool_connections=self.pool_size,
             # One retry layer: the engine retries with tenacity, so botocore sends each request once.
@@ -389,9 +434,12 @@ class ClientFactory:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             # The part checksum already protects the body; do not SHA-256 it a second time over http.
-            s3={"payload_signing_enabled": False, "addressing_style": "path" if self.endpoint.endpoint_url else "auto"},
+            s3={"payload_signing_enabled": False, "addressing_style": style},  # type: ignore[arg-type]
         )
-        client = session.client("s3", endpoint_url=self.endpoint.endpoint_url, config=config)
+        verify: str | bool | None = self.endpoint.ca_bundle or (None if self.endpoint.verify_ssl else False)
+        if verify is False:
+            _warn_unverified()
+        client = session.client("s3", endpoint_url=self.endpoint.endpoint_url, config=config, verify=verify)
         if self.request_args is not None:
             for operation in client.meta.service_model.operation_names:
                 extra = self.request_args(operation)
@@ -424,6 +472,22 @@ class ClientFactory:
 def _add_params(extra: dict[str, Any], params: dict[str, Any], **_: Any) -> None:
     for name, value in extra.items():
         params.setdefault(name, value)
+
+
+_unverified_warned = threading.Event()
+
+
+def _warn_unverified() -> None:
+    """--no-verify-ssl: said once a process, instead of urllib3's warning on every request."""
+    import warnings
+
+    import urllib3
+
+    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+    if not _unverified_warned.is_set():
+        _unverified_warned.set()
+        log.warning("--no-verify-ssl: the store's TLS certificate is not checked; anyone on the way can read and "
+                    "change what is sent. Prefer --ca-bundle with the store's CA certificate.")
 
 
 def resolved_endpoint(clients: ClientFactory, given: str | None) -> str | None:

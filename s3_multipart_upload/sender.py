@@ -59,12 +59,13 @@ class Sender:
         self._unconfirmed = False  # an answer did not echo the additional checksum (said once)
         self.timeouts: Timeouts = job.requests.clients.timeouts
         self.body_size: int | None = None  # the largest part of this run: its answer timeout is every part's
+        self.sent = Sent({})  # what the last send_all sent (so far)
 
     def send_all(self, parts: list[Part], upload_id: str, parts_log: PartsLog, done_before: int, total: int) -> Sent:
         """Send ``parts`` from the pool. The first Ctrl-C (or SIGTERM) stops scheduling and lets the parts in
         flight finish; a second one stops at once (the CLI's signal handler exits the process)."""
         job = self.job
-        sent = Sent({})
+        sent = self.sent = Sent({})  # (read by the uploader when this raises: how far the run got)
         if not parts:
             return sent
         self.body_size = max(part.length for part in parts)

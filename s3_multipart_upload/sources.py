@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from s3_multipart_upload.errors import BadInput, ServerRefused, SourceChanged, StateConflict, TemporaryFailure
-from s3_multipart_upload.plan import Part, Plan, plan_bytes, plan_chunks
+from s3_multipart_upload.plan import MAX_PARTS, Part, Plan, plan_bytes, plan_chunks
 from s3_multipart_upload.properties import source_request_args
 from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy, describe, error_code, translate
 from s3_multipart_upload.stream import PartSource, PartStream, RangeReader
@@ -32,7 +32,7 @@ class Source(Protocol):
     total_size: int
     server_side: bool  # parts are copied by the store itself (UploadPartCopy), not sent
 
-    def plan(self, split_size: int | None, fixed: bool) -> Plan: ...
+    def plan(self, split_size: int | None, fixed: bool, max_parts: int = MAX_PARTS) -> Plan: ...
 
     def open_range(self, part: Part) -> RangeReader:
         """The part's bytes, read in order (a retry opens the range again)."""
@@ -157,8 +157,8 @@ class FileSource:
         self.total_size = _device_size(self.path) if self.device else self._stat.st_size
         self._mtime_ns = self._stat.st_mtime_ns
 
-    def plan(self, split_size: int | None, fixed: bool) -> Plan:
-        return plan_bytes(self.total_size, split_size, fixed)
+    def plan(self, split_size: int | None, fixed: bool, max_parts: int = MAX_PARTS) -> Plan:
+        return plan_bytes(self.total_size, split_size, fixed, max_parts)
 
     def open_range(self, part: Part) -> RangeReader:
         return _FileRange(self.path, part.offset, part.length)
@@ -232,8 +232,8 @@ class ChunkDirSource:
         self._stats = [_stat_regular_file(p, "chunk file") for p in self._files]
         self.total_size = sum(st.st_size for st in self._stats)
 
-    def plan(self, split_size: int | None, fixed: bool) -> Plan:
-        return plan_chunks([st.st_size for st in self._stats], [str(p) for p in self._files])
+    def plan(self, split_size: int | None, fixed: bool, max_parts: int = MAX_PARTS) -> Plan:
+        return plan_chunks([st.st_size for st in self._stats], [str(p) for p in self._files], max_parts)
 
     def open_range(self, part: Part) -> RangeReader:
         return _FileRange(self._files[part.number - 1], 0, part.length)
@@ -383,8 +383,8 @@ class S3ObjectSource:
                                "endpoint, profile and region") from None
             raise translate(exc, self.bucket, self.key, where=f"the source object {self.url}") from exc
 
-    def plan(self, split_size: int | None, fixed: bool) -> Plan:
-        return plan_bytes(self.total_size, split_size, fixed)
+    def plan(self, split_size: int | None, fixed: bool, max_parts: int = MAX_PARTS) -> Plan:
+        return plan_bytes(self.total_size, split_size, fixed, max_parts)
 
     def copied_properties(self) -> dict[str, Any]:
         """What a copy keeps of the source by default (aws-cli's ``--copy-props default``): its content headers, its

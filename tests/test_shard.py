@@ -346,13 +346,20 @@ def test_the_shard_that_created_the_upload_completes_it_from_the_other_logs(
 @pytest.mark.integration
 def test_two_shards_finishing_together_complete_once(s3_server: S3Server, bucket: str, aws_env: dict[str, str],
                                                      tmp_path: Path, shared: Path) -> None:
-    """Both shards list the parts at the same moment (the proxy holds each ListParts until the other's arrives),
-    both find every part held, both go for the completion: one claims it, the other says so and exits 0."""
+    """Both shards list the parts at the same moment after sending theirs (the proxy holds the four part uploads
+    until all have arrived, then each ListParts until the other's arrives), both find every part held, both go for
+    the completion: one claims it, the other says so and exits 0. (The shard that creates the upload lists no parts
+    before sending: only the listings after the parts are paired.)"""
     f = write_random(shared / "f.bin", 4 * PART, seed=18)
+    parts_sent = threading.Barrier(4, timeout=30)
+    after_parts = threading.Event()
     barrier = threading.Barrier(2, timeout=30)
 
     def pair_list_parts(seen: Seen, index: int) -> Fault | None:
-        if seen.method == "GET" and "uploadId" in seen.query:
+        if seen.part_number is not None:
+            parts_sent.wait()
+            after_parts.set()
+        elif seen.method == "GET" and "uploadId" in seen.query and after_parts.is_set():
             barrier.wait()
         return None
 

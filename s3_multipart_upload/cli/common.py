@@ -22,10 +22,10 @@ from rich.console import Console
 from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import ExitCode, Failure, UploadError, failure_of
 from s3_multipart_upload.options import DEFAULT_THREADS, MAX_THREADS, PROPERTY_OPTIONS, TransferOptions
-from s3_multipart_upload.plan import DEFAULT_PART_SIZE, human, parse_size
+from s3_multipart_upload.plan import DEFAULT_PART_SIZE, MAX_PARTS, human, parse_size
 from s3_multipart_upload.progress import LOG_FORMAT, BarProgress, ConsoleHandler, LogProgress, NullProgress, Reporter
 from s3_multipart_upload.properties import ACLS, LEGAL_HOLD, LOCK_MODES, SSE, STORAGE_CLASSES
-from s3_multipart_upload.s3 import RetryPolicy
+from s3_multipart_upload.s3 import ADDRESSING_STYLES, RetryPolicy
 from s3_multipart_upload.shard import MAX_SHARDS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -278,6 +278,18 @@ def transfer_options(fn: F) -> F:
                           "else goes to stdout."),
         *property_options,
         s3_options,
+        click.option("--addressing-style", type=click.Choice(ADDRESSING_STYLES),
+                     help="path (https://host/bucket/key) or virtual (https://bucket.host/key) requests, or auto. "
+                          "Default: the AWS config file's s3.addressing_style, else path with --endpoint-url."),
+        click.option("--ca-bundle", type=click.Path(path_type=Path, dir_okay=False),
+                     help="A PEM file of the CA certificates to trust for the store's TLS certificate (a private "
+                          "CA); also AWS_CA_BUNDLE."),
+        click.option("--max-parts", type=click.IntRange(1, MAX_PARTS), default=MAX_PARTS, show_default=True,
+                     help="The most parts the store takes in one upload (Scaleway: 1000): the part size is raised "
+                          "to fit (as for S3's 10,000), and -d with more chunk files is refused."),
+        click.option("--no-verify-ssl", is_flag=True,
+                     help="Do not check the store's TLS certificate (warned: anyone on the way can read and change "
+                          "the data). Prefer --ca-bundle."),
         output_options,
     ]):
         fn = decorator(fn)

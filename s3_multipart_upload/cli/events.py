@@ -35,6 +35,17 @@ def failed(out: JsonProgress, failure: Failure, where: dict[str, Any], rerun: st
               **where)
 
 
+def partial_of(exc: BaseException, bucket: str | None, key: str | None) -> dict[str, Any]:
+    """The summary's fields after a failure: the object, and how far the upload got where the run knew it (the
+    upload id, the parts in all, sent by this run, already done and adopted, the bytes sent)."""
+    partial = getattr(exc, "partial", None)
+    if not isinstance(partial, UploadResult):
+        return {"bucket": bucket, "key": key}
+    fields = result_json(partial)
+    return {name: fields[name] for name in ("bucket", "key", "uploadId", "size", "partsTotal", "partsSent",
+                                            "partsAlreadyDone", "partsAdopted", "bytesSent", "checksumAlgorithm")}
+
+
 def finished(out: JsonProgress, result: UploadResult, shard_done: bool) -> None:
     """``completed`` and the summary of one upload; a shard that left the completion to another: the summary."""
     summary = result_json(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 import s3_multipart_upload as api
-from s3_multipart_upload.cli.common import handle_errors, s3_options, state_dir_option
+from s3_multipart_upload.cli.common import LOGGER, handle_errors, s3_options, setup_output, state_dir_option
 from s3_multipart_upload.cli.events import emit_json
 from s3_multipart_upload.cli.status import show_local
 from s3_multipart_upload.errors import BadInput
@@ -47,6 +48,8 @@ def list_uploads(bucket: str | None, prefix: str, older_than: str | None, as_jso
         show_local(api.local_uploads(state_dir=state_dir, prefix=prefix, older_than=older_than),
                    state_root(state_dir), as_json)
         return
+    setup_output(quiet=False, verbose=False)
+    logging.getLogger(LOGGER).setLevel(logging.WARNING)  # retries, and upload dates the store made up
     found = api.list_uploads(bucket, prefix=prefix, older_than=older_than, endpoint_url=endpoint_url,
                              profile=profile, region=region)
     if as_json:
@@ -60,8 +63,10 @@ def list_uploads(bucket: str | None, prefix: str, older_than: str | None, as_jso
         for col in ("KEY", "UPLOAD ID", "INITIATED", "AGE", "PARTS", "BYTES"):
             table.add_column(col, justify="right" if col in ("AGE", "PARTS", "BYTES") else "left", no_wrap=True)
         for item in found:
-            table.add_row(item.key, item.upload_id, item.initiated.strftime("%Y-%m-%d %H:%M:%S"),
-                          human_age(item.age_seconds), str(item.parts), human(item.bytes))
+            table.add_row(item.key, item.upload_id, item.initiated.strftime("%Y-%m-%d %H:%M:%S")
+                          + ("" if item.initiated_credible else " (not credible)"),
+                          ("" if item.initiated_credible else ">=") + human_age(item.age_seconds),
+                          str(item.parts), human(item.bytes))
         Console(width=200 if not sys.stdout.isatty() else None).print(table, soft_wrap=True)
         click.echo(f"{len(found)} uploads, {human(sum(i.bytes for i in found))} in their parts.")
     if not do_abort or not found:

@@ -32,7 +32,7 @@ def run_one(call: Callable[[Reporter], UploadResult], run: Transfer) -> None:
     except BaseException as exc:
         display.close()
         if out is not None:
-            events.failed(out, failure_of(exc), {"bucket": run.bucket, "key": run.key}, rerun_command())
+            events.failed(out, failure_of(exc), events.partial_of(exc, run.bucket, run.key), rerun_command())
         raise
     display.close()
     shard_done = result.shard is not None and not result.etag and not result.already_complete

@@ -685,6 +685,9 @@ def test_accessible_names_live_regions_and_contrast(page: Any, stack: Stack, tmp
     assert message(page).startswith("A file id is 1 to 255 letters")
     assert page.get_attribute("#message", "role") == "alert"
     assert page.get_attribute("#message", "aria-live") == "assertive"
+    fg, bg = page.evaluate("() => [getComputedStyle(document.getElementById('message')).color, "
+                           "getComputedStyle(document.getElementById('message')).backgroundColor]")
+    assert contrast(fg, bg) >= 4.5
 
     f = write_random(tmp_path / "announce.bin", 10 * PART, seed=21)
     page.evaluate("""() => { window.announced = [];
@@ -755,6 +758,23 @@ def test_pause_lets_the_parts_in_flight_finish(page: Any, stack: Stack, tmp_path
     puts = stack.proxy.part_puts()
     assert sorted(puts) == list(range(1, 13)) and set(puts.values()) == {1}, puts
     assert stack.object_sha256("pause-1") == sha256(f)
+
+
+def test_pause_with_every_part_on_its_way_completes(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Paused when the last parts are already being sent: nothing is left to pause, and the upload completes
+    instead of showing "Paused: 4 of 4 parts are sent"."""
+    f = write_random(tmp_path / "pause-all.bin", 4 * PART, seed=28)
+    sign_in(page, stack)
+    stack.proxy.delay = 1.5
+    upload(page, f, "pause-all")
+    deadline = time.monotonic() + 30
+    while len(stack.proxy.part_puts()) < 4:
+        assert time.monotonic() < deadline, "the four parts never reached the store"
+        time.sleep(0.02)
+    page.click("#pause")
+    assert wait_state(page, "done", "paused", "refused", "failed") == "done", message(page)
+    assert message(page) == "Uploaded pause-all.bin as file id pause-all: 20.0 MiB, status uploaded."
+    assert stack.proxy.part_puts() == {1: 1, 2: 1, 3: 1, 4: 1}
 
 
 def test_leaving_cancelling_or_signing_out_mid_upload_asks_first(page: Any, stack: Stack, tmp_path: Path) -> None:

@@ -329,7 +329,9 @@ class Job {
       window.removeEventListener("offline", onOffline);
     }
     this.progress();
-    if (this.stopped) return false;
+    // Paused after the last parts were already on their way: nothing is left to pause, so it completes.
+    const allSent = this.stopped === "pause" && token && this.done.size === this.count;
+    if (this.stopped && !allSent) return false;
     if (this.failure) throw this.failure;
     await this.complete();
     return true;

@@ -378,9 +378,9 @@ def test_cli_upload_finished_from_the_page(page: Any, stack: Stack, tmp_path: Pa
 
 
 def test_page_upload_finished_by_the_cli(page: Any, stack: Stack, tmp_path: Path) -> None:
-    f = write_random(tmp_path / "page-first.bin", 6 * PART + 1, seed=5)
+    f = write_random(tmp_path / "page-first.bin", 10 * PART + 1, seed=5)  # parts left after Pause: 11 > 2 x 4
     sign_in(page, stack)
-    stack.proxy.delay = 0.3
+    stack.proxy.delay = 0.5
     upload(page, f, "page-first")
     upload_id = wait_parts_held(stack, "page-first", 2)
     page.click("#pause")
@@ -398,7 +398,7 @@ def test_page_upload_finished_by_the_cli(page: Any, stack: Stack, tmp_path: Path
                  str(tmp_path / "p.jsonl")], env)
     assert r.returncode == 0, r.stderr
     assert f"Adopted {len(held)} parts" in r.stderr
-    assert set(stack.proxy.part_puts()) == set(range(1, 8)) - held
+    assert set(stack.proxy.part_puts()) == set(range(1, 12)) - held
     assert stack.object_sha256("page-first") == sha256(f)
     assert stack.pending("page-first", "uploaded")["upload_id"] == upload_id
 

@@ -794,7 +794,7 @@ def test_leaving_cancelling_or_signing_out_mid_upload_asks_first(page: Any, stac
 
     page.on("dialog", on_dialog)
     sign_in(page, stack)
-    stack.proxy.delay = 0.5
+    stack.proxy.delay = 1.0  # 10 parts take 3 s: the questions below come long before the end
     upload(page, f, "ask-1")
     upload_id = wait_parts_held(stack, "ask-1", 1)
 

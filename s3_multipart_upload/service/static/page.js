@@ -80,7 +80,8 @@ function say(text, kind = "info") {
 const RUNNING = ["checking", "uploading", "waiting", "pausing", "completing"];
 // Where the keyboard focus goes when the control that had it is disabled or hidden: the next step's control.
 const FOCUS_NEXT = {
-  idle: ["upload", "file"], checking: ["message"], uploading: ["pause"], waiting: ["pause"], pausing: ["message"], paused: ["resume"], completing: ["message"], done: ["file"],
+  idle: ["upload", "file"], checking: ["message"], uploading: ["pause"], waiting: ["pause"],
+  pausing: ["message"], paused: ["resume"], completing: ["message"], done: ["file"],
   refused: ["upload", "cancel", "file"], failed: ["upload", "cancel", "file"], cancelled: ["file"],
 };
 
@@ -629,8 +630,8 @@ async function cancel() {
   const current = job;
   if (!current) return;
   const sent = current.done.size;
-  if (!window.confirm(`Cancel the upload of file id ${current.fileId}? ` +
-      (sent ? `The ${plural(sent, "part")} sent so far are deleted and` : "It") + " cannot be resumed.")) {
+  if (!window.confirm(`Cancel the upload of file id ${current.fileId}? It cannot be resumed` +
+      (sent ? `, and the ${plural(sent, "part")} sent so far are deleted.` : "."))) {
     return;
   }
   current.stopped = "cancel";

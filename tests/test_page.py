@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import shutil
@@ -289,6 +290,7 @@ def test_reload_mid_upload_sends_only_the_missing_parts(page: Any, stack: Stack,
     stack.proxy.delay = 0.3
     upload(page, f, "reload-1")
     upload_id = wait_parts_held(stack, "reload-1", 3)
+    page.once("dialog", lambda d: d.accept())  # the browser asks before leaving mid-upload
     page.reload()  # the in-flight PUTs die with the page
     stack.proxy.wait_idle()
     held = stack.held(upload_id)
@@ -296,19 +298,35 @@ def test_reload_mid_upload_sends_only_the_missing_parts(page: Any, stack: Stack,
     stack.proxy.delay = 0.0
     stack.proxy.reset()
 
-    # Signed in still (sessionStorage); the page remembers the upload, but not a file of another mtime...
+    # Signed in still (sessionStorage); before any file is chosen, the page says what is unfinished.
     page.wait_for_selector("#work:not([hidden])")
+    page.wait_for_function("() => document.getElementById('message').textContent.startsWith('An upload')",
+                           timeout=10_000)
+    assert message(page).startswith("An upload from this browser is unfinished: file id reload-1 (reload.bin, "
+                                    "45.0 MiB, modified ")
+    assert message(page).endswith("Choose that file to resume it.")
+    # The page remembers the upload, but not a file of another mtime: the message shows both times.
     (tmp_path / "newer").mkdir()
     newer = write_random(tmp_path / "newer" / "reload.bin", f.stat().st_size, seed=3)
     os.utime(newer, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
     upload(page, newer, "reload-1")
     assert wait_state(page, "refused", "done", "failed") == "refused"
-    assert "reload.bin is not the file the unfinished upload of file id reload-1 was started with" in message(page)
-    # ... nor one with the same name, size and mtime but other bytes: its parts' MD5s do not match.
+    assert "reload.bin is not the file the unfinished upload of file id reload-1 was started with: it was " \
+           "modified " in message(page)
+    picked, expected = re.findall(r"modified (.+?), that file (.+?)\. Choose", message(page))[0]
+    assert picked != expected
+    # ... nor one with the same name, size and mtime but other bytes: when chosen, a held part's MD5 says so at
+    # once (no "press Upload to resume"), and Upload refuses it.
     (tmp_path / "same-mtime").mkdir()
     same_mtime = write_random(tmp_path / "same-mtime" / "reload.bin", f.stat().st_size, seed=3)
     os.utime(same_mtime, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns))
-    upload(page, same_mtime, "reload-1")
+    page.set_input_files("#file", str(same_mtime))
+    page.wait_for_function("() => /but not its bytes|press Upload/.test(document.getElementById('message')"
+                           ".textContent)", timeout=10_000)
+    assert "but not its bytes: the parts already sent do not match it" in message(page)
+    assert "press Upload" not in message(page)
+    assert page.get_attribute("#message", "role") == "alert"
+    page.click("#upload")
     assert wait_state(page, "refused", "done", "failed") == "refused"
     assert f"None of the {len(held)} parts the storage holds for file id reload-1 matches reload.bin" in message(page)
     assert stack.proxy.part_puts() == {}, "a refused file sent parts"
@@ -317,7 +335,10 @@ def test_reload_mid_upload_sends_only_the_missing_parts(page: Any, stack: Stack,
     # The same file: recognised (its file id filled in), checked, resumed.
     page.set_input_files("#file", str(f))
     assert page.input_value("#file-id") == "reload-1"
-    assert "This file has an unfinished upload (file id reload-1)" in message(page)
+    page.wait_for_function("() => document.getElementById('message').textContent.startsWith('This file')",
+                           timeout=10_000)
+    assert message(page) == ("This file has an unfinished upload (file id reload-1): press Upload to resume it; its "
+                             "parts the storage holds are checked, and kept where they match.")
     page.click("#upload")
     assert wait_state(page, "done", "refused", "failed") == "done", message(page)
     assert message(page).endswith(f"{len(held)} of 10 parts were already there and were kept.")
@@ -357,9 +378,9 @@ def test_cli_upload_finished_from_the_page(page: Any, stack: Stack, tmp_path: Pa
 
 
 def test_page_upload_finished_by_the_cli(page: Any, stack: Stack, tmp_path: Path) -> None:
-    f = write_random(tmp_path / "page-first.bin", 6 * PART + 1, seed=5)
+    f = write_random(tmp_path / "page-first.bin", 10 * PART + 1, seed=5)  # parts left after Pause: 11 > 2 x 4
     sign_in(page, stack)
-    stack.proxy.delay = 0.3
+    stack.proxy.delay = 0.5
     upload(page, f, "page-first")
     upload_id = wait_parts_held(stack, "page-first", 2)
     page.click("#pause")
@@ -377,7 +398,7 @@ def test_page_upload_finished_by_the_cli(page: Any, stack: Stack, tmp_path: Path
                  str(tmp_path / "p.jsonl")], env)
     assert r.returncode == 0, r.stderr
     assert f"Adopted {len(held)} parts" in r.stderr
-    assert set(stack.proxy.part_puts()) == set(range(1, 8)) - held
+    assert set(stack.proxy.part_puts()) == set(range(1, 12)) - held
     assert stack.object_sha256("page-first") == sha256(f)
     assert stack.pending("page-first", "uploaded")["upload_id"] == upload_id
 
@@ -422,6 +443,7 @@ def test_cancel_deletes_the_upload_and_its_parts(page: Any, stack: Stack, tmp_pa
     stack.proxy.delay = 0.3
     upload(page, f, "cancel-1")
     upload_id = wait_parts_held(stack, "cancel-1", 2)
+    page.once("dialog", lambda d: d.accept())
     page.click("#cancel")
     assert wait_state(page, "cancelled", "failed", "refused") == "cancelled", message(page)
     assert message(page) == ("Cancelled: the upload of file id cancel-1 is cancelled, and the parts sent are "
@@ -545,3 +567,339 @@ def test_a_stalled_part_is_sent_again(page: Any, stack: Stack, tmp_path: Path) -
     assert time.monotonic() - started < 9, "the page waited for the hung PUT instead of sending it again"
     assert stack.proxy.part_puts()[1] >= 2
     assert stack.object_sha256("stall-1") == sha256(f)
+
+
+# -- what a browser walk of the page found (issue 25, item 7) ----------------------------------------------------
+
+def _rgb(css: str) -> tuple[float, float, float]:
+    r, g, b = (float(v) for v in re.findall(r"[\d.]+", css)[:3])
+    return r, g, b
+
+
+def contrast(fg: str, bg: str) -> float:
+    """WCAG 2 contrast ratio of two computed CSS colours (``rgb(r, g, b)``)."""
+    def luminance(css: str) -> float:
+        lin = [c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in _rgb(css)]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def focused(tab: Any) -> dict[str, Any]:
+    """The element with the keyboard focus: its id, and the outline drawn for it (around the drop zone for the
+    hidden file input)."""
+    return dict(tab.evaluate("""() => {
+        const el = document.activeElement;
+        const ring = el && el.id === "file" ? document.getElementById("drop") : el;
+        const style = ring ? getComputedStyle(ring) : null;
+        return {id: el ? (el.id || el.tagName) : null, style: style ? style.outlineStyle : "none",
+                width: style ? parseFloat(style.outlineWidth) : 0};
+    }"""))
+
+
+def assert_focus_visible(tab: Any, element_id: str) -> None:
+    tab.wait_for_function("id => document.activeElement && document.activeElement.id === id", arg=element_id,
+                          timeout=15_000)
+    now = focused(tab)
+    assert now["style"] != "none" and now["width"] >= 2, f"no focus ring on {element_id}: {now}"
+
+
+def test_keyboard_only_from_sign_in_to_done(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Tab, type and Enter only: after each step the focus is on the next step's control, never on the page body,
+    with a ring of at least 2 px around it (the drop zone's for the hidden file input)."""
+    f = write_random(tmp_path / "Keyboard run 7.bin", 10 * PART, seed=20)
+    page.wait_for_selector("#signin:not([hidden])")
+    for _ in range(5):
+        page.keyboard.press("Tab")
+        if focused(page)["id"] == "token":
+            break
+    assert_focus_visible(page, "token")
+    page.keyboard.type(stack.svc.tokens["alice"])
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#work:not([hidden])")
+    assert_focus_visible(page, "file")  # not the body: the file input, ringed by its drop zone
+
+    page.set_input_files("#file", str(f))  # what the file chooser that Enter opens gives
+    page.keyboard.press("Tab")
+    assert_focus_visible(page, "file-id")
+    assert page.input_value("#file-id") == "Keyboard-run-7.bin"  # suggested from the file's name
+    page.keyboard.press("Tab")
+    assert_focus_visible(page, "upload")
+    stack.proxy.delay = 0.5
+    page.keyboard.press("Enter")
+    assert_focus_visible(page, "pause")
+    wait_parts_held(stack, "Keyboard-run-7.bin", 1)
+    page.keyboard.press("Enter")
+    assert wait_state(page, "paused") == "paused"
+    assert_focus_visible(page, "resume")
+    stack.proxy.delay = 0.0
+    page.keyboard.press("Enter")
+    assert wait_state(page, "done", "refused", "failed") == "done", message(page)
+    assert_focus_visible(page, "file")
+    page.keyboard.press("Shift+Tab")
+    assert_focus_visible(page, "sign-out")
+    page.keyboard.press("Enter")  # nothing running: no question
+    page.wait_for_selector("#signin:not([hidden])")
+    assert_focus_visible(page, "token")
+
+
+def test_accessible_names_live_regions_and_contrast(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Chromium's own accessibility tree names every control; errors are alerts and progress is read out by
+    tenths; input and button borders have 3:1 against the page, and texts 4.5:1."""
+    sign_in(page, stack)
+    cdp = page.context.new_cdp_session(page)
+    nodes = cdp.send("Accessibility.getFullAXTree")["nodes"]
+    named: dict[str, list[str]] = {}
+    for node in nodes:
+        role = node.get("role", {}).get("value")
+        if node.get("ignored") or role not in {"button", "textbox", "progressbar"}:
+            continue
+        named.setdefault(role, []).append(node.get("name", {}).get("value", ""))
+    assert named["progressbar"] == ["Upload progress"]
+    assert "File id" in named["textbox"] and all(named["textbox"])
+    assert {"Sign out", "choose one", "Upload", "Pause", "Resume", "Cancel upload"} <= set(named["button"])
+    assert all(named["button"])
+    help_ids = page.get_attribute("#file-id", "aria-describedby")
+    assert help_ids and "file-id-help" in help_ids
+
+    colours = page.evaluate("""() => {
+        const bg = getComputedStyle(document.querySelector("main")).backgroundColor;
+        const out = [];
+        for (const el of document.querySelectorAll("input[type=text], button:not(.link), #drop")) {
+            out.push([el.id, getComputedStyle(el).borderTopColor, bg]);
+        }
+        return out;
+    }""")
+    assert len(colours) >= 6
+    for element_id, border, bg in colours:
+        assert contrast(border, bg) >= 3, f"{element_id} border {border} on {bg}"
+    for selector in (".note", ".who", ".file-info", ".progress", "label"):
+        fg, bg = page.evaluate("s => [getComputedStyle(document.querySelector(s)).color, "
+                               "getComputedStyle(document.querySelector('main')).backgroundColor]", selector)
+        assert contrast(fg, bg) >= 4.5, selector
+
+    assert page.get_attribute("#message", "aria-live") == "polite"
+    page.set_input_files("#file", str(write_random(tmp_path / "small.bin", 10, seed=27)))
+    page.fill("#file-id", "-x")
+    page.click("#upload")  # a bad file id: an error, read out at once
+    assert message(page).startswith("A file id is 1 to 255 letters")
+    assert page.get_attribute("#message", "role") == "alert"
+    assert page.get_attribute("#message", "aria-live") == "assertive"
+    fg, bg = page.evaluate("() => [getComputedStyle(document.getElementById('message')).color, "
+                           "getComputedStyle(document.getElementById('message')).backgroundColor]")
+    assert contrast(fg, bg) >= 4.5
+
+    f = write_random(tmp_path / "announce.bin", 10 * PART, seed=21)
+    page.evaluate("""() => { window.announced = [];
+        new MutationObserver(() => window.announced.push(document.getElementById("announce").textContent))
+            .observe(document.getElementById("announce"), {childList: true, characterData: true, subtree: true}); }""")
+    stack.proxy.delay = 0.5
+    upload(page, f, "announce-1")
+    assert wait_state(page, "done", "refused", "failed") == "done", message(page)
+    announced = page.evaluate("window.announced")
+    assert page.get_attribute("#announce", "aria-live") == "polite"
+    tenths = [int(re.match(r"(\d+)% uploaded", a).group(1)) for a in announced]  # type: ignore[union-attr]
+    assert len(tenths) >= 2 and tenths == sorted(set(tenths)), announced  # each once, in order
+    assert page.get_attribute("#message", "role") == "status"  # the success is not an alert
+
+
+def test_a_dropped_folder_is_refused_and_extra_files_are_named(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """A folder handed to the page (Chromium gives it as an unreadable File) is refused on the spot: no upload is
+    created. Of several dropped files the first is taken and the page says how many were left out."""
+    before = stack.s3_uploads()
+    sign_in(page, stack)
+    folder = tmp_path / "multi"
+    folder.mkdir()
+    for i in range(3):
+        write_random(folder / f"f{i}.bin", 1000, seed=30 + i)
+    cdp = page.context.new_cdp_session(page)
+    root = cdp.send("DOM.getDocument")["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": "#file"})["nodeId"]
+    cdp.send("DOM.setFileInputFiles", {"nodeId": node, "files": [str(folder)]})
+    page.wait_for_function("() => document.getElementById('message').dataset.kind === 'error'", timeout=10_000)
+    assert message(page).startswith("multi is a folder, or a file this browser cannot read: choose or drop one file")
+    assert page.text_content("#file-info") == "No file chosen."
+    assert page.is_disabled("#upload")
+    assert stack.s3_uploads() == before
+
+    page.evaluate("""() => {
+        const dt = new DataTransfer();
+        for (const name of ["one.bin", "two.bin", "three.bin"]) {
+            dt.items.add(new File([new Uint8Array(1024)], name, {lastModified: 0}));
+        }
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+    }""")
+    page.wait_for_function("() => document.getElementById('file-info').textContent.startsWith('one.bin')",
+                           timeout=10_000)
+    assert message(page) == "This page uploads one file at a time: the other 2 dropped files were left out."
+    assert page.is_enabled("#upload")
+
+
+def test_pause_lets_the_parts_in_flight_finish(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Pause mid-upload: the bar never goes back, the parts being sent finish, and after Resume every part has
+    been sent exactly once."""
+    f = write_random(tmp_path / "pause.bin", 12 * PART, seed=22)
+    sign_in(page, stack)
+    stack.proxy.delay = 0.6
+    upload(page, f, "pause-1")
+    wait_parts_held(stack, "pause-1", 1)
+    page.evaluate("""() => { window.bar = [];
+        window.barTimer = setInterval(() => window.bar.push(document.getElementById("bar").value), 20); }""")
+    page.click("#pause")
+    assert wait_state(page, "pausing", "paused") in {"pausing", "paused"}
+    assert wait_state(page, "paused") == "paused"
+    values = page.evaluate("() => { clearInterval(window.barTimer); return window.bar; }")
+    assert values and all(b >= a for a, b in itertools.pairwise(values)), "the bar went back"
+    assert 0 < values[-1] < 1
+    stack.proxy.wait_idle()
+    stack.proxy.delay = 0.0
+    page.click("#resume")
+    assert wait_state(page, "done", "refused", "failed") == "done", message(page)
+    puts = stack.proxy.part_puts()
+    assert sorted(puts) == list(range(1, 13)) and set(puts.values()) == {1}, puts
+    assert stack.object_sha256("pause-1") == sha256(f)
+
+
+def test_pause_with_every_part_on_its_way_completes(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Paused when the last parts are already being sent: nothing is left to pause, and the upload completes
+    instead of showing "Paused: 4 of 4 parts are sent"."""
+    f = write_random(tmp_path / "pause-all.bin", 4 * PART, seed=28)
+    sign_in(page, stack)
+    stack.proxy.delay = 1.5
+    upload(page, f, "pause-all")
+    deadline = time.monotonic() + 30
+    while len(stack.proxy.part_puts()) < 4:
+        assert time.monotonic() < deadline, "the four parts never reached the store"
+        time.sleep(0.02)
+    page.click("#pause")
+    assert wait_state(page, "done", "paused", "refused", "failed") == "done", message(page)
+    assert message(page) == "Uploaded pause-all.bin as file id pause-all: 20.0 MiB, status uploaded."
+    assert stack.proxy.part_puts() == {1: 1, 2: 1, 3: 1, 4: 1}
+
+
+def test_leaving_cancelling_or_signing_out_mid_upload_asks_first(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Closing the tab, Cancel and Sign out mid-upload each ask; refused, the upload goes on. Signed out and in
+    again, the page says which upload is unfinished (no "Resume continues" beside a disabled Resume), and the
+    same file resumes it."""
+    f = write_random(tmp_path / "ask.bin", 10 * PART, seed=23)
+    answers: list[bool] = []
+    asked: list[tuple[str, str]] = []
+
+    def on_dialog(dialog: Any) -> None:
+        asked.append((dialog.type, dialog.message))
+        if answers.pop(0):
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    sign_in(page, stack)
+    stack.proxy.delay = 1.0  # 10 parts take 3 s: the questions below come long before the end
+    upload(page, f, "ask-1")
+    upload_id = wait_parts_held(stack, "ask-1", 1)
+
+    answers.append(False)
+    page.close(run_before_unload=True)
+    deadline = time.monotonic() + 10
+    while not asked and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert asked and asked[-1][0] == "beforeunload"
+    assert not page.is_closed()
+
+    answers.append(False)
+    page.click("#cancel")
+    assert asked[-1] == ("confirm", asked[-1][1]) and asked[-1][1].startswith("Cancel the upload of file id ask-1?")
+    assert page.evaluate("document.body.dataset.state") in {"uploading", "checking"}
+    assert stack.pending("ask-1")["upload_id"] == upload_id
+
+    answers.append(False)
+    page.click("#sign-out")
+    assert asked[-1][1].startswith("Sign out while file id ask-1 is being uploaded?")
+    assert page.is_visible("#work")
+    answers.append(True)
+    page.click("#sign-out")
+    page.wait_for_selector("#signin:not([hidden])")
+    assert focused(page)["id"] == "token"
+    stack.proxy.wait_idle()
+    page.wait_for_timeout(500)  # whatever the stopped upload would still say, it would say it by now
+    assert len(asked) == 4 and not answers
+
+    sign_in(page, stack)
+    page.wait_for_function("() => document.getElementById('message').textContent.startsWith('An upload')",
+                           timeout=10_000)
+    assert message(page).startswith("An upload from this browser is unfinished: file id ask-1 (ask.bin, 50.0 MiB")
+    assert "Resume continues" not in message(page) and page.is_disabled("#resume")
+    assert page.text_content("#file-info") == "No file chosen."
+    stack.proxy.delay = 0.0
+    upload(page, f, None)
+    assert page.input_value("#file-id") == "ask-1"
+    assert wait_state(page, "done", "refused", "failed") == "done", message(page)
+    assert stack.object_sha256("ask-1") == sha256(f)
+    assert len(asked) == 4  # finishing asks nothing
+
+
+def test_messages_a_newcomer_reads(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Where a token comes from and what a file id is, said before they are asked for; a token of spaces is
+    answered; a file id suggested from the file's name (never over one the user typed); "1 part", not "1 parts";
+    a file id already used is refused in words, without the controller's internal upload id."""
+    assert "operator of this upload controller gives each person a token" in page.text_content("#token-help")
+    page.fill("#token", "   ")
+    page.click("#sign-in")
+    assert page.text_content("#signin-message") == "Paste your API token first: the field is empty, or only spaces."
+    assert page.get_attribute("#token", "aria-invalid") == "true"
+    sign_in(page, stack)
+    assert "The name the controller keeps this file under" in page.text_content("#file-id-help")
+
+    f = write_random(tmp_path / "Run 42 (final).bin", 1000, seed=24)
+    page.set_input_files("#file", str(f))
+    assert page.input_value("#file-id") == "Run-42-final.bin"
+    stack.proxy.delay = 1.0
+    page.click("#upload")
+    page.wait_for_function("() => document.getElementById('message').textContent.startsWith('Uploading')",
+                           timeout=10_000)
+    assert message(page) == "Uploading Run 42 (final).bin in 1 part."
+    assert wait_state(page, "done", "refused", "failed") == "done", message(page)
+    stack.proxy.delay = 0.0
+    done = stack.pending("Run-42-final.bin", "uploaded")
+
+    other = write_random(tmp_path / "other.bin", 1000, seed=25)
+    page.fill("#file-id", "Run-42-final.bin")  # typed: the next file's name does not replace it
+    page.set_input_files("#file", str(other))
+    page.wait_for_function("() => document.getElementById('file-info').textContent.startsWith('other.bin')",
+                           timeout=10_000)
+    page.fill("#file-id", "Run-42-final.bin ")
+    page.set_input_files("#file", str(f))
+    assert page.input_value("#file-id") == "Run-42-final.bin "
+    page.set_input_files("#file", str(other))
+    page.click("#upload")
+    assert wait_state(page, "refused", "done", "failed") == "refused"
+    assert message(page) == ("File id Run-42-final.bin already has a finished upload (uploaded): choose another file "
+                             "id for this file.")
+    assert done["upload_id"] not in message(page)
+
+
+def test_time_left_is_not_optimistic(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """The storage takes each part 2 s after it arrives: the time left shown is never under half the time the
+    upload then really took (the bytes a PUT hands out early sit in buffers, they are not yet sent)."""
+    f = write_random(tmp_path / "eta.bin", 16 * PART, seed=26)
+    sign_in(page, stack)
+    page.evaluate("""() => { window.shown = [];
+        new MutationObserver(() => window.shown.push([performance.now(),
+                document.getElementById("progress").textContent]))
+            .observe(document.getElementById("progress"), {childList: true, characterData: true, subtree: true}); }""")
+    stack.proxy.delay = 2.0
+    upload(page, f, "eta-1")
+    assert wait_state(page, "done", "refused", "failed", timeout=90) == "done", message(page)
+    shown = page.evaluate("window.shown")
+    finished = max(t for t, _ in shown)  # the last progress shown: every part acknowledged
+    estimates = []
+    for t, text in shown:
+        m = re.search(r"· (?:(\d+) min )?(\d+) s left", text)
+        if m:
+            estimates.append(((finished - t) / 1000, int(m.group(1) or 0) * 60 + int(m.group(2))))
+    print("time left shown, and the real one:", [(est, round(actual, 1)) for actual, est in estimates])
+    assert len(estimates) >= 5, shown[-5:]
+    early = [(actual, est) for actual, est in estimates if actual > 3]
+    assert early, estimates
+    for actual, est in early:
+        assert est >= actual / 2 - 1, f"{est} s left shown with {actual:.1f} s to go"

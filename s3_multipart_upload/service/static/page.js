@@ -70,20 +70,38 @@ function duration(seconds) {
 
 function say(text, kind = "info") {
   const m = $("message");
+  // An error interrupts a screen reader (an alert); the rest is read when it is idle.
+  m.setAttribute("role", kind === "error" ? "alert" : "status");
+  m.setAttribute("aria-live", kind === "error" ? "assertive" : "polite");
   m.textContent = text;
   m.dataset.kind = kind;
 }
 
+const RUNNING = ["checking", "uploading", "waiting", "pausing", "completing"];
+// Where the keyboard focus goes when the control that had it is disabled or hidden: the next step's control.
+const FOCUS_NEXT = {
+  idle: ["upload", "file"], checking: ["message"], uploading: ["pause"], waiting: ["pause"],
+  pausing: ["message"], paused: ["resume"], completing: ["message"], done: ["file"],
+  refused: ["upload", "cancel", "file"], failed: ["upload", "cancel", "file"], cancelled: ["file"],
+};
+
 function setState(state) {
+  const focused = document.activeElement;
   document.body.dataset.state = state;
-  const running = ["checking", "uploading", "waiting", "completing"].includes(state);
+  const running = RUNNING.includes(state);
   $("upload").disabled = running || state === "paused" || !file;
   $("pause").disabled = !["uploading", "waiting"].includes(state);
   $("resume").disabled = state !== "paused";
-  const cancellable = ["uploading", "waiting", "paused", "refused", "failed"].includes(state);
+  const cancellable = ["uploading", "waiting", "pausing", "paused", "refused", "failed"].includes(state);
   $("cancel").disabled = !(job && job.upload && cancellable);
   $("file").disabled = running || state === "paused";
   $("file-id").disabled = running || state === "paused";
+  const lost = !focused || focused === document.body || focused.disabled || focused === $("message") ||
+    focused.closest("[hidden]") !== null;
+  if (lost && !$("work").hidden) {
+    const next = (FOCUS_NEXT[state] || []).map($).find((el) => el && !el.disabled);
+    if (next) next.focus();
+  }
 }
 
 const waiters = new Set(); // those waiting for the network, woken early by pause and cancel
@@ -145,6 +163,31 @@ function describe(record) {
   return `${record.name}, ${size(record.size)}, modified ${new Date(record.lastModified).toLocaleString()}`;
 }
 
+/** When two times print alike to the second, with their milliseconds, so that the difference shows. */
+function when(ms, other) {
+  const text = new Date(ms).toLocaleString();
+  return text === new Date(other).toLocaleString() ? `${text} and ${ms % 1000} ms` : text;
+}
+
+/** How the chosen file differs from the one an upload was started with, each property with both values. */
+function differences(record, f) {
+  const out = [];
+  if (record.name !== f.name) out.push(`its name is ${f.name}, that file's was ${record.name}`);
+  if (record.size !== f.size) out.push(`it has ${size(f.size)}, that file had ${size(record.size)}`);
+  if (record.lastModified !== f.lastModified) {
+    out.push(`it was modified ${when(f.lastModified, record.lastModified)}, that file ` +
+      `${when(record.lastModified, f.lastModified)}`);
+  }
+  return out.join("; ");
+}
+
+/** A file id from a file's name: its letters, digits, '.', '_' and '-', the rest turned into '-'. */
+function suggestId(name) {
+  const id = name.normalize("NFKD").replace(/[\u0300-\u036f]/g, "").replace(/[^A-Za-z0-9._-]+/g, "-")
+    .replace(/-+(?=[._])|(?<=[._])-+/g, "").replace(/^[^A-Za-z0-9]+/, "").replace(/-+$/, "").slice(0, 255);
+  return FILE_ID.test(id) ? id : "";
+}
+
 // -- the controller ---------------------------------------------------------------------------------------
 
 /** A call to the controller; ``forJob``: give up with Stopped when that upload is paused or cancelled meanwhile. */
@@ -159,7 +202,7 @@ async function api(method, path, body, forJob = null) {
       });
     } catch {
       if (!navigator.onLine) {
-        await offline();
+        await offline(forJob);
         if (forJob && forJob.stopped) throw new Stopped();
         continue;
       }
@@ -184,7 +227,8 @@ async function api(method, path, body, forJob = null) {
   }
 }
 
-async function offline() {
+async function offline(forJob = null) {
+  if (forJob && forJob.stopped) return; // paused or cancelled: nothing to wait for
   const before = document.body.dataset.state;
   setState("waiting");
   say("The network connection is lost: waiting for it to come back; the upload then continues by itself.");
@@ -210,7 +254,8 @@ class Job {
     this.kept = 0;
     this.differed = 0;
     this.expired = 0;
-    this.samples = [];
+    this.samples = []; // [time, acknowledged bytes]: the rate is theirs, not that of bytes merely handed out
+    this.announced = 0; // the last tenth of the upload read out to screen readers
     // A PUT with no progress for this long is given up and sent again: a connection can hang without an error.
     this.stallMs = 1000 * (Number(document.body.dataset.stallSeconds) || 120);
   }
@@ -222,6 +267,12 @@ class Job {
   slice(n) {
     const start = (n - 1) * this.partSize;
     return this.file.slice(start, start + this.length(n));
+  }
+
+  ackedBytes() {
+    let bytes = 0;
+    for (const n of this.done.keys()) bytes += this.length(n);
+    return bytes;
   }
 
   sentBytes() {
@@ -237,7 +288,7 @@ class Job {
     const held = listed.filter((p) => p.PartNumber >= 1 && p.PartNumber <= this.count);
     if (!held.length) return;
     setState("checking");
-    say(`Checking the ${held.length} parts the storage already holds against ${this.file.name}…`);
+    say(`Checking the ${plural(held.length, "part")} the storage already holds against ${this.file.name}…`);
     let checked = 0;
     const total = held.reduce((sum, p) => sum + p.Size, 0);
     for (const p of held) {
@@ -265,6 +316,7 @@ class Job {
   async run() {
     this.stopped = null;
     this.failure = null;
+    this.samples = [[performance.now(), this.ackedBytes()]];
     const queue = [];
     for (let n = 1; n <= this.count; n++) if (!this.done.has(n)) queue.push(n);
     setState("uploading");
@@ -278,7 +330,9 @@ class Job {
       window.removeEventListener("offline", onOffline);
     }
     this.progress();
-    if (this.stopped) return false;
+    // Paused after the last parts were already on their way: nothing is left to pause, so it completes.
+    const allSent = this.stopped === "pause" && token && this.done.size === this.count;
+    if (this.stopped && !allSent) return false;
     if (this.failure) throw this.failure;
     await this.complete();
     return true;
@@ -323,7 +377,7 @@ class Job {
         if (!(e instanceof NoAnswer)) throw e;
         console.warn(`part ${n}: no answer from the storage (try ${tries})`);
         if (!navigator.onLine) {
-          await offline();
+          await offline(this);
           continue; // not counted: the network, not the part
         }
         if (tries++ >= MAX_TRIES) {
@@ -421,15 +475,24 @@ class Job {
       }
     }
     const sent = this.sentBytes();
-    this.samples.push([now, sent]);
-    while (this.samples.length > 2 && now - this.samples[0][0] > 5000) this.samples.shift();
+    // The rate and time left come from the parts the storage acknowledged over the last 20 s: the bytes a PUT
+    // has handed out include those still in buffers on the way, which made early estimates far too short.
+    const acked = this.ackedBytes();
+    this.samples.push([now, acked]);
+    while (this.samples.length > 2 && now - this.samples[1][0] > 20000) this.samples.shift();
     const [t0, b0] = this.samples[0];
-    const rate = now - t0 > 500 ? ((sent - b0) * 1000) / (now - t0) : NaN;
+    const rate = now - t0 > 500 && acked > b0 ? ((acked - b0) * 1000) / (now - t0) : NaN;
     const total = this.file.size;
     const percent = total ? Math.floor((100 * sent) / total) : 100;
     let text = `${size(sent)} of ${size(total)} (${percent}%) · parts ${this.done.size} of ${this.count}`;
-    if (rate > 0 && sent < total) text += ` · ${size(rate)}/s · ${duration((total - sent) / rate)} left`;
+    const left = rate > 0 && acked < total ? duration((total - acked) / rate) : "";
+    if (left) text += ` · ${size(rate)}/s · ${left} left`;
     render(text, total ? sent / total : 1);
+    const tenth = total ? Math.floor((10 * acked) / total) * 10 : 0; // what the storage holds, read out by tenths
+    if (tenth > this.announced && tenth < 100) {
+      this.announced = tenth;
+      $("announce").textContent = `${tenth}% uploaded` + (left ? `, about ${left} left.` : ".");
+    }
   }
 }
 
@@ -448,6 +511,9 @@ async function startUpload() {
   }
   if (file.size === 0) return say(`${file.name} is empty: there is nothing to upload.`, "error");
   const chosen = file;
+  if (!(await readable(chosen))) {
+    return say(`${chosen.name} cannot be read (is it a folder?): choose or drop one file.`, "error");
+  }
   job = null;
   setState("checking");
   say(`Asking the controller about file id ${fileId}…`);
@@ -458,7 +524,7 @@ async function startUpload() {
       job = new Job(chosen, fileId, upload); // cancel applies to it from here, also when refused below
       if (record && record.uploadId === upload.upload_id && !sameFile(record, chosen)) {
         throw new Refused(`${chosen.name} is not the file the unfinished upload of file id ${fileId} was started ` +
-          `with (${describe(record)}). Choose that file to resume, or cancel the upload to start again.`);
+          `with: ${differences(record, chosen)}. Choose that file to resume, or cancel the upload to start again.`);
       }
       if (upload.size !== null && upload.size !== chosen.size) {
         throw new Refused(`The unfinished upload of file id ${fileId} is for a file of ${size(upload.size)}; ` +
@@ -474,7 +540,12 @@ async function startUpload() {
           throw new Refused(`File id ${fileId} belongs to someone else: choose another file id.`);
         }
         if (e instanceof ApiError && e.code === "UploadExists") {
-          throw new Refused(`File id ${fileId} cannot take a new upload: ${e.detail}.`);
+          const status = (/ that is ([a-z]+)/.exec(e.detail) || [])[1];
+          throw new Refused(status === "pending"
+            ? `File id ${fileId} has just been given an upload elsewhere (another tab or the command line): ` +
+              "press Upload again to join it, or choose another file id."
+            : `File id ${fileId} already has a finished upload` + (status ? ` (${status})` : "") +
+              ": choose another file id for this file.");
         }
         throw e;
       }
@@ -484,12 +555,13 @@ async function startUpload() {
                  lastModified: chosen.lastModified, partSize: upload.part_size });
     await job.reconcile();
     if (job.kept) {
-      say(`Resuming: kept ${job.kept} of ${job.count} parts the storage already holds` +
+      say(`Resuming: kept ${job.kept} of ${plural(job.count, "part")} the storage already holds` +
         (job.differed ? `; ${plural(job.differed, "held part")} did not match this file and ` +
           `${job.differed === 1 ? "is" : "are"} sent again` : "") +
         `; sending ${job.count - job.kept}.`);
     } else {
-      say(`Uploading ${chosen.name} in ${job.count} parts of ${size(job.partSize)}, ${PARALLEL} at a time.`);
+      say(job.count === 1 ? `Uploading ${chosen.name} in 1 part.`
+        : `Uploading ${chosen.name} in ${job.count} parts of ${size(job.partSize)}, ${PARALLEL} at a time.`);
     }
     await continueUpload();
   } catch (e) {
@@ -501,10 +573,11 @@ async function continueUpload() {
   const current = job;
   try {
     if (!(await current.run())) {
+      if (current !== job || !token) return; // signed out meanwhile: signing in again tells what is unfinished
       if (current.stopped === "pause") {
         setState("paused");
-        say(`Paused: ${current.done.size} of ${current.count} parts are sent. Resume continues; the storage keeps ` +
-          "the parts, also if you close this tab (choose the same file again to resume).");
+        say(`Paused: ${current.done.size} of ${plural(current.count, "part")} are sent. Resume continues; the ` +
+          "storage keeps the parts, also if you close this tab (choose the same file again to resume).");
       }
       return;
     }
@@ -536,11 +609,15 @@ function failed(e) {
   }
 }
 
+/** Pause lets the parts in flight finish (aborted, they would start again from their first byte) and starts no more. */
 function pause() {
   if (!job) return;
   job.stopped = "pause";
-  job.abortAll("stop");
   wakeWaiters();
+  if (job.inflight.size) {
+    setState("pausing");
+    say(`Pausing: finishing the ${plural(job.inflight.size, "part")} being sent; Cancel upload stops at once.`);
+  }
 }
 
 function resume() {
@@ -552,6 +629,11 @@ function resume() {
 async function cancel() {
   const current = job;
   if (!current) return;
+  const sent = current.done.size;
+  if (!window.confirm(`Cancel the upload of file id ${current.fileId}? It cannot be resumed` +
+      (sent ? `, and the ${plural(sent, "part")} sent so far are deleted.` : "."))) {
+    return;
+  }
   current.stopped = "cancel";
   current.abortAll("stop");
   wakeWaiters(); // the parts' waits end; the cancellation itself waits for the network
@@ -569,20 +651,93 @@ async function cancel() {
   }
 }
 
-function choose(f) {
+let choosing = 0; // the latest choice: an earlier one still being checked gives way
+let suggested = ""; // the file id the page filled in, replaced by the next suggestion unless the user edited it
+
+/** Whether the first part the storage holds for ``record``'s upload is ``f``'s slice; null when it cannot tell. */
+async function firstHeldPartMatches(record, f) {
+  try {
+    const listed = (await api("GET", `/multipart_uploads/${enc(record.uploadId)}/parts`)).parts;
+    const p = listed.find((q) => q.PartNumber >= 1 && (q.PartNumber - 1) * record.partSize < f.size);
+    if (!p) return null;
+    const start = (p.PartNumber - 1) * record.partSize;
+    const length = Math.min(record.partSize, f.size - start);
+    if (p.Size !== length) return false;
+    return toHex(await md5OfBlob(f.slice(start, start + length))) === bareETag(p.ETag);
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a File can be read: a dropped folder arrives as one that cannot. */
+const readable = (f) => f.slice(0, 1).arrayBuffer().then(() => true, () => false);
+
+async function choose(f, leftOut = 0) {
   if (!f) return;
+  const mine = ++choosing;
   file = f;
   job = null;
   render("", 0);
   $("file-info").textContent = `${f.name} · ${size(f.size)} · modified ${new Date(f.lastModified).toLocaleString()}`;
+  const note = leftOut ? ` This page uploads one file at a time: the other ${plural(leftOut, "dropped file")} ` +
+    `${leftOut === 1 ? "was" : "were"} left out.` : "";
   const match = Object.values(records()).find((r) => sameFile(r, f));
+  const idField = $("file-id");
   if (match) {
-    $("file-id").value = match.fileId;
-    say(`This file has an unfinished upload (file id ${match.fileId}): press Upload to resume it.`);
+    idField.value = match.fileId;
+    suggested = "";
+    say(`Checking whether ${f.name} is the file of the unfinished upload of file id ${match.fileId}…${note}`);
   } else {
-    say("");
+    if (!idField.value.trim() || idField.value === suggested) {
+      suggested = suggestId(f.name);
+      idField.value = suggested;
+    }
+    say(note.trim());
   }
   setState("idle");
+  // Refused here, not after an upload was created for it.
+  if (!(await readable(f))) {
+    if (mine !== choosing) return;
+    file = null;
+    $("file").value = "";
+    $("file-info").textContent = "No file chosen.";
+    setState("idle");
+    say(`${f.name} is a folder, or a file this browser cannot read: choose or drop one file (this page uploads ` +
+      "one file at a time; for a folder, choose its files one by one).", "error");
+    return;
+  }
+  if (!match) return;
+  // Name, size and time alike are a guess: the bytes of a part the storage holds decide before we promise.
+  const verdict = await firstHeldPartMatches(match, f);
+  if (mine !== choosing || document.body.dataset.state !== "idle") return;
+  if (verdict === false) {
+    say(`${f.name} has the name, size and modification time of the file whose upload (file id ${match.fileId}) ` +
+      "is unfinished, but not its bytes: the parts already sent do not match it. Choose that file to resume the " +
+      `upload, or give this one another file id.${note}`, "error");
+  } else {
+    say(`This file has an unfinished upload (file id ${match.fileId}): press Upload to resume it` +
+      (verdict ? "; its parts the storage holds are checked, and kept where they match." : ".") + note);
+  }
+}
+
+/** After signing in (also after a reload): the unfinished uploads this browser started, still pending. */
+async function noteUnfinished() {
+  const still = [];
+  for (const record of Object.values(records()).slice(0, 10)) {
+    try {
+      const pending = await api("GET", `/files/${enc(record.fileId)}/multipart_uploads?status=pending`);
+      if (pending && pending.upload_id === record.uploadId) still.push(record);
+      else forgetRecord(record.fileId); // finished or cancelled elsewhere: nothing to resume
+    } catch {
+      still.push(record); // cannot tell now: keep it
+    }
+  }
+  if (!token || file || document.body.dataset.state !== "idle" || !still.length) return;
+  const listed = still.map((r) => `file id ${r.fileId} (${describe(r)})`);
+  say(still.length === 1
+    ? `An upload from this browser is unfinished: ${listed[0]}. Choose that file to resume it.`
+    : `${still.length} uploads from this browser are unfinished: ${listed.join("; ")}. Choose one of those ` +
+      "files to resume its upload.");
 }
 
 // -- signing in -------------------------------------------------------------------------------------------
@@ -609,16 +764,26 @@ async function signIn(candidate, quiet) {
   sessionStorage.setItem(TOKEN_KEY, token);
   $("who").textContent = principal;
   $("token").value = "";
+  $("token").removeAttribute("aria-invalid");
+  $("signin-message").textContent = "";
   $("signin").hidden = true;
   $("work").hidden = false;
+  file = null;
+  $("file").value = "";
+  $("file-info").textContent = "No file chosen.";
+  render("", 0);
+  say("");
   setState("idle");
+  noteUnfinished();
 }
 
 function showSignIn(message) {
+  const hadFocus = $("work").contains(document.activeElement);
   $("signin-message").textContent = message;
   $("signin").hidden = false;
   $("work").hidden = true;
   document.body.dataset.state = "signed-out";
+  if (hadFocus) $("token").focus();
 }
 
 function signOut(message = "") {
@@ -637,9 +802,29 @@ function init() {
   $("signin-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const candidate = $("token").value.trim();
-    if (candidate) signIn(candidate, false);
+    if (candidate) {
+      signIn(candidate, false);
+    } else {
+      $("signin-message").textContent = "Paste your API token first: the field is empty, or only spaces.";
+      $("token").setAttribute("aria-invalid", "true");
+      $("token").focus();
+    }
   });
-  $("sign-out").addEventListener("click", () => signOut(""));
+  $("sign-out").addEventListener("click", () => {
+    if (job && RUNNING.includes(document.body.dataset.state) &&
+        !window.confirm(`Sign out while file id ${job.fileId} is being uploaded? The upload stops; sign in ` +
+          "again and choose the same file to resume it.")) {
+      return;
+    }
+    signOut("");
+  });
+  // Leaving mid-upload loses nothing sent, but stops the upload: the browser asks first.
+  window.addEventListener("beforeunload", (event) => {
+    if (job && RUNNING.includes(document.body.dataset.state)) {
+      event.preventDefault();
+      event.returnValue = "";
+    }
+  });
   $("file").addEventListener("change", () => choose($("file").files[0]));
   const drop = $("drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
@@ -647,9 +832,17 @@ function init() {
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
-    if (!["checking", "uploading", "waiting", "completing", "paused"].includes(document.body.dataset.state)) {
-      choose(event.dataTransfer.files[0]);
+    if (RUNNING.includes(document.body.dataset.state) || document.body.dataset.state === "paused") return;
+    const entries = [...event.dataTransfer.items].filter((i) => i.kind === "file")
+      .map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
+    const folder = entries.find((e) => e && e.isDirectory);
+    if (folder) {
+      say(`${folder.name} is a folder: this page uploads one file at a time; drop or choose one of its files.`,
+        "error");
+      return;
     }
+    const files = event.dataTransfer.files;
+    choose(files[0], Math.max(0, files.length - 1));
   });
   $("upload").addEventListener("click", startUpload);
   $("pause").addEventListener("click", pause);

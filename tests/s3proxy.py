@@ -134,6 +134,9 @@ class S3Proxy:
     cors: CorsRule | None = None  # answer preflight requests by this rule instead of forwarding them
     hide_headers: tuple[str, ...] = ()  # answer headers not passed on (a bucket whose CORS rule lacks some)
     spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of each part upload, monotonic
+    # The store's answer to each request the proxy forwarded whole, by its index in ``seen`` (a request whose
+    # client died before its body was in never reached the store, and has none).
+    answered: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -239,6 +242,8 @@ class S3Proxy:
                     conn.request(self.command, self.path, body=body, headers=headers)
                     resp = conn.getresponse()
                     data = resp.read()
+                    with proxy._lock:
+                        proxy.answered[index] = resp.status
                 finally:
                     conn.close()
                 if resp.status == 200 and add_xml:
@@ -380,6 +385,7 @@ class S3Proxy:
     def reset(self) -> None:
         with self._lock:
             self.seen.clear()
+            self.answered.clear()
 
     def close(self) -> None:
         self._closing.set()

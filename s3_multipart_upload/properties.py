@@ -362,6 +362,10 @@ def read_key_file(path: str | os.PathLike[str] | None, option: str) -> bytes | N
     if len(key) != SSE_C_KEY_BYTES:
         raise BadInput(f"the key file {p} ({option}) holds {len(key)} bytes; an SSE-C key is {SSE_C_KEY_BYTES} bytes",
                        f"make one with: head -c 32 /dev/urandom > {p.name}; chmod 600 {p.name}")
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and p not in _WARNED:
+        _WARNED.add(p)  # once a process: the options are checked first, then used
         log.warning("The key file %s (%s) can be read by others than its owner: chmod 600 %s.", p, option, p)
     return key
+
+
+_WARNED: set[Path] = set()

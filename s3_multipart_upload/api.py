@@ -27,7 +27,7 @@ from s3_multipart_upload.job import UploadRequest, UploadResult
 from s3_multipart_upload.options import OPTION_NAMES, PathArg, TransferOptions, _Opts
 from s3_multipart_upload.progress import CallbackProgress, NullProgress, ProgressEvent, Reporter
 from s3_multipart_upload.properties import ObjectProperties, read_key_file
-from s3_multipart_upload.s3 import ClientFactory, Endpoint, RetryPolicy, resolved_endpoint
+from s3_multipart_upload.s3 import ClientFactory, RetryPolicy, resolved_endpoint
 from s3_multipart_upload.sources import (
     ChunkDirSource,
     FileSource,
@@ -179,7 +179,9 @@ def _copy_source(url: str, dest: tuple[str | None, str | None, str | None], wher
         raise BadInput(f"a copy keeps the source's content headers, metadata and tags, and {flags} would replace them",
                        f"add --metadata-directive REPLACE to take {flags} (and nothing of the source's) instead")
     source_key = read_key_file(source_key_file, "--copy-source-sse-c-key-file")
-    src = Endpoint(where[0] or opts.endpoint_url, where[1] or opts.profile, where[2] or opts.region)
+    # The source's store is the destination's, TLS and addressing included, unless --source-* names another.
+    src = dataclasses.replace(opts.endpoint, endpoint_url=where[0] or opts.endpoint_url,
+                              profile=where[1] or opts.profile, region=where[2] or opts.region)
     source = object_source(url, src, opts.endpoint, target, through_client, opts.thread_count + 2,
                            RetryPolicy(attempts=opts.retries), sse_c_key=source_key)
     props = opts.properties(None, copy_source_sse_c_key_file=source_key_file if source.server_side else None)
@@ -223,7 +225,9 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
     not_here = [flag for flag, value in (("s3://BUCKET/KEY", dest[0]), ("-b", dest[1]), ("-k", dest[2]),
                                          ("--upload-id", opts.upload_id), ("--endpoint-url", opts.endpoint_url),
                                          ("--profile", opts.profile), ("--region", opts.region),
-                                         ("--no-overwrite", opts.no_overwrite)) if value]
+                                         ("--no-overwrite", opts.no_overwrite), ("--ca-bundle", opts.ca_bundle),
+                                         ("--no-verify-ssl", opts.no_verify_ssl),
+                                         ("--addressing-style", opts.addressing_style)) if value]
     if not_here:
         raise BadInput(f"{', '.join(not_here)} cannot go with --controller: the controller chooses the bucket and "
                        "key and holds the credentials", f"leave out {', '.join(not_here)}")

@@ -15,14 +15,15 @@ from collections.abc import Callable
 
 from s3_multipart_upload.errors import BadInput
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b|bit)?\s*(?:/\s*s|ps)?\s*$", re.IGNORECASE)
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)(B|b|bits?)?\s*(?:/\s*s|ps)?\s*$")
 _POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
-MIN_RATE = 1024  # bytes/s: below that a 1 MiB block would take longer than any timeout
+MIN_RATE = 1024  # bytes/s: a useful floor (a connection moving this slowly still sends within S3's idle timeout)
 
 
 def parse_rate(text: str) -> int:
-    """``50MB/s``, ``50M``, ``100MiB/s``, ``800Mbit/s``, ``1.5GB/s`` -> bytes per second. MB is 10^6 bytes, MiB
-    2^20 (as aws-cli, s5cmd and rclone write them); a bare number is bytes per second."""
+    """``50MB/s``, ``50M``, ``100MiB/s``, ``800Mbit/s``, ``800Mb/s``, ``1.5GB/s`` -> bytes per second. MB is 10^6
+    bytes, MiB 2^20 (as aws-cli, s5cmd and rclone write them); a lower-case ``b`` (or ``bit``) is bits, as network
+    rates are written; a bare number is bytes per second."""
     match = _RATE.match(text)
     if not match:
         raise BadInput(f"--max-bandwidth {text!r} is not a rate",
@@ -30,7 +31,7 @@ def parse_rate(text: str) -> int:
     number, prefix, binary, unit = match.groups()
     base = 1024 if binary else 1000
     rate = float(number) * base ** _POWER[prefix.lower()]
-    if unit and unit.lower() == "bit":
+    if unit and unit != "B":  # b, bit, bits
         rate /= 8
     if rate < MIN_RATE:
         raise BadInput(f"--max-bandwidth {text} is {rate:.0f} bytes/s; the least is {MIN_RATE}")

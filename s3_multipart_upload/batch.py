@@ -83,6 +83,16 @@ def items_of(files: list[Path], prefix: str, recursive: bool, filters: Sequence[
     path relative to DIR, or a FILE's name."""
     if not recursive:
         chosen = [Item(f, prefix + f.name) for f in files if taken(f.name, filters)[0]]
+        by_key: dict[str, Path] = {}
+        for item in chosen:
+            if item.key in by_key:  # two files to one key: the object would be one of them, each "completed"
+                raise BadInput(f"{by_key[item.key]} and {item.path} would both be uploaded to the key {item.key}",
+                               "give files of different names, or upload each to a key of its own: FILE "
+                               "s3://BUCKET/KEY")
+            by_key[item.key] = item.path
+            if item.path.is_block_device():
+                raise BadInput(f"{item.path} is a block device: a device is uploaded on its own, not among several "
+                               "files", f"write: upload {item.path} s3://BUCKET/KEY")
         return lambda: iter(chosen)
     if len(files) != 1 or not files[0].is_dir():
         raise BadInput(f"--recursive takes one folder and a destination, not {' '.join(map(str, files)) or 'none'}",

@@ -45,7 +45,7 @@ class PartStream:
     def __init__(self, source: PartSource, part: Part, algorithm: str | None = None,
                  bandwidth: Bandwidth | None = None) -> None:
         self._source = source
-        self._bandwidth = bandwidth  # --max-bandwidth: each block waits for its share before it goes
+        self._bandwidth = bandwidth  # --max-bandwidth: each read waits for its share before it goes
         self._part = part
         self._algorithm = algorithm
         self._reader: RangeReader | None = None
@@ -87,13 +87,13 @@ class PartStream:
                 raise
             if self._hasher is not None:
                 self._hasher.update(block)
-            if self._bandwidth is not None:
-                self._bandwidth.take(len(block))
             self._block = memoryview(block)
             self._at += len(block)
             offset = 0
         chunk = self._block[offset:offset + size]
         self._pos += len(chunk)
+        if self._bandwidth is not None:  # each piece the HTTP client takes waits for its share: the connection
+            self._bandwidth.take(len(chunk))  # keeps moving at the rate instead of idling a block's time, then bursting
         return chunk
 
     def chunks(self) -> Iterator[memoryview | bytes]:

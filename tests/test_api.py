@@ -217,3 +217,22 @@ def test_options_are_the_clis() -> None:
                 f"{command.name} {param.opts} has no API option {name}"
     with pytest.raises(TypeError, match="threads"):
         api.upload("x", "s3://b/k", threads=4)  # type: ignore[call-arg]
+
+
+def test_a_copy_within_one_store_stays_server_side_with_store_options(aws_env: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    """--addressing-style and --no-verify-ssl (like --ca-bundle) describe the one store of a copy: the store still
+    copies the parts itself (UploadPartCopy), and the source is read with the same settings."""
+    import boto3
+    from moto import mock_aws
+
+    from s3_multipart_upload.api import _copy_source
+    from s3_multipart_upload.options import _Opts
+
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="src-bucket")
+        boto3.client("s3", region_name="us-east-1").put_object(Bucket="src-bucket", Key="k", Body=b"x" * 100)
+        for options in ({}, {"addressing_style": "path"}, {"no_verify_ssl": True}):
+            source, _, _, _ = _copy_source("s3://src-bucket/k", ("s3://dst-bucket/k", None, None), (None, None, None),
+                                           False, "COPY", None, _Opts.of(options))  # type: ignore[arg-type]
+            assert source.server_side, options

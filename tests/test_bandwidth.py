@@ -15,7 +15,8 @@ from tests.conftest import S3Server, run_cli, write_random
 
 @pytest.mark.parametrize(("text", "rate"), [
     ("50MB/s", 50_000_000), ("50M", 50_000_000), ("100MiB/s", 100 * MiB), ("800Mbit/s", 100_000_000),
-    ("1.5GB/s", 1_500_000_000), ("20mb/s", 20_000_000), ("65536", 65536), ("10KiB/s", 10240),
+    ("1.5GB/s", 1_500_000_000), ("100Mb/s", 12_500_000), ("20mB/s", 20_000_000), ("65536", 65536),
+    ("10KiB/s", 10240), ("1gbps", 125_000_000),
 ])
 def test_rates_as_users_write_them(text: str, rate: int) -> None:
     assert parse_rate(text) == rate

@@ -151,3 +151,17 @@ def test_many_files_progress_adds_up(s3_server: S3Server, bucket: str, tmp_path:
     assert events[0].kind == "started" and events[0].bytes_total == sum(sizes) and events[0].parts_total == 4
     done = [e for e in events if e.kind == "part_done"]
     assert len(done) == 4 and done[-1].bytes_done == sum(sizes) and done[-1].parts_done == 4
+
+
+def test_two_files_of_one_name_are_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    """FILE... s3://B/P/ puts each file at P + its name: two files of one name would make one object of either, each
+    reported done. Refused, naming both (exit 2)."""
+    from s3_multipart_upload.batch import items_of
+    from s3_multipart_upload.errors import BadInput
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.txt").write_text(folder)
+    with pytest.raises(BadInput, match=r"would both be uploaded to the key p/x\.txt") as caught:
+        items_of([tmp_path / "a" / "x.txt", tmp_path / "b" / "x.txt"], "p/", recursive=False)
+    assert caught.value.exit_code == 2 and str(tmp_path / "a" / "x.txt") in caught.value.message

@@ -269,7 +269,7 @@ def transfer_options(fn: F) -> F:
                           "indices)."),
         click.option("--max-bandwidth", metavar="RATE",
                      help="At most this rate for the whole command, all threads and files together: 50MB/s, "
-                          "100MiB/s, 800Mbit/s (MB is 10^6 bytes, MiB 2^20)."),
+                          "100MiB/s, 800Mb/s (MB is 10^6 bytes, MiB 2^20, Mb or Mbit 10^6 bits)."),
         click.option("--dry-run", is_flag=True,
                      help="Print the plan (part size and why, parts, bytes, memory, requests) and send nothing."),
         click.option("--json", "as_json", is_flag=True,

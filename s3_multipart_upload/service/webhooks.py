@@ -60,6 +60,10 @@ def check_url(url: str) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("a webhook is an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        # (urllib cannot send them, and a failed delivery's error would carry them into the log and the outbox)
+        raise ValueError("a webhook URL must not hold a user name or password: the deliveries are signed with "
+                         "--webhook-secret-file; put any token in the URL's path or query")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -114,7 +114,8 @@ def test_sigkill_then_resume_sends_only_missing_parts(start_service: StartServic
 
 def test_expired_part_url_gets_a_fresh_one(start_service: StartService, proxy: S3Proxy, tmp_path: Path) -> None:
     """A URL that expires before its part is sent: refused by S3, asked for again, sent once more."""
-    svc = start_service(f"sqlite:///{tmp_path / 'c.db'}", "--part-size", "5M", "--url-expiry", "1s",
+    # 3 s: long enough for the other parts' URLs to be used in time on a loaded machine, short enough to wait out.
+    svc = start_service(f"sqlite:///{tmp_path / 'c.db'}", "--part-size", "5M", "--url-expiry", "3s",
                         endpoint=proxy.endpoint)
     f = write_random(tmp_path / "data.bin", 3 * PART + 10, seed=12)
     first_put_of_2: list[int] = []
@@ -122,7 +123,7 @@ def test_expired_part_url_gets_a_fresh_one(start_service: StartService, proxy: S
     def hold_part_2_once(seen: Seen, index: int) -> Fault | None:
         if seen.part_number == 2 and not first_put_of_2:
             first_put_of_2.append(index)
-            return Fault(hold=4.0)  # past the URL's 1 s: S3 refuses it as expired
+            return Fault(hold=6.0)  # past the URL's 3 s: S3 refuses it as expired
         return None
 
     proxy.rule = hold_part_2_once

@@ -80,7 +80,7 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
     opts, bucket, prefix = _many_of(dest, options)
     sources = list(sources)
     items = items_of([Path(s) for s in sources], prefix, recursive, filter_rules(filters), follow_symlinks)
-    shared = opts.properties()
+    shared = opts.properties()  # checked (and any key file read) once; each file's content type from its name
     clients = ClientFactory(opts.endpoint, pool_size=small_in_flight(opts.thread_count) + 2,
                             request_args=shared.request_args if shared.has_request_args else None)
     endpoint = resolved_endpoint(clients, opts.endpoint_url)
@@ -94,7 +94,7 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
         folder = state_folder(root, endpoint or "", bucket, item.key, source_id(source),
                               given_endpoint=opts.endpoint_url)
         return _request(opts, source, bucket, item.key, folder.meta, folder.parts, choice, skip_identical=True,
-                        properties=opts.properties(item.path.name), bandwidth=bandwidth)
+                        properties=shared.for_name(item.path.name), bandwidth=bandwidth)
 
     def reporter(item: Item | None) -> Reporter:
         if reporter_for is not None:
@@ -105,7 +105,7 @@ def upload_many(sources: Iterable[PathArg], dest: str, *, recursive: bool = Fals
         # A one-part file has no state of its own (the batch's journal records it once done): its request names
         # no state files, and Uploader.put_small opens none.
         return _request(opts, FileSource(item.path), bucket, item.key, Path(os.devnull), Path(os.devnull), choice,
-                        properties=opts.properties(item.path.name), bandwidth=bandwidth)
+                        properties=shared.for_name(item.path.name), bandwidth=bandwidth)
 
     started = time.monotonic()
     journal = Journal(journal_path(root, endpoint or "", bucket, prefix, _sources_id(sources, recursive)))

@@ -11,6 +11,7 @@ same properties or is refused.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import email.utils
 import hashlib
@@ -59,6 +60,7 @@ class ObjectProperties:
 
     content_type: str | None = None
     content_type_guessed: bool = False  # from the file's name (aws-cli's rule), not asked for
+    guess_mime_type: bool = True  # --no-guess-mime-type: False
     content_encoding: str | None = None
     content_language: str | None = None
     content_disposition: str | None = None
@@ -137,7 +139,8 @@ class ObjectProperties:
         doc: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("sse_c_key", "copy_source_sse_c_key", "content_type_guessed") or value in (None, {}):
+            if f.name in ("sse_c_key", "copy_source_sse_c_key", "content_type_guessed", "guess_mime_type") or \
+                    value in (None, {}):
                 continue
             if f.name == "content_type" and self.content_type_guessed:
                 continue
@@ -152,6 +155,14 @@ class ObjectProperties:
         if self.content_type_guessed and self.content_type is not None:
             doc["content_type"] = self.content_type
         return doc
+
+    def for_name(self, source_name: str) -> ObjectProperties:
+        """The same properties for another file (of many): its content type guessed from its name, unless one was
+        given. No option is read or checked again."""
+        if not self.guess_mime_type or (self.content_type is not None and not self.content_type_guessed):
+            return self
+        guessed = mimetypes.guess_type(source_name, strict=False)[0]
+        return dataclasses.replace(self, content_type=guessed, content_type_guessed=guessed is not None)
 
     # -- from the options ----------------------------------------------------------------------------
 
@@ -187,6 +198,7 @@ class ObjectProperties:
                            "give both (a retention needs its mode and its date)")
         return cls(
             content_type=content_type or guessed, content_type_guessed=content_type is None and guessed is not None,
+            guess_mime_type=guess_mime_type,
             content_encoding=content_encoding, content_language=content_language,
             content_disposition=content_disposition, cache_control=cache_control,
             expires=None if expires is None else _date(expires, "--expires").isoformat(),

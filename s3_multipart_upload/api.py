@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Unpack
+from typing import IO, Any, Unpack
 
 from s3_multipart_upload import checksums
 from s3_multipart_upload import shard as shards_
@@ -25,6 +26,8 @@ from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, controller_
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.job import UploadRequest, UploadResult
 from s3_multipart_upload.options import OPTION_NAMES, PathArg, TransferOptions, _Opts
+from s3_multipart_upload.pipe import DEFAULT_MAX_MEMORY, StreamSource, StreamUploader, is_stream
+from s3_multipart_upload.plan import MiB, human, parse_size
 from s3_multipart_upload.progress import CallbackProgress, NullProgress, ProgressEvent, Reporter
 from s3_multipart_upload.properties import ObjectProperties, read_key_file
 from s3_multipart_upload.s3 import ClientFactory, RetryPolicy, resolved_endpoint
@@ -63,24 +66,74 @@ def _destination(dest: str | None, bucket: str | None, key: str | None) -> tuple
     return bucket, key
 
 
-def _local_source(source: PathArg, prefix: str | None) -> Source:
-    """A file, or with ``prefix`` a folder of chunk files whose names start with it (``-d DIR -p PREFIX``)."""
+def _local_source(source: PathArg | IO[bytes], prefix: str | None, stream: _StreamOpts | None = None,
+                  planning: bool = False) -> Source:
+    """A file, or with ``prefix`` a folder of chunk files whose names start with it (``-d DIR -p PREFIX``), or a
+    stream: ``-`` (stdin), a pipe, a character device, or a binary file object (``stream``: its options)."""
+    if stream is not None and (not isinstance(source, (str, os.PathLike)) or is_stream(source)):
+        if prefix is not None:
+            raise BadInput("-d DIR -p PREFIX is a folder of chunk files, not a stream", "leave out -p")
+        return StreamSource(source, stream.spool_dir) if not planning else _PlannedStream(source, stream.spool_dir)
+    if not isinstance(source, (str, os.PathLike)):
+        raise BadInput("a file object is a stream: upload() takes it, upload_many() and copy() do not")
+    if stream is not None and (stream.expected_size is not None or stream.spool_dir is not None):
+        flag = "--expected-size" if stream.expected_size is not None else "--spool-dir"
+        raise BadInput(f"{flag} goes with a stream (-, a pipe or a character device), and {source} is a file",
+                       f"leave out {flag}")
     if prefix is not None:
         return ChunkDirSource(Path(source), prefix)
     return FileSource(Path(source))
 
 
-def upload(source: PathArg, dest: str | None = None, *, bucket: str | None = None, key: str | None = None,
-           prefix: str | None = None, skip_identical: bool = False, controller: str | None = None,
-           file_id: str | None = None, token_file: PathArg | None = None, token: str | None = None,
-           declare_checksum: Sequence[str] = (), progress: Progress | None = None,
-           **options: Unpack[TransferOptions]) -> UploadResult:
-    """Upload a file (or, with ``prefix``, a folder of chunk files) to ``dest``, ``s3://BUCKET/KEY``, resumably.
+@dataclasses.dataclass(frozen=True)
+class _StreamOpts:
+    """The options of an upload from a stream (checked)."""
 
-    Call it again with the same arguments after any failure and it sends only what is missing.
+    expected_size: int | None = None
+    max_memory: int = DEFAULT_MAX_MEMORY
+    spool_dir: Path | None = None
+
+    @classmethod
+    def of(cls, expected_size: int | str | None, max_memory: int | str | None,
+           spool_dir: PathArg | None) -> _StreamOpts:
+        sizes: dict[str, int | None] = {}
+        for name, value, low in (("expected_size", expected_size, 0), ("max_memory", max_memory, 16 * MiB)):
+            size = None if value is None else parse_size(value)
+            if value is not None and (size is None or size < low):
+                raise BadInput(f"--{name.replace('_', '-')} {value!r} is not a size of {human(low)} or more",
+                               "examples: 64M, 10G, 1T")
+            sizes[name] = size
+        if spool_dir is not None and not Path(spool_dir).is_dir():
+            raise BadInput(f"--spool-dir {spool_dir} is not a folder", "give an existing folder with room for the "
+                           "large parts in flight")
+        return cls(sizes["expected_size"], sizes["max_memory"] or DEFAULT_MAX_MEMORY,
+                   None if spool_dir is None else Path(spool_dir))
+
+
+class _PlannedStream(StreamSource):
+    """A stream for --dry-run: nothing is opened, nothing read."""
+
+    def __init__(self, source: PathArg | IO[bytes], spool_dir: Path | None) -> None:
+        super().__init__(io.BytesIO(), spool_dir)
+        self.name = "-" if str(source) == "-" else str(getattr(source, "name", source))
+
+
+def upload(source: PathArg | IO[bytes], dest: str | None = None, *, bucket: str | None = None,
+           key: str | None = None, prefix: str | None = None, skip_identical: bool = False,
+           controller: str | None = None, file_id: str | None = None, token_file: PathArg | None = None,
+           token: str | None = None, declare_checksum: Sequence[str] = (), expected_size: int | str | None = None,
+           max_memory: int | str | None = None, spool_dir: PathArg | None = None, progress: Progress | None = None,
+           **options: Unpack[TransferOptions]) -> UploadResult:
+    """Upload a file (or, with ``prefix``, a folder of chunk files, or a stream) to ``dest``, ``s3://BUCKET/KEY``,
+    resumably.
+
+    Call it again with the same arguments after any failure and it sends only what is missing. A stream (``"-"``
+    for stdin, a pipe, a character device, or a binary file object) is read once, in order; called again, it reads
+    the stream again from its start and sends only the parts whose bytes differ from those the store holds.
 
     Args:
-        source: The file; with ``prefix``, the folder of chunk files (``-d``).
+        source: The file; with ``prefix``, the folder of chunk files (``-d``); ``"-"``, a FIFO or a file object: a
+            stream.
         dest: ``s3://BUCKET/KEY``; or give ``bucket`` and ``key``.
         prefix: Upload the files of the folder ``source`` whose names start with it, sorted, as the parts.
         skip_identical: A new upload whose key already holds these bytes (size and MD5) is recorded as done
@@ -89,6 +142,9 @@ def upload(source: PathArg, dest: str | None = None, *, bucket: str | None = Non
             (``token``, ``token_file`` or ``S3MU_CONTROLLER_TOKEN``).
         declare_checksum: Through a controller: ``"sha256"`` and/or ``"crc64nvme"`` of the whole file, computed
             (one read of the file) and declared, so that the controller accepts or rejects the object.
+        expected_size: A stream's length, about (``"10G"``): its parts are sized as for a file of that size.
+        max_memory: A stream's parts held in memory at most (default 256 MiB); larger parts go to spool files.
+        spool_dir: Where a stream's large parts are spooled (default: the system's temporary folder).
         progress: A function called with a ProgressEvent, or a Reporter.
         **options: TransferOptions.
 
@@ -100,7 +156,11 @@ def upload(source: PathArg, dest: str | None = None, *, bucket: str | None = Non
     """
     opts = _Opts.of(options)
     shard = _shard_of(opts)
-    src = _local_source(source, prefix)
+    stream = _StreamOpts.of(expected_size, max_memory, spool_dir)
+    src = _local_source(source, prefix, stream)
+    if isinstance(src, StreamSource):
+        return _stream(src, _destination(dest, bucket, key), opts, stream, shard, progress,
+                       (controller, file_id, token_file, token, declare_checksum))  # type: ignore[return-value]
     if controller is not None or file_id is not None or token_file is not None or token is not None:
         return _through_controller(src, (dest, bucket, key), controller, file_id, (token, token_file), opts,
                                    shard, progress, planning=False, declare=declare_checksum)  # type: ignore
@@ -111,16 +171,22 @@ def upload(source: PathArg, dest: str | None = None, *, bucket: str | None = Non
                      skip_identical=skip_identical and shard is None)
 
 
-def plan_upload(source: PathArg, dest: str | None = None, *, bucket: str | None = None, key: str | None = None,
-                prefix: str | None = None, controller: str | None = None, file_id: str | None = None,
-                token_file: PathArg | None = None, token: str | None = None,
-                **options: Unpack[TransferOptions]) -> dict[str, Any]:
+def plan_upload(source: PathArg | IO[bytes], dest: str | None = None, *, bucket: str | None = None,
+                key: str | None = None, prefix: str | None = None, controller: str | None = None,
+                file_id: str | None = None, token_file: PathArg | None = None, token: str | None = None,
+                expected_size: int | str | None = None, max_memory: int | str | None = None,
+                spool_dir: PathArg | None = None, **options: Unpack[TransferOptions]) -> dict[str, Any]:
     """What ``upload`` with these arguments would do, from the local files only (``--dry-run``): part size and
     why, parts, bytes to send, memory, checksum, requests. Sends nothing; the keys are those of ``--dry-run --json``.
+    A stream's plan (``"stream": true``) reads nothing of it: it gives the part schedule and what it can hold.
     """
     opts = _Opts.of(options)
     shard = _shard_of(opts)
-    src = _local_source(source, prefix)
+    stream = _StreamOpts.of(expected_size, max_memory, spool_dir)
+    src = _local_source(source, prefix, stream, planning=True)
+    if isinstance(src, StreamSource):
+        return _stream(src, _destination(dest, bucket, key), opts, stream, shard, None,  # type: ignore[return-value]
+                       (controller, file_id, token_file, token, ()), planning=True)
     if controller is not None or file_id is not None or token_file is not None or token is not None:
         return _through_controller(src, (dest, bucket, key), controller, file_id, (token, token_file), opts,
                                    shard, None, planning=True)  # type: ignore[return-value]
@@ -188,6 +254,42 @@ def _copy_source(url: str, dest: tuple[str | None, str | None, str | None], wher
     if directive == "COPY":
         props = dataclasses.replace(props, **source.copied_properties())
     return source, target, shard, props
+
+
+def _stream(source: StreamSource, dest: tuple[str, str], opts: _Opts, stream: _StreamOpts,
+            shard: shards_.Shard | None, progress: Progress | None, controller: tuple[Any, ...],
+            planning: bool = False) -> UploadResult | dict[str, Any]:
+    """An upload from a stream: its plan, or its run (``pipe.StreamUploader``)."""
+    given = [flag for flag, value in (("--controller", controller[0]), ("--file-id", controller[1]),
+                                      ("--token-file", controller[2]), ("token", controller[3]),
+                                      ("--declare-checksum", controller[4]), ("--shard", shard),
+                                      ("--upload-id", opts.upload_id)) if value]
+    if given:
+        source.close()
+        raise BadInput(f"{given[0]} cannot go with a stream ({source.name}): a stream is read once, in order, by one "
+                       "process, and resumed from its meta file by content", f"leave out {given[0]}, or save the "
+                       "data to a file first")
+    bucket, key = dest
+    properties = opts.properties(key)  # the content type is guessed from the key's name
+    clients = ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2, request_args=(
+        properties.request_args if properties.has_request_args else None))
+    endpoint = resolved_endpoint(clients, opts.endpoint_url)
+    properties.check_endpoint(endpoint, checksums.is_aws(endpoint))
+    meta_path, parts_path = _state_paths(opts, endpoint or "", bucket, key, source, create=not planning)
+    choice = checksums.choose(opts.checksum, endpoint)
+    request = _request(opts, source, bucket, key, meta_path, parts_path, choice, shard=None, properties=properties,
+                       bandwidth=opts.bandwidth())
+    if planning:
+        return StreamUploader(request, clients, expected_size=stream.expected_size,
+                              max_memory=stream.max_memory).dry_run()
+    reporter = _reporter(progress, key)
+    try:
+        result = StreamUploader(request, clients, reporter, RetryPolicy(attempts=opts.retries),
+                                stream.expected_size, stream.max_memory).run()
+    finally:
+        reporter.close()
+    result.properties = properties.shown()
+    return result
 
 
 def _token(token: str | None, token_file: PathArg | None) -> str:

@@ -176,5 +176,6 @@ class Job:
 
     def fail(self, exc: BaseException, parts_done: int | None = None, parts_total: int | None = None) -> UploadError:
         """The error to stop with for a failure that retries did not fix."""
-        done = "" if parts_done is None else f"{parts_done} of {parts_total} parts are done and logged."
+        done = "" if parts_done is None else f"{parts_done} parts are done and logged." if parts_total is None \
+            else f"{parts_done} of {parts_total} parts are done and logged."
         return translate(exc, self.req.bucket, self.req.key, tries=self.retry.attempts, detail=done)

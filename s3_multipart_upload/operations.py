@@ -140,10 +140,13 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester 
         if total is not None:
             done_bytes = min(done_bytes, total)  # historical lines carry no size; the last part is shorter
     remote = recorded.get("kind") == "s3"  # a copy's source: its ETag is checked by every run, not here
+    streamed = recorded.get("kind") == "stream"  # read again by every run, and compared part by part
     status = Status(
         meta_file=str(meta_path), bucket=meta.bucket, key=meta.key, upload_id=meta.upload_id, state=meta.status,
-        source=f"s3://{recorded.get('bucket')}/{recorded.get('key')}" if remote else recorded.get("path"),
-        source_changed=changed, source_missing=bool(recorded) and not remote and source is None,
+        source=f"s3://{recorded.get('bucket')}/{recorded.get('key')}" if remote else
+        f"a stream ({'stdin' if recorded.get('path') == '-' else recorded.get('path')})" if streamed
+        else recorded.get("path"),
+        source_changed=changed, source_missing=bool(recorded) and not remote and not streamed and source is None,
         parts_total=parts_total, parts_done=done_parts, bytes_total=total, bytes_done=done_bytes,
         server="not_checked", checksum_algorithm=meta.checksum_algorithm,
         full_object_checksum=meta.extra.get(f"checksum{meta.checksum_algorithm}") if meta.checksum_algorithm else None,

@@ -162,3 +162,90 @@ def plan_chunks(sizes: Sequence[int], names: Sequence[str] | None = None, max_pa
         parts.append(Part(i + 1, offset, size))
         offset += size
     return Plan(max(sizes), tuple(parts), offset)
+
+
+# Data of unknown length (a pipe): parts double in size every max_parts // STREAM_TIERS parts (50 of S3's 10,000).
+STREAM_TIERS = 200
+STREAM_RESERVE = 20  # with --expected-size, 1/20 of the parts are kept for a stream longer than expected
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The part sizes of data whose length is not known before its end: ``first`` for parts 1 to ``flat``, then
+    twice as large every ``step`` parts, up to 5 GiB. Fixed at an upload's start (META records it), so that every
+    run cuts the same stream into the same parts."""
+
+    first: int
+    flat: int
+    step: int
+    max_parts: int = MAX_PARTS
+
+    def size(self, number: int) -> int:
+        if number <= self.flat:
+            return self.first
+        doublings = min((number - self.flat - 1) // self.step + 1, 40)
+        return min(self.first << doublings, max(MAX_PART_SIZE, self.first))
+
+    def tiers(self) -> list[tuple[int, int, int, int]]:
+        """(first part, last part, part size, bytes up to the tier's end) for each size in turn."""
+        out: list[tuple[int, int, int, int]] = []
+        total = 0
+        for number in range(1, self.max_parts + 1):
+            size = self.size(number)
+            total += size
+            if out and out[-1][2] == size:
+                out[-1] = (out[-1][0], number, size, total)
+            else:
+                out.append((number, number, size, total))
+        return out
+
+    def capacity(self) -> int:
+        """The longest data this schedule fits into ``max_parts`` parts."""
+        return self.tiers()[-1][3]
+
+    def to_json(self) -> dict[str, int]:
+        return {"first": self.first, "flat": self.flat, "step": self.step, "maxParts": self.max_parts}
+
+    @classmethod
+    def from_json(cls, doc: object) -> Schedule | None:
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), int) and doc[k] > 0
+                                                for k in ("first", "flat", "step", "maxParts")):
+            return None
+        return cls(doc["first"], doc["flat"], doc["step"], doc["maxParts"])
+
+    def describe(self) -> str:
+        """``32 MiB x 50 (to 1.6 GiB), 64 MiB x 50 (to 4.7 GiB), ..., 5 GiB x 9600 (to 47.2 TiB)``."""
+        return ", ".join(f"{human(size)} x {last - first + 1:,} (to {human(end)})"
+                         for first, last, size, end in self.tiers())
+
+
+def schedule_for(split_size: int | None, expected_size: int | None,
+                 max_parts: int = MAX_PARTS) -> tuple[Schedule, str]:
+    """The schedule of a new upload of a stream, and why its first parts are the size they are. With the expected
+    size, parts are sized as for a file of that size; a stream longer than expected goes on with larger parts."""
+    step = max(1, max_parts // STREAM_TIERS)
+    if expected_size is not None:
+        # Sized as a file of that size would be, in 95 % of the parts: the rest hold a stream longer than expected,
+        # in parts that grow to 5 GiB within them (a few TiB more at S3's 10,000).
+        room = max(1, max_parts - max_parts // STREAM_RESERVE)
+        if expected_size > room * MAX_PART_SIZE:
+            room = max_parts  # no room to keep: the parts of the limit
+        if expected_size > max_parts * MAX_PART_SIZE:
+            raise BadInput(f"--expected-size {human(expected_size)} is larger than the "
+                           f"{human(max_parts * MAX_PART_SIZE)} ({max_parts:,} parts of 5 GiB) that one multipart "
+                           "upload can hold",
+                           "split the data into several objects")
+        first, note = choose_part_size(expected_size, split_size, room)
+        first = max(first, MIN_PART_SIZE)
+        flat = max(1, -(-expected_size // first))
+        growth = max(1, min(step, (max_parts - flat) // 12))  # 12 sizes reach 5 GiB from 5 MiB
+        why = note.replace(f"--max-parts {room}", f"{room:,} parts (5 % are kept for a longer stream)") if note \
+            else f"{'as asked (-s)' if split_size else f'the default, {human(DEFAULT_PART_SIZE)}'}, for " \
+                 f"--expected-size {human(expected_size)}"
+        return Schedule(first, flat, growth, max_parts), why
+    first = DEFAULT_PART_SIZE if split_size is None else split_size
+    if not MIN_PART_SIZE <= first <= MAX_PART_SIZE:
+        raise BadInput(f"split size {first} bytes ({human(first)}) is outside S3's part sizes, 5 MiB to 5 GiB",
+                       "a stream's length is unknown until its end, so every part but the last must be 5 MiB or more")
+    why = "as asked (-s)" if split_size is not None else f"the default, {human(DEFAULT_PART_SIZE)}"
+    return Schedule(first, step, step, max_parts), why + ", growing (the stream's length is not known)"

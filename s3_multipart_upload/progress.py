@@ -44,10 +44,11 @@ LOG_FORMAT = "[%(asctime)s %(levelname)s] %(message)s (%(filename)s:%(lineno)d)"
 
 class Reporter(Protocol):
     """What an upload tells its display, from any thread: ``started`` once the parts are known (with what earlier
-    runs already did), ``part_done`` as the server acknowledges each part, ``retry`` and ``throttled`` as they
-    happen, ``close`` at the end however it ended."""
+    runs already did; the totals are None for a stream, whose length is known only at its end), ``part_done`` as
+    the server acknowledges each part, ``retry`` and ``throttled`` as they happen, ``close`` at the end however it
+    ended."""
 
-    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None: ...
+    def started(self, total_bytes: int | None, total_parts: int | None, done_bytes: int, done_parts: int) -> None: ...
 
     def part_done(self, number: int, etag: str, size: int, seconds: float) -> None: ...
 
@@ -61,7 +62,7 @@ class Reporter(Protocol):
 class NullProgress:
     """Shows nothing; the base of the others, which override what they show."""
 
-    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
+    def started(self, total_bytes: int | None, total_parts: int | None, done_bytes: int, done_parts: int) -> None:
         pass
 
     def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
@@ -89,9 +90,9 @@ class ProgressEvent:
 
     kind: str
     bytes_done: int
-    bytes_total: int
+    bytes_total: int | None  # None: not known (a stream, before its end; ``expected_size`` if given)
     parts_done: int
-    parts_total: int
+    parts_total: int | None
     part: int | None = None
     part_bytes: int = 0
     message: str | None = None
@@ -106,13 +107,15 @@ class CallbackProgress(NullProgress):
         self._callback = callback
         self._key = key
         self._lock = threading.Lock()
-        self._bytes = self._total_bytes = self._parts = self._total_parts = 0
+        self._bytes = self._parts = 0
+        self._total_bytes: int | None = 0
+        self._total_parts: int | None = 0
 
     def _emit(self, kind: str, **fields: Any) -> None:
         self._callback(ProgressEvent(kind, self._bytes, self._total_bytes, self._parts, self._total_parts,
                                      key=self._key, **fields))
 
-    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
+    def started(self, total_bytes: int | None, total_parts: int | None, done_bytes: int, done_parts: int) -> None:
         with self._lock:
             self._total_bytes, self._total_parts = total_bytes, total_parts
             self._bytes, self._parts = done_bytes, done_parts
@@ -140,11 +143,12 @@ class LogProgress(NullProgress):
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
-        self._total_bytes = self._total_parts = self._done_bytes = self._done_parts = 0
-        self._sent_bytes = 0
+        self._done_bytes = self._done_parts = self._sent_bytes = 0
+        self._total_bytes: int | None = 0
+        self._total_parts: int | None = 0
         self._start = self._last_summary = clock()
 
-    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
+    def started(self, total_bytes: int | None, total_parts: int | None, done_bytes: int, done_parts: int) -> None:
         with self._lock:
             self._total_bytes, self._total_parts = total_bytes, total_parts
             self._done_bytes, self._done_parts = done_bytes, done_parts
@@ -162,9 +166,10 @@ class LogProgress(NullProgress):
             self._last_summary = now
             elapsed = max(now - self._start, 1e-9)
             rate = self._sent_bytes / elapsed
-            summary = (f"Progress: {self._done_parts}/{self._total_parts} parts, {human(self._done_bytes)} of "
-                       f"{human(self._total_bytes)} ({100 * self._done_bytes / max(self._total_bytes, 1):.1f} %), "
-                       f"{rate / 2**20:.1f} MiB/s")
+            parts = f"{self._done_parts}" + ("" if self._total_parts is None else f"/{self._total_parts}")
+            of = "" if self._total_bytes is None else \
+                f" of {human(self._total_bytes)} ({100 * self._done_bytes / max(self._total_bytes, 1):.1f} %)"
+            summary = f"Progress: {parts} parts, {human(self._done_bytes)}{of}, {rate / 2**20:.1f} MiB/s"
         log.info("%s.", summary)
 
 
@@ -193,12 +198,13 @@ class BarProgress(NullProgress):
         )
         self._task: TaskID | None = None
         self._lock = threading.Lock()
-        self._done_parts = self._total_parts = 0
+        self._done_parts = 0
+        self._total_parts: int | None = 0
 
-    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
+    def started(self, total_bytes: int | None, total_parts: int | None, done_bytes: int, done_parts: int) -> None:
         self._done_parts, self._total_parts = done_parts, total_parts
         self._task = self._progress.add_task("upload", total=total_bytes, completed=done_bytes,
-                                             parts=f"{done_parts}/{total_parts}")
+                                             parts=self._parts_text())
         self._progress.start()
 
     def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
@@ -206,8 +212,11 @@ class BarProgress(NullProgress):
             return
         with self._lock:
             self._done_parts += 1
-            parts = f"{self._done_parts}/{self._total_parts}"
+            parts = self._parts_text()
         self._progress.update(self._task, advance=size, parts=parts)
+
+    def _parts_text(self) -> str:
+        return f"{self._done_parts}" + ("" if self._total_parts is None else f"/{self._total_parts}")
 
     def close(self) -> None:
         self._progress.stop()
@@ -257,7 +266,7 @@ class JsonProgress(NullProgress):
                 os.dup2(devnull, self._stream.fileno())
                 os.close(devnull)
 
-    def started(self, total_bytes: int, total_parts: int, done_bytes: int, done_parts: int) -> None:
+    def started(self, total_bytes: int | None, total_parts: int | None, done_bytes: int, done_parts: int) -> None:
         self._inner.started(total_bytes, total_parts, done_bytes, done_parts)
         self.event("started", totalBytes=total_bytes, totalParts=total_parts, doneBytes=done_bytes,
                    doneParts=done_parts)

@@ -353,6 +353,8 @@ def source_id(source: Source) -> str:
         return f"{source.folder}/{source.prefix}*"
     if isinstance(source, S3ObjectSource):
         return f"{source.endpoint_url or ''} {source.url}".strip()
+    if source.identity().get("kind") == "stream":
+        return "stdin"  # one stream upload per endpoint, bucket and key, whichever pipe or path it comes from
     raise TypeError(f"unknown source {source!r}")
 
 

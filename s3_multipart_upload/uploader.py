@@ -221,7 +221,7 @@ class Uploader:
         if meta is not None:
             self._check_shards(meta)
         if run.set_aside is not None:
-            self._set_aside(run.set_aside)
+            self.set_aside(run.set_aside)
         if meta is not None and meta.status == COMPLETED:
             log.info("Upload of %s is already complete (meta file %s); nothing to send.", req.where, req.meta_path)
             return UploadResult(req.bucket, req.key, meta.upload_id, req.source.total_size, meta.part_count or 0,
@@ -272,7 +272,7 @@ class Uploader:
             raise
         return result
 
-    def _set_aside(self, meta: Meta) -> None:
+    def set_aside(self, meta: Meta) -> None:
         """--restart: keep the old parts log under another name and forget the old upload."""
         req = self.req
         changed = read_claim(claim_path(req.meta_path, "changed"))
@@ -343,22 +343,26 @@ class Uploader:
         req = self.req
         if run.single_put:
             return _replace_meta(run, self._new_meta(run, None))  # a PutObject has nothing to resume
-        log.info("Initiating multipart upload in %s.", req.meta_path)
-        args: dict[str, Any] = {"Bucket": req.bucket, "Key": req.key, **req.properties.create_args()}
-        if run.checksum != "MD5":
-            args["ChecksumAlgorithm"] = run.checksum
-        if run.checksum in checksums.FULL_OBJECT:
-            args["ChecksumType"] = "FULL_OBJECT"
-        try:
-            upload_id = self.job.call("CreateMultipartUpload",
-                                      lambda c: c.create_multipart_upload(**args)["UploadId"])
-        except Exception as exc:
-            raise _kms_refusal(self.req, self.job.fail(exc)) from exc
+        upload_id = self.create_upload(run.checksum)
         meta = self._new_meta(run, upload_id)
         write_meta(req.meta_path, meta)
         # Its META records the source: lines of this upload id (other shards' logs, read at completion) are of
         # these bytes, as for a run that found META, and need not be read again to be proven.
         return dataclasses.replace(_replace_meta(run, meta), trust_log=True)
+
+    def create_upload(self, checksum: str) -> str:
+        """CreateMultipartUpload with the object's properties and for ``checksum``: the new upload's id."""
+        req = self.req
+        log.info("Initiating multipart upload in %s.", req.meta_path)
+        args: dict[str, Any] = {"Bucket": req.bucket, "Key": req.key, **req.properties.create_args()}
+        if checksum != "MD5":
+            args["ChecksumAlgorithm"] = checksum
+        if checksum in checksums.FULL_OBJECT:
+            args["ChecksumType"] = "FULL_OBJECT"
+        try:
+            return str(self.job.call("CreateMultipartUpload", lambda c: c.create_multipart_upload(**args)["UploadId"]))
+        except Exception as exc:
+            raise _kms_refusal(self.req, self.job.fail(exc)) from exc
 
     def _identical(self, run: RunPlan, etag: str) -> UploadResult:
         """The object at the key is already this data (size and MD5, or the parts' MD5s): record it as done."""
@@ -366,7 +370,7 @@ class Uploader:
         log.info("%s already holds exactly this data (size and MD5); recording it as done.", req.where)
         result = UploadResult(req.bucket, req.key, None, run.parts.total_size, len(run.parts.parts),
                               checksum=run.checksum, etag=etag, already_complete=True)
-        self._mark_completed(self._new_meta(run, None), result)
+        self.mark_completed(self._new_meta(run, None), result)
         return result
 
     # -- one PutObject for an object of one part ---------------------------------------------------
@@ -380,15 +384,15 @@ class Uploader:
         if len(plan.parts) != 1:
             raise ValueError(f"{req.where} is {len(plan.parts)} parts, not one")
         result = UploadResult(req.bucket, req.key, None, plan.total_size, 1, checksum=req.checksum)
-        self._put_object(plan, req.checksum, result)
+        self.put_object(plan, req.checksum, result)
         result.seconds = time.monotonic() - started
         return result
 
     def _put_single(self, run: RunPlan, meta: Meta, result: UploadResult) -> None:
-        self._put_object(run.parts, run.checksum, result)
-        self._mark_completed(meta, result)
+        self.put_object(run.parts, run.checksum, result)
+        self.mark_completed(meta, result)
 
-    def _put_object(self, plan: Plan, checksum: str, result: UploadResult) -> None:
+    def put_object(self, plan: Plan, checksum: str, result: UploadResult) -> None:
         job, req = self.job, self.req
         part = plan.parts[0]
         job.progress.started(plan.total_size, 1, 0, 0)
@@ -468,7 +472,7 @@ class Uploader:
             finally:
                 result.parts_sent, result.bytes_sent = sender.sent.parts, sender.sent.bytes
                 if shard is None:  # shards share META: only the one that creates or completes writes it
-                    self._remember_store(meta, sender)
+                    self.remember_store(meta, sender)
             result.parts_sent, result.bytes_sent = sent.parts, sent.bytes
             done = state.done | sent.records
             if shard is not None:
@@ -481,7 +485,7 @@ class Uploader:
             result.etag = completer.verify(completed, [done[p.number].etag for p in plan.parts],
                                            sender.etags_not_md5)
             result.full_checksum = completed.full_checksum
-            self._mark_completed(meta, result)
+            self.mark_completed(meta, result)
         finally:
             self._release_claims()
 
@@ -506,7 +510,7 @@ class Uploader:
                 if etag is not None:
                     result.etag, result.full_checksum = etag, completer.full_checksum(logged)
                     result.already_complete = self.req.shard is not None
-                    self._mark_completed(meta, result)
+                    self.mark_completed(meta, result)
                     return None
             raise self.job.fail(exc) from exc
 
@@ -555,7 +559,7 @@ class Uploader:
             state.done |= again.records
         return state.done
 
-    def _remember_store(self, meta: Meta, sender: Sender) -> None:
+    def remember_store(self, meta: Meta, sender: Sender) -> None:
         """What the parts taught about the store, kept in META so that a rerun does not learn it again by
         sending its first parts twice."""
         learnt = {CONTENT_MD5: sender.content_md5 and not self.req.content_md5, ETAGS_NOT_MD5: sender.etags_not_md5}
@@ -607,7 +611,7 @@ class Uploader:
         value = None if checksum == "MD5" else digest_part(source, part, checksum).value
         return PartRecord(held.etag, part.number, upload_id, part.length, value)
 
-    def _mark_completed(self, meta: Meta, result: UploadResult) -> None:
+    def mark_completed(self, meta: Meta, result: UploadResult) -> None:
         full = (result.checksum or "", result.full_checksum) if result.full_checksum else None
         mark_completed(self.req.meta_path, meta, result.etag, full)
         log.info("Completed %s: %s in %d parts, ETag %s.", self.req.where, human(result.size), result.parts_total,

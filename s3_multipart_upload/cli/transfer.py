@@ -106,6 +106,9 @@ def show_plan(plan: dict[str, Any], as_json: bool) -> None:
     if as_json:
         events.emit_json(plan)
         return
+    if plan.get("stream"):
+        click.echo("\n".join(_stream_plan(plan)))
+        return
     reqs = ", ".join(f"{n} {name}" for name, n in plan["requests"].items() if n)
     lines = [
         f"Plan for s3://{plan['bucket']}/{plan['key']} (dry run: nothing is sent)",
@@ -127,6 +130,32 @@ def show_plan(plan: dict[str, Any], as_json: bool) -> None:
     if plan.get("objectProperties"):
         lines.append(f"  object:     {properties_text(plan['objectProperties'])}")
     click.echo("\n".join(lines))
+
+
+def _stream_plan(plan: dict[str, Any]) -> list[str]:
+    source = "stdin" if plan["source"] == "-" else plan["source"]
+    size = f"about {human(plan['bytes'])} (--expected-size)" if plan["bytes"] is not None else \
+        "not known until its end (--expected-size sizes the parts for a length)"
+    lines = [
+        f"Plan for s3://{plan['bucket']}/{plan['key']} from {source}, a stream (dry run: nothing is read or sent)",
+        f"  data:       {size}",
+        f"  part size:  {human(plan['partSize'])} ({plan['partSizeWhy']})",
+        "  schedule:   " + ", ".join(f"{human(t['partSize'])} x {t['lastPart'] - t['firstPart'] + 1:,} "
+                                     f"(to {human(t['upTo'])})" for t in plan["schedule"]),
+        f"  holds:      up to {human(plan['capacity'])} in {plan['maxParts']:,} parts; a longer stream stops "
+        "before the part after the last, with exit 2",
+        f"  upload:     {plan['status']}" + (f" {plan['uploadId']}, {plan['partsLogged']} parts logged: a part read "
+                                            "with the same bytes is not sent again" if plan["uploadId"] else ""),
+        f"  memory:     at most {human(plan['maxMemory'])} of parts held (--max-memory), {plan['threads']} threads"
+        + (f"; parts of {human(plan['spoolFrom'])} or more go to spool files in {plan['spoolDir']}"
+           if plan["spoolFrom"] else ""),
+        f"  checksum:   {plan['checksum']} ({plan['checksumWhy']})",
+    ]
+    if plan.get("maxBandwidth"):
+        lines.append(f"  bandwidth:  at most {human(plan['maxBandwidth'])}/s (--max-bandwidth)")
+    if plan.get("objectProperties"):
+        lines.append(f"  object:     {properties_text(plan['objectProperties'])}")
+    return lines
 
 
 def properties_text(properties: dict[str, Any]) -> str:

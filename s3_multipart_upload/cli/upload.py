@@ -8,11 +8,13 @@ from typing import Any
 import click
 
 import s3_multipart_upload as api
-from s3_multipart_upload.cli.common import Transfer, handle_errors, transfer_options
+from s3_multipart_upload.cli.common import ByteSize, Transfer, handle_errors, transfer_options
 from s3_multipart_upload.cli.filtering import FilterCommand, filter_options, filters_of
 from s3_multipart_upload.cli.transfer import run_many, run_one, show_many_plan, show_plan
 from s3_multipart_upload.controller import TOKEN_ENV
 from s3_multipart_upload.errors import BadInput
+from s3_multipart_upload.pipe import DEFAULT_MAX_MEMORY
+from s3_multipart_upload.plan import human
 from s3_multipart_upload.sources import parse_s3_target
 
 
@@ -28,6 +30,7 @@ Examples:
       -m input.meta.json -a input.parts.jsonl -t 4
   AWS_PROFILE=prod s3-multipart-upload upload --endpoint-url http://127.0.0.1:9000 big.tar s3://b/big.tar -s 128M
   s3-multipart-upload upload --dry-run big.tar s3://b/big.tar
+  pg_dump mydb | s3-multipart-upload upload - s3://my-bucket/db/mydb.sql --expected-size 200G
   s3-multipart-upload upload --json -q big.tar s3://b/big.tar | jq .event
 
 \b
@@ -50,12 +53,21 @@ most urgent code of the files' failures, in the order 1, 3, 4, 5, 2, 75, 130."""
 @click.option("--declare-checksum", type=click.Choice(("sha256", "crc64nvme"), case_sensitive=False), multiple=True,
               help="With --controller: read the file once and declare its SHA-256 or CRC64NVME (repeat for both), "
                    "so that the controller checks the object and accepts or rejects it.")
+@click.option("--expected-size", type=ByteSize(),
+              help="With a stream (-, a pipe, a character device): about how long it is (200G); its parts are "
+                   "sized as for a file of that size, and the progress shows an ETA.")
+@click.option("--max-memory", type=ByteSize(), help=f"With a stream: its parts held in memory at most (default "
+              f"{human(DEFAULT_MAX_MEMORY)}): parts go in flight as they fit, and parts larger than half of it go "
+              "to spool files instead.")
+@click.option("--spool-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="With a stream: the folder of the spool files of its large parts (default: $TMPDIR or /tmp).")
 @filter_options
 @transfer_options
 @handle_errors
 def upload(targets: tuple[str, ...], recursive: bool, file_path: Path | None, directory: Path | None,
            prefix: str | None, controller: str | None, file_id: str | None, token_file: Path | None,
-           declare_checksum: tuple[str, ...], exclude: tuple[str, ...], include: tuple[str, ...],
+           declare_checksum: tuple[str, ...], expected_size: int | None, max_memory: int | None,
+           spool_dir: Path | None, exclude: tuple[str, ...], include: tuple[str, ...],
            follow_symlinks: bool, run: Transfer) -> None:
     """Upload a file (or a folder of chunk files, or many files) to S3, resumably.
 
@@ -66,15 +78,17 @@ def upload(targets: tuple[str, ...], recursive: bool, file_path: Path | None, di
     --controller, no AWS credentials are needed: an upload controller signs a URL for each part.
     """
     filters = filters_of(exclude, include)
+    streamed = {name: value for name, value in (("expected_size", expected_size), ("max_memory", max_memory),
+                                                 ("spool_dir", spool_dir)) if value is not None}
     if targets or recursive:
         _aws_form(targets, recursive, (file_path, directory, prefix, controller, run.bucket, run.key,
-                                       declare_checksum or None), run, (filters, follow_symlinks))
+                                       declare_checksum or None), run, (filters, follow_symlinks), streamed)
         return
     if filters:
         raise BadInput("--exclude and --include choose among several files", "give FILE... s3://BUCKET/PREFIX/ or "
                        "--recursive DIR s3://BUCKET/PREFIX/")
     source = _source(file_path, directory, prefix)
-    where: dict[str, Any] = {"prefix": prefix}
+    where: dict[str, Any] = {"prefix": prefix, **streamed}
     if controller is not None or file_id is not None or token_file is not None or declare_checksum:
         where |= {"controller": controller, "file_id": file_id, "token_file": token_file, "bucket": run.bucket,
                   "key": run.key, "declare_checksum": declare_checksum}
@@ -94,7 +108,7 @@ def _one(source: Path, dest: str | None, where: dict[str, Any], run: Transfer) -
 
 
 def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...], run: Transfer,
-              choose: tuple[list[tuple[str, str]], bool]) -> None:
+              choose: tuple[list[tuple[str, str]], bool], streamed: dict[str, Any]) -> None:
     """``upload FILE s3://B/K``, ``upload FILE... s3://B/PREFIX/``, ``upload --recursive DIR s3://B/PREFIX/``."""
     if any(value is not None for value in others):
         raise BadInput("give FILE... s3://BUCKET/KEY, or -b/-k/-f (or -d/-p), not both",
@@ -105,13 +119,22 @@ def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...]
     bucket, key = parse_s3_target(targets[-1])
     files = [Path(t) for t in targets[:-1]]
     filters, follow = choose
-    if len(files) == 1 and not recursive and key and not key.endswith("/"):
+    one = len(files) == 1 and not recursive and key and not key.endswith("/")
+    if "-" in targets[:-1] and not one:
+        raise BadInput("- (stdin) is one stream, uploaded to one key: it cannot go with --recursive, other files or "
+                       "a destination prefix", "give it alone: producer | s3-multipart-upload upload - "
+                       "s3://BUCKET/KEY")
+    if one:
         if filters:
             raise BadInput("--exclude and --include choose among several files",
                            "give FILE... s3://BUCKET/PREFIX/ or --recursive DIR s3://BUCKET/PREFIX/")
-        _one(files[0], targets[-1], {}, Transfer(bucket, key, run.options, run.dry_run, run.as_json, run.quiet,
-                                                 run.verbose))
+        _one(files[0], targets[-1], streamed, Transfer(bucket, key, run.options, run.dry_run, run.as_json,
+                                                       run.quiet, run.verbose))
         return
+    if streamed:
+        flag = "--" + next(iter(streamed)).replace("_", "-")
+        raise BadInput(f"{flag} goes with one stream (-, a pipe or a character device), not with several files",
+                       f"leave out {flag}")
     options = run.options
     if run.dry_run:
         show_many_plan(api.plan_many(files, targets[-1], recursive=recursive, filters=filters, follow_symlinks=follow,

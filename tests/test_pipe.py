@@ -1,0 +1,331 @@
+"""Uploads from a stream: stdin, a FIFO, /dev/fd/N. Real bytes through a real pipe to rclone serve s3; resumed by
+content after SIGKILL (no part the store holds is sent again) and after a failure with a changed producer (only the
+part that differs is sent again)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pty
+import random
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import s3_multipart_upload as api
+from s3_multipart_upload.pipe import StreamSource
+from s3_multipart_upload.plan import GiB, MAX_OBJECT_SIZE, MAX_PART_SIZE, MIN_PART_SIZE, MiB, TiB, schedule_for
+from tests.conftest import S3Server, run_cli, write_random
+from tests.s3proxy import Fault, S3Proxy
+
+CLI = [sys.executable, "-m", "s3_multipart_upload"]
+
+
+def object_bytes(server: S3Server, bucket: str, key: str) -> bytes:
+    return bytes(server.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def state(tmp_path: Path) -> list[str]:
+    return ["-m", str(tmp_path / "m.json"), "-a", str(tmp_path / "p.jsonl")]
+
+
+def logged(path: Path) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out[doc["partNumber"]] = doc["eTag"]
+    return out
+
+
+# -- the schedule, with counted bytes: no big files ------------------------------------------------------------
+
+
+def parts_for(length: int, split: int | None = None, expected: int | None = None) -> list[int]:
+    """The part sizes a stream of ``length`` bytes is cut into (a fake stream: only its count of bytes)."""
+    schedule, _ = schedule_for(split, expected)
+    sizes: list[int] = []
+    left = length
+    for number in range(1, schedule.max_parts + 2):  # as the uploader reads: part by part, then one byte past
+        if number > schedule.max_parts:
+            if left:
+                raise OverflowError(f"{length} bytes need more than {schedule.max_parts} parts")
+            return sizes
+        size = schedule.size(number)
+        if number > 1 and left == 0:
+            return sizes  # the stream ended with the last part
+        sizes.append(min(size, left))
+        left -= sizes[-1]
+        if sizes[-1] < size:
+            return sizes
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("length", [0, 1, 5 * MiB, 10 * GiB + 7, TiB, 40 * TiB, 47 * TiB])
+def test_the_schedule_fits_any_stream_up_to_47_tib_in_10000_valid_parts(length: int) -> None:
+    sizes = parts_for(length)
+    assert sum(sizes) == length and len(sizes) <= 10_000
+    assert all(MIN_PART_SIZE <= s <= MAX_PART_SIZE for s in sizes[:-1]), "a part other than the last out of limits"
+    assert sizes == sorted(sizes[:-1]) + sizes[-1:] or len(sizes) == 1
+
+
+def test_the_schedule_says_where_it_ends_and_stops_past_it() -> None:
+    schedule, why = schedule_for(None, None)
+    assert schedule.capacity() > 0.96 * MAX_OBJECT_SIZE and "growing" in why
+    assert parts_for(schedule.capacity())[-1] == MAX_PART_SIZE
+    with pytest.raises(OverflowError):
+        parts_for(schedule.capacity() + 1)
+    # the first parts stay at the split size; a 1 GiB stream needs no part above it
+    assert set(parts_for(GiB - 1)[:-1]) == {32 * MiB}
+
+
+def test_expected_size_sizes_parts_as_for_a_file_and_leaves_room_for_more() -> None:
+    three = 3 * TiB
+    sizes = parts_for(three, expected=three)
+    assert len(set(sizes[:-1])) == 1 and len(sizes) <= 9_500
+    assert parts_for(three + three // 10, expected=three)  # 10 % longer than said still fits
+    assert len(parts_for(48 * TiB, expected=48 * TiB)) <= 10_000
+
+
+def test_a_stream_read_in_short_reads_is_cut_exactly(tmp_path: Path) -> None:
+    data = random.Random(5).randbytes(12 * MiB + 3)
+
+    class Dribble(io.RawIOBase):
+        """A producer whose reads return a few KiB at a time, as a pipe does."""
+
+        def __init__(self) -> None:
+            self.at, self.draw = 0, random.Random(6)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, view: memoryview) -> int:  # type: ignore[override]
+            n = min(len(view), self.draw.randint(1, 70_000), len(data) - self.at)
+            view[:n] = data[self.at:self.at + n]
+            self.at += n
+            return n
+
+    source = StreamSource(Dribble(), spool_dir=tmp_path)
+    got = []
+    for number, (size, spool) in enumerate([(5 * MiB, False), (5 * MiB, True), (5 * MiB, False)], 1):
+        part = source.read_part(number, size, spool)
+        got.append(source.read(part))
+        source.release(number)
+    assert b"".join(got) == data and source.ended and source.memory == 0
+    assert not list(tmp_path.iterdir()), "a spool file was left behind"
+
+
+# -- the command line, through a real pipe ---------------------------------------------------------------------
+
+
+def pipe_upload(args: list[str], env: dict[str, str], producer: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``PRODUCER | s3-multipart-upload ARGS`` in a shell, as a user types it."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
+    command = f"{producer} | {' '.join(CLI)} {' '.join(args)}"
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("size", [0, 1, 5 * MiB - 1, 5 * MiB, 64 * MiB + 7])
+def test_cat_file_into_upload_dash_is_the_file(size: int, s3_server: S3Server, bucket: str, aws_env: dict[str, str],
+                                               tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", size, seed=size % 1000)
+    r = pipe_upload(["upload", "-", f"s3://{bucket}/s/f.bin", "--endpoint-url", s3_server.endpoint, "-s", "5M",
+                     "--state-dir", str(tmp_path / "state")], aws_env, f"cat {f}")
+    assert r.returncode == 0, r.stderr
+    assert object_bytes(s3_server, bucket, "s/f.bin") == f.read_bytes()
+    assert "Done:" in r.stderr
+
+
+@pytest.mark.e2e
+def test_a_stream_that_grows_past_its_first_parts(s3_server: S3Server, bucket: str, aws_env: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 64 * MiB + 7, seed=3)
+    # --max-parts 200: the parts double every part (5, 10, 20, 40 MiB); the 40 MiB part goes to a spool file
+    args = ["upload", "-", f"s3://{bucket}/grow.bin", "--endpoint-url", s3_server.endpoint, "-s", "5M",
+            "--max-parts", "200", "--max-memory", "64M", "--spool-dir", str(tmp_path), *state(tmp_path)]
+    r = pipe_upload(args, aws_env, f"cat {f}")
+    assert r.returncode == 0, r.stderr
+    assert object_bytes(s3_server, bucket, "grow.bin") == f.read_bytes()
+    sizes = [json.loads(line)["size"] for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert sizes == [5 * MiB, 10 * MiB, 20 * MiB, 64 * MiB + 7 - 35 * MiB]
+    assert "spool files" in r.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("s3mu-part-")]
+
+
+@pytest.mark.e2e
+def test_sigkilled_then_rerun_with_the_same_producer_sends_no_part_twice(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 12 * 5 * MiB + 99, seed=11)
+    proxy = S3Proxy(s3_server.endpoint, delay=0.15)
+    try:
+        args = ["upload", "-f", "-", "-b", bucket, "-k", "k.bin", "-s", "5M", "-t", "2",
+                "--endpoint-url", proxy.endpoint, *state(tmp_path)]
+        with open(f, "rb") as stdin:
+            code = _kill_with_stdin(args, aws_env, stdin, tmp_path)
+        assert code == -signal.SIGKILL
+        proxy.wait_idle()
+        upload_id = json.loads((tmp_path / "m.json").read_text())["uploadId"]
+        held = {p["PartNumber"] for p in s3_server.client().list_parts(
+            Bucket=bucket, Key="k.bin", UploadId=upload_id).get("Parts", [])}
+        before = set(logged(tmp_path / "p.jsonl")) | held
+        assert 4 <= len(before) < 13
+        proxy.reset()
+        r = pipe_upload(args, aws_env, f"cat {f}")
+        assert r.returncode == 0, r.stderr
+        resent = set(proxy.part_puts()) & before
+        assert not resent, f"parts the store held were sent again: {sorted(resent)}"
+        assert set(proxy.part_puts()) == set(range(1, 14)) - before
+        assert "matched the parts already on the store" in r.stderr
+    finally:
+        proxy.close()
+    assert object_bytes(s3_server, bucket, "k.bin") == f.read_bytes()
+
+
+def _kill_with_stdin(args: list[str], env: dict[str, str], stdin: object, tmp_path: Path) -> int:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
+    proc = subprocess.Popen([*CLI, *args], env=full_env, stdin=stdin, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # type: ignore[call-overload]
+    try:
+        for _ in range(6000):  # 60 s
+            if proc.poll() is not None or len(logged(tmp_path / "p.jsonl")) >= 4:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+    return proc.wait(timeout=30)
+
+
+@pytest.mark.e2e
+def test_a_rerun_whose_part_3_differs_sends_only_part_3_and_the_rest(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    old = write_random(tmp_path / "old.bin", 9 * 5 * MiB + 5, seed=21)
+    new = tmp_path / "new.bin"
+    data = bytearray(old.read_bytes())
+    data[2 * 5 * MiB + 100] ^= 0xFF  # one byte of part 3
+    new.write_bytes(data)
+    # the first run stops at part 6: the store fails it, and one try is all it has
+    proxy = S3Proxy(s3_server.endpoint, rule=lambda seen, i: Fault(500, "InternalError")
+                    if seen.part_number == 6 else None)
+    args = ["upload", "-", f"s3://{bucket}/k.bin", "-s", "5M", "-t", "1", "--retries", "1",
+            "--endpoint-url", proxy.endpoint, *state(tmp_path)]
+    try:
+        r = pipe_upload(args, aws_env, f"cat {old}")
+        assert r.returncode == 75, r.stderr
+        assert set(logged(tmp_path / "p.jsonl")) == {1, 2, 3, 4, 5}
+        r = run_cli(["status", *state(tmp_path), "--endpoint-url", s3_server.endpoint, "--json"], aws_env)
+        assert r.returncode == 0, r.stderr
+        shown = json.loads(r.stdout.splitlines()[-1])
+        assert shown["source"] == "a stream (stdin)" and not shown["source_missing"] and shown["parts_done"] == 5, shown
+        proxy.rule = None
+        proxy.reset()
+        r = pipe_upload(args, aws_env, f"cat {new}")
+        assert r.returncode == 0, r.stderr
+        assert sorted(proxy.part_puts()) == [3, 6, 7, 8, 9, 10]
+        assert all(n == 1 for n in proxy.part_puts().values())
+    finally:
+        proxy.close()
+    assert object_bytes(s3_server, bucket, "k.bin") == bytes(data)
+    # and a rerun after completion uploads the stream anew (the object is always the last whole stream)
+    r = pipe_upload(["upload", "-", f"s3://{bucket}/k.bin", "-s", "5M", "--endpoint-url", s3_server.endpoint,
+                     *state(tmp_path)], aws_env, f"cat {old}")
+    assert r.returncode == 0, r.stderr
+    assert object_bytes(s3_server, bucket, "k.bin") == old.read_bytes()
+
+
+@pytest.mark.e2e
+def test_a_stream_longer_than_the_schedule_stops_before_the_part_past_the_last(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 16 * MiB, seed=4)  # --max-parts 2: 5 + 10 MiB hold 15 MiB
+    r = pipe_upload(["upload", "-", f"s3://{bucket}/long.bin", "-s", "5M", "--max-parts", "2", "--endpoint-url",
+                     s3_server.endpoint, *state(tmp_path)], aws_env, f"cat {f}")
+    assert r.returncode == 2, r.stderr
+    assert "the stream is longer than the 15 MiB that 2 parts" in r.stderr and "--expected-size" in r.stderr
+    assert "long.bin" not in [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+@pytest.mark.e2e
+def test_a_fifo_and_process_substitution_upload_as_stdin_does(s3_server: S3Server, bucket: str,
+                                                              aws_env: dict[str, str], tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 11 * MiB + 1, seed=8)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(f.read_bytes()))
+    writer.start()
+    r = run_cli(["upload", str(fifo), f"s3://{bucket}/fifo.bin", "-s", "5M", "--endpoint-url", s3_server.endpoint,
+                 "--state-dir", str(tmp_path / "state")], aws_env)
+    writer.join(timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert object_bytes(s3_server, bucket, "fifo.bin") == f.read_bytes()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | aws_env
+    r = subprocess.run(["bash", "-c", f"{' '.join(CLI)} upload <(cat {f}) s3://{bucket}/fd.bin -s 5M --json "
+                        f"--endpoint-url {s3_server.endpoint} --state-dir {tmp_path / 'state'}"],
+                       env=full_env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert object_bytes(s3_server, bucket, "fd.bin") == f.read_bytes()
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    started = next(e for e in events if e["event"] == "started")
+    assert started["totalBytes"] is None and started["totalParts"] is None
+    assert events[-1]["size"] == events[-1]["bytesSent"] == f.stat().st_size and events[-1]["partsTotal"] == 3
+
+
+@pytest.mark.parametrize("extra", [["--recursive"], ["other.bin"], ["--shard", "0/2", "--state-dir", "S"],
+                                   ["--upload-id", "abc"]])
+def test_a_stream_refuses_what_it_cannot_be(extra: list[str], aws_env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "other.bin").write_bytes(b"x")
+    dest = "s3://b/prefix/" if extra == ["--recursive"] else "s3://b/k"
+    args = ["upload", "-", *[e for e in extra if e == "other.bin"], dest,
+            *[e for e in extra if e != "other.bin"], "--endpoint-url", "http://127.0.0.1:9"]
+    r = run_cli(args, aws_env, input="data", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "stream" in r.stderr or "stdin" in r.stderr, r.stderr
+
+
+def test_stdin_from_a_terminal_is_refused(aws_env: dict[str, str], tmp_path: Path) -> None:
+    leader, follower = pty.openpty()
+    try:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | aws_env
+        r = subprocess.run([*CLI, "upload", "-", "s3://b/k", "--endpoint-url", "http://127.0.0.1:9"],
+                           stdin=follower, env=full_env, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert r.returncode == 2 and "stdin is a terminal" in r.stderr, r.stderr
+
+
+@pytest.mark.e2e
+def test_a_program_uploads_a_file_object_and_calls_again_after_a_failure(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    data = random.Random(9).randbytes(17 * MiB)
+    proxy = S3Proxy(s3_server.endpoint, rule=lambda seen, i: Fault(500, "InternalError")
+                    if seen.part_number == 3 else None)
+    options = {"split_size": "5M", "endpoint_url": proxy.endpoint, "state_dir": tmp_path, "thread_count": 1,
+               "retries": 1}
+    try:
+        with pytest.raises(api.TemporaryFailure) as failed:
+            api.upload(io.BytesIO(data), f"s3://{bucket}/obj.bin", **options)  # type: ignore[arg-type]
+        assert failed.value.exit_code == 75
+        plan = api.plan_upload("-", f"s3://{bucket}/obj.bin", **options)  # type: ignore[arg-type]
+        assert plan["stream"] and plan["status"] == "in_progress" and plan["partsLogged"] == 2
+        proxy.rule = None
+        proxy.reset()
+        events: list[api.ProgressEvent] = []
+        result = api.upload(io.BytesIO(data), f"s3://{bucket}/obj.bin", progress=events.append,
+                            **options)  # type: ignore[arg-type]
+        assert (result.parts_total, result.parts_sent, result.parts_logged, result.size) == (4, 2, 2, len(data))
+        assert sorted(proxy.part_puts()) == [3, 4]
+        assert events[0].kind == "started" and events[0].bytes_total is None
+        assert events[-1].bytes_done == len(data)
+    finally:
+        proxy.close()
+    assert hashlib.md5(object_bytes(s3_server, bucket, "obj.bin")).digest() == hashlib.md5(data).digest()

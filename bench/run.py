@@ -174,7 +174,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=30)
 
 
-def measured(argv: list[str], env: dict[str, str], timeout: float, log_path: Path) -> Measured:
+def measured(argv: list[str], env: dict[str, str], timeout: float, log_path: Path, stdin: Any = None) -> Measured:
     tfile = log_path.with_suffix(".time")
     tfile.unlink(missing_ok=True)
     cmd = ["/usr/bin/time", "-v", "-o", str(tfile), *argv]
@@ -182,8 +182,8 @@ def measured(argv: list[str], env: dict[str, str], timeout: float, log_path: Pat
         out.write((" ".join(argv) + "\n").encode())
         out.flush()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL if stdin is None else stdin, start_new_session=True)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -14,7 +14,9 @@ run's parts, so the object is always one whole stream: the last one.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
+import mmap
 import os
 import stat
 import tempfile
@@ -78,14 +80,17 @@ def is_stream(path: str | os.PathLike[str]) -> bool:
 class _Held:
     """One part's bytes, held until the store has them: a buffer, or a spool file (unlinked at once)."""
 
-    def __init__(self, data: bytearray | None, spool: IO[bytes] | None, length: int) -> None:
+    def __init__(self, data: mmap.mmap | None, spool: IO[bytes] | None, length: int) -> None:
         self.data, self.spool, self.length = data, spool, length
 
     def reader(self) -> RangeReader:
         return _HeldRange(self)
 
     def close(self) -> None:
-        self.data = None
+        if self.data is not None:
+            with contextlib.suppress(BufferError):  # a view the HTTP client still holds: freed with it
+                self.data.close()
+            self.data = None
         if self.spool is not None:
             self.spool.close()
             self.spool = None
@@ -101,7 +106,7 @@ class _HeldRange:
         if size <= 0:
             return b""
         if held.data is not None:
-            chunk = bytes(memoryview(held.data)[self._at:self._at + size])
+            chunk = held.data[self._at:self._at + size]
         elif held.spool is not None:
             chunk = os.pread(held.spool.fileno(), size, self._at)
         else:
@@ -172,16 +177,15 @@ class StreamSource:
                 os.write(held.spool.fileno(), view[:n])  # type: ignore[union-attr]
                 got += n
         else:
-            data = bytearray(size)
-            view = memoryview(data)
-            for _ in range(size + 1):
-                n = self._readinto(view[got:]) if got < size else 0
-                if n == 0:
-                    break
-                got += n
-            view.release()
-            if got < size:
-                del data[got:]
+            # Anonymous memory, given back to the system when the part is let go: pages come as bytes are read
+            # (a last part shorter than its size costs only its bytes), and none stay in the allocator's pools.
+            data = mmap.mmap(-1, max(size, 1))
+            with memoryview(data) as view:
+                for _ in range(size + 1):
+                    n = self._readinto(view[got:size]) if got < size else 0
+                    if n == 0:
+                        break
+                    got += n
             held = _Held(data, None, 0)
         held.length = got
         part = Part(number, self.total_size, got)

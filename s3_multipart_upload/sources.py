@@ -70,8 +70,8 @@ def _stat_regular_file(path: Path, what: str, devices: bool = False) -> os.stat_
         raise BadInput(f"{what} {path} is a directory",
                        "give a file to -f, or use -d DIR -p PREFIX for a folder of chunk files")
     if not stat.S_ISREG(st.st_mode) and not (devices and stat.S_ISBLK(st.st_mode)):
-        raise BadInput(f"{what} {path} is not a regular file (a pipe, socket or device)",
-                       "a resumable upload needs a file it can read again at any offset: save the data to a file")
+        raise BadInput(f"{what} {path} is not a regular file, a block device or a stream (a socket?)",
+                       "upload a file, a device, or a stream: - (stdin), a named pipe or a character device")
     if not os.access(path, os.R_OK):
         raise BadInput(f"cannot read {what} {path}: permission denied", "check the file's permissions")
     return st

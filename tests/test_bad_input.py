@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,8 @@ CASES: list[Case] = [
     ("missing file", lambda c: c.args(source=c.tmp / "nope.bin"), 2, ["nope.bin does not exist"]),
     ("directory as -f", lambda c: ["upload", "-b", c.bucket, "-k", "k", "-f", str(c.tmp), "-m", str(c.meta),
                                    "-a", str(c.parts)], 2, ["is a directory", "-d DIR -p PREFIX"]),
-    ("a named pipe as -f", lambda c: c.args(source=_fifo(c.tmp / "pipe")), 2,
-     ["is not a regular file", "save the data to a file"]),
+    ("a socket as -f", lambda c: c.args(source=_socket(c.tmp / "sock")), 2,
+     ["is not a regular file, a block device or a stream", "- (stdin), a named pipe"]),
     ("META inside the chunk folder", lambda c: c.args("-p", "", source=chunks(c, [6 * MiB]),
                                                       meta=c.tmp / "chunks" / "m.json"), 2,
      ["-m", "is (or would be taken for) the data to upload"]),
@@ -125,8 +126,10 @@ CASES: list[Case] = [
 ]
 
 
-def _fifo(path: Path) -> Path:
-    os.mkfifo(path)
+def _socket(path: Path) -> Path:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.close()  # the file stays, a socket nobody listens on
     return path
 
 

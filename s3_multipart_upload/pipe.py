@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import fcntl
 import logging
 import mmap
 import os
@@ -64,6 +65,7 @@ STREAM_ID = "stdin"  # a stream upload's source in its state folder's identity: 
 SCHEDULE = "partSchedule"  # META: the part sizes, fixed at the upload's start
 DEFAULT_MAX_MEMORY = 256 * MiB
 WAIT = 0.25  # seconds between looks at the parts in flight
+PIPE_SIZE = 1 << 20  # bytes a pipe holds (Linux's most for a user: /proc/sys/fs/pipe-max-size)
 
 
 def is_stream(path: str | os.PathLike[str]) -> bool:
@@ -100,13 +102,14 @@ class _HeldRange:
     def __init__(self, held: _Held) -> None:
         self._held, self._at = held, 0
 
-    def read(self, size: int) -> bytes:
+    def read(self, size: int) -> bytes | memoryview:
         held = self._held
         size = min(size, held.length - self._at)
         if size <= 0:
             return b""
+        chunk: bytes | memoryview
         if held.data is not None:
-            chunk = held.data[self._at:self._at + size]
+            chunk = memoryview(held.data)[self._at:self._at + size]  # no copy: the part stays until it is let go
         elif held.spool is not None:
             chunk = os.pread(held.spool.fileno(), size, self._at)
         else:
@@ -145,7 +148,11 @@ class StreamSource:
         self.ended = False
         self.memory = 0  # bytes of the parts held in memory
         self._held: dict[int, _Held] = {}
+        self._free: list[mmap.mmap] = []  # buffers of parts let go, of the size being read: no new pages to fault in
         self._lock = threading.Lock()
+        if self._fd is not None:
+            with contextlib.suppress(OSError, AttributeError):  # a pipe's buffer of 1 MiB: fewer, larger reads
+                fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
     def _readinto(self, view: memoryview) -> int:
         if self._file is not None:
@@ -179,7 +186,7 @@ class StreamSource:
         else:
             # Anonymous memory, given back to the system when the part is let go: pages come as bytes are read
             # (a last part shorter than its size costs only its bytes), and none stay in the allocator's pools.
-            data = mmap.mmap(-1, max(size, 1))
+            data = self._buffer(size)
             with memoryview(data) as view:
                 for _ in range(size + 1):
                     n = self._readinto(view[got:size]) if got < size else 0
@@ -197,6 +204,16 @@ class StreamSource:
         self.ended = got < size
         return part
 
+    def _buffer(self, size: int) -> mmap.mmap:
+        """A buffer of ``size`` bytes: one a part let go, or new (parts of one size follow each other)."""
+        with self._lock:
+            while self._free:
+                buffer = self._free.pop()
+                if len(buffer) == max(size, 1):
+                    return buffer
+                buffer.close()  # the parts grew: the smaller buffers are of no more use
+        return mmap.mmap(-1, max(size, 1))
+
     def _spool_file(self) -> IO[bytes]:
         try:
             return tempfile.TemporaryFile(dir=self.spool_dir, prefix="s3mu-part-")
@@ -210,16 +227,26 @@ class StreamSource:
         return self._readinto(memoryview(one)) == 1
 
     def release(self, number: int) -> None:
+        """Let a part go (once the store has it, or its sending ended): its buffer is kept for the next part read,
+        its spool file deleted."""
         with self._lock:
             held = self._held.pop(number, None)
-            if held is not None and held.data is not None:
+            if held is None:
+                return
+            if held.data is not None:
                 self.memory -= held.length
-        if held is not None:
-            held.close()
+                self._free.append(held.data)
+                held.data = None
+        held.close()
 
     def close(self) -> None:
         for number in list(self._held):
             self.release(number)
+        with self._lock:
+            for buffer in self._free:
+                with contextlib.suppress(BufferError):
+                    buffer.close()
+            self._free.clear()
         if self._own_fd and self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -181,6 +181,13 @@ class SpeedColumn(ProgressColumn):
         return Text("-- MiB/s" if speed is None else f"{speed / 2**20:.1f} MiB/s", style="progress.data.speed")
 
 
+class PercentColumn(ProgressColumn):
+    """The percent done; nothing for a stream of unknown length."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.total is None else f"{task.percentage:>5.1f}%", style="progress.percentage")
+
+
 class BarProgress(NullProgress):
     """A rich bar on stderr: bytes, percent, MiB/s, ETA, parts done/total."""
 
@@ -188,7 +195,7 @@ class BarProgress(NullProgress):
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            TextColumn("{task.percentage:>5.1f}%"),
+            PercentColumn(),
             DownloadColumn(binary_units=True),
             SpeedColumn(),
             TimeRemainingColumn(),

@@ -24,8 +24,9 @@ BLOCK = 1 * MiB
 class RangeReader(Protocol):
     """Sequential reads of one part's bytes from its source."""
 
-    def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes, b"" only at the end of the range (a source that ends early raises)."""
+    def read(self, size: int) -> bytes | memoryview:
+        """Up to ``size`` bytes, b"" only at the end of the range (a source that ends early raises); a view of bytes
+        that stay as they are while the part is being sent (a stream's held part)."""
         ...
 
     def close(self) -> None: ...
@@ -132,6 +133,7 @@ class PartStream:
         return checksums.finish(self._algorithm, self._hasher)
 
     def close(self) -> None:
+        self._block = memoryview(b"")  # (a view of a stream's held part: it must not keep the part's memory)
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -329,3 +329,33 @@ def test_a_program_uploads_a_file_object_and_calls_again_after_a_failure(
     finally:
         proxy.close()
     assert hashlib.md5(object_bytes(s3_server, bucket, "obj.bin")).digest() == hashlib.md5(data).digest()
+
+
+@pytest.mark.e2e
+def test_ctrl_c_lets_the_parts_in_flight_finish_and_a_rerun_completes(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    f = write_random(tmp_path / "f.bin", 10 * 5 * MiB, seed=12)
+    proxy = S3Proxy(s3_server.endpoint, delay=0.2)
+    args = ["upload", "-", f"s3://{bucket}/int.bin", "-s", "5M", "-t", "2", "--endpoint-url", proxy.endpoint,
+            *state(tmp_path)]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | aws_env
+    try:
+        with open(f, "rb") as stdin:
+            proc = subprocess.Popen([*CLI, *args], env=full_env, stdin=stdin, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            for _ in range(6000):
+                if proc.poll() is not None or len(logged(tmp_path / "p.jsonl")) >= 2:
+                    break
+                threading.Event().wait(0.01)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "interrupted" in err and "sends only the parts that differ" in err
+        done = set(logged(tmp_path / "p.jsonl"))
+        proxy.reset()
+        r = pipe_upload(args, aws_env, f"cat {f}")
+        assert r.returncode == 0, r.stderr
+        assert not set(proxy.part_puts()) & done
+    finally:
+        proxy.close()
+    assert object_bytes(s3_server, bucket, "int.bin") == f.read_bytes()

@@ -16,13 +16,21 @@ import dataclasses
 import io
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Unpack
 
 from s3_multipart_upload import checksums
 from s3_multipart_upload import shard as shards_
-from s3_multipart_upload.controller import TOKEN_ENV, ControllerAPI, controller_upload, read_token
+from s3_multipart_upload.controller import (
+    FILE_ID,
+    FILE_ID_RULE,
+    TOKEN_ENV,
+    ControllerAPI,
+    controller_upload,
+    read_token,
+)
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.job import UploadRequest, UploadResult
 from s3_multipart_upload.options import OPTION_NAMES, PathArg, TransferOptions, _Opts
@@ -324,6 +332,9 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
     goes through the controller's presigned URLs."""
     if controller is None or file_id is None:
         raise BadInput("--controller URL and --file-id ID go together", "give both, or neither")
+    if not FILE_ID.fullmatch(file_id):
+        raise BadInput(f"--file-id {file_id!r} is not a file id the controller takes: {FILE_ID_RULE}",
+                       f"for example {re.sub(r'[^A-Za-z0-9._-]', '_', file_id).lstrip('._-')[:255] or 'file-1'}")
     not_here = [flag for flag, value in (("s3://BUCKET/KEY", dest[0]), ("-b", dest[1]), ("-k", dest[2]),
                                          ("--upload-id", opts.upload_id), ("--endpoint-url", opts.endpoint_url),
                                          ("--profile", opts.profile), ("--region", opts.region),
@@ -358,7 +369,7 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
     opts = dataclasses.replace(opts, upload_id=up.upload_id, split_size=up.part_size)
     return _transfer(source, (up.bucket, up.key), opts, shard, progress, properties, clients=up.clients,
                      state=(meta_path, parts_path), meta_extra={"controller": api.base_url, "fileId": file_id},
-                     planning=planning)
+                     planning=planning, upload_is_new=up.created)
 
 
 DECLARABLE = {"sha256": "SHA256", "crc64nvme": "CRC64NVME"}
@@ -417,7 +428,7 @@ def _transfer(source: Source, dest: tuple[str, str], opts: _Opts, shard: shards_
               progress: Progress | None, properties: ObjectProperties | None = None,
               clients: ClientFactory | None = None, state: tuple[Path, Path] | None = None,
               meta_extra: dict[str, Any] | None = None, skip_identical: bool = False,
-              planning: bool = False) -> UploadResult | dict[str, Any]:
+              planning: bool = False, upload_is_new: bool = False) -> UploadResult | dict[str, Any]:
     """One upload or copy: its plan, or its run."""
     bucket, key = dest
     if properties is None:  # the content type is guessed from the file's name, as aws-cli does (a chunk folder: key)
@@ -430,7 +441,8 @@ def _transfer(source: Source, dest: tuple[str, str], opts: _Opts, shard: shards_
     choice = checksums.choose(opts.checksum, endpoint, controller=meta_extra is not None and "controller" in meta_extra,
                               copy=isinstance(source, S3ObjectSource))
     request = _request(opts, source, bucket, key, meta_path, parts_path, choice, meta_extra=meta_extra or {},
-                       skip_identical=skip_identical, shard=shard, properties=properties, bandwidth=opts.bandwidth())
+                       skip_identical=skip_identical, shard=shard, properties=properties, bandwidth=opts.bandwidth(),
+                       upload_is_new=upload_is_new)
     if planning:
         return Uploader(request, clients).dry_run()
     reporter = _reporter(progress, key)

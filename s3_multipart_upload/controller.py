@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TOKEN_ENV = "S3MU_CONTROLLER_TOKEN"
+FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # a file id, as the controller takes it (and checks it)
+FILE_ID_RULE = "1 to 255 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _S3_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 # The controller's codes that mean "this upload is no more" to the engine (exit 4 unless already built).
 _GONE = {"NoSuchUpload", "UploadGone", "NotPending"}
@@ -324,6 +326,7 @@ class ControllerUpload:
     upload_id: str | None  # None: resume the one META records
     part_size: int
     clients: ControllerClients
+    created: bool = False  # created by this run: the store holds none of its parts (nothing to list)
 
 
 def controller_upload(api: ControllerAPI, file_id: str, size: int, part_size: int | None, retries: int,
@@ -342,10 +345,12 @@ def controller_upload(api: ControllerAPI, file_id: str, size: int, part_size: in
                                 ControllerClients(api, meta.upload_id or "", declared))
     requests = Requester(ControllerClients(api, ""), RetryPolicy(attempts=retries))
     upload = _call(requests, lambda: api.pending(file_id), where)
+    created = False
     if upload is None:
         try:
             upload = _call(requests, lambda: api.create(file_id, size, part_size, {**(described or {}),
                                                                                    **(declared or {})}), where)
+            created = True
         except ServerRefused as exc:
             if exc.__cause__ is None or error_code(exc.__cause__) != "UploadExists":
                 raise
@@ -356,7 +361,7 @@ def controller_upload(api: ControllerAPI, file_id: str, size: int, part_size: in
     log.debug("Controller upload %s of %s: s3://%s/%s in parts of %d bytes.", upload["upload_id"], where,
               upload["bucket"], upload["key"], upload["part_size"])
     return ControllerUpload(upload["bucket"], upload["key"], upload["upload_id"], upload["part_size"],
-                            ControllerClients(api, upload["upload_id"], declared))
+                            ControllerClients(api, upload["upload_id"], declared), created)
 
 
 def _call(requests: Requester, call: Callable[[], T], where: str) -> T:

@@ -46,6 +46,7 @@ class UploadRequest:
     content_md5: bool = False  # MD5 as Content-MD5 from the first part (hash, then send), not by ETag comparison
     restart: bool = False
     upload_id: str | None = None  # adopt this multipart upload (META was lost)
+    upload_is_new: bool = False  # ``upload_id`` was created just now (by a controller): it holds no part to list
     no_overwrite: bool = False  # complete only if no object exists at the key
     skip_identical: bool = False  # a new upload whose key already holds these bytes (size, MD5) is recorded as done
     meta_extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in META; a rerun must match

@@ -245,7 +245,8 @@ class Uploader:
             log.info("Bandwidth: at most %s/s for this command (--max-bandwidth).", human(req.bandwidth.rate))
         if run.parts.note:
             log.warning("%s.", run.parts.note)
-        created = run.meta is None  # by this run: the server holds none of its parts, so no ListParts to resume
+        # by this run (or by a controller for it just now): the server holds none of its parts, so no ListParts
+        created = run.meta is None or (adopted and req.upload_is_new)
         if run.meta is None:
             # --no-overwrite before a new upload. A resumed one is checked again at completion, and its own
             # object (an earlier run completed it, then was killed) must not count as someone else's.
@@ -294,7 +295,7 @@ class Uploader:
         req = self.req
         info: dict[str, Any] = {}
         try:
-            held = Completer(self.job, run.checksum, run.parts).list_parts(upload_id, info)
+            held = [] if req.upload_is_new else Completer(self.job, run.checksum, run.parts).list_parts(upload_id, info)
         except Exception as exc:
             if classify(exc) is Kind.GONE:
                 raise UploadGone(f"there is no multipart upload {upload_id} for {req.where}",

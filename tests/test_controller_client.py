@@ -277,3 +277,14 @@ def test_declared_checksums_get_the_upload_accepted(service: ServiceProcess, tmp
 
     r = run_cli(["upload", "-b", "b", "-k", "k", "-f", str(f), "--declare-checksum", "sha256"], client_env(tmp_path))
     assert r.returncode == 2 and "--declare-checksum goes with --controller" in r.stderr
+
+
+def test_a_file_id_the_controller_cannot_take_is_refused_before_anything_is_asked(aws_env: dict[str, str],
+                                                                                   tmp_path: Path) -> None:
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"x")
+    (tmp_path / "t").write_text("token\n")
+    r = run_cli(["upload", "-f", str(f), "--controller", "http://127.0.0.1:9", "--file-id", "run-1/f.bin",
+                 "--token-file", str(tmp_path / "t")], aws_env)
+    assert r.returncode == 2, r.stderr
+    assert "--file-id 'run-1/f.bin' is not a file id the controller takes" in r.stderr and "run-1_f.bin" in r.stderr

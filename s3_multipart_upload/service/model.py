@@ -9,11 +9,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from s3_multipart_upload.controller import FILE_ID, FILE_ID_RULE
 from s3_multipart_upload.plan import MAX_PARTS
 from s3_multipart_upload.service import db
 
 MAX_KEY_BYTES = 1024
-FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 REVIEWER = "reviewer"  # the role that may accept or reject an upload (status.py)
@@ -101,8 +101,7 @@ def check_key(key: str) -> None:
 
 def check_file_id(file_id: str) -> None:
     if not FILE_ID.fullmatch(file_id):
-        raise ServiceError(422, "InvalidFileId", "a file id is 1 to 255 letters, digits, '.', '_' or '-', "
-                                                 "starting with a letter or digit")
+        raise ServiceError(422, "InvalidFileId", f"a file id is {FILE_ID_RULE}")
 
 
 def check_part_number(part_number: int) -> None:

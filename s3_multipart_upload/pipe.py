@@ -154,20 +154,22 @@ class StreamSource:
             with contextlib.suppress(OSError, AttributeError):  # a pipe's buffer of 1 MiB: fewer, larger reads
                 fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
-    def _readinto(self, view: memoryview) -> int:
-        if self._file is not None:
+    def _readinto(self, view: memoryview, at: int = 0) -> int:
+        """Read into ``view``; ``at``: the bytes of the part being read so far (for the message)."""
+        try:
+            if self._file is None:
+                assert self._fd is not None
+                return os.readv(self._fd, [view])
             got = self._file.readinto(view) if hasattr(self._file, "readinto") else None
             if got is None:  # a file object without readinto, or a non-blocking one with nothing yet
                 data = self._file.read(len(view))
                 view[:len(data)] = data
                 return len(data)
             return int(got)
-        assert self._fd is not None
-        try:
-            return os.readv(self._fd, [view])
         except OSError as exc:
-            raise TemporaryFailure(f"cannot read the stream {self.name} at byte {self.total_size}: {exc.strerror}",
-                                   "rerun once the producer works: the parts already sent are kept") from None
+            raise TemporaryFailure(f"cannot read the stream {self.name} at byte {self.total_size + at}: "
+                                   f"{exc.strerror or exc}", "rerun with the producer working: the parts already "
+                                   "on the store are not sent again if their bytes are the same") from None
 
     def read_part(self, number: int, size: int, spool: bool) -> Part:
         """The next part: up to ``size`` bytes (fewer only at the stream's end), held until ``release``."""
@@ -178,7 +180,7 @@ class StreamSource:
             block = bytearray(BLOCK)
             view = memoryview(block)
             for _ in range(size + 1):  # each read takes a byte or more, or ends the stream
-                n = self._readinto(view[:min(len(view), size - got)]) if got < size else 0
+                n = self._readinto(view[:min(len(view), size - got)], got) if got < size else 0
                 if n == 0:
                     break
                 os.write(held.spool.fileno(), view[:n])  # type: ignore[union-attr]
@@ -189,7 +191,7 @@ class StreamSource:
             data = self._buffer(size)
             with memoryview(data) as view:
                 for _ in range(size + 1):
-                    n = self._readinto(view[got:size]) if got < size else 0
+                    n = self._readinto(view[got:size], got) if got < size else 0
                     if n == 0:
                         break
                     got += n
@@ -420,6 +422,10 @@ class StreamUploader:
                     log.warning("Stopping: waiting for the %d parts in flight to finish (press Ctrl-C again to "
                                 "stop at once).", len(self._in_flight))
                     meta, single = None, None
+                except BaseException:  # the stream could not be read, the upload not created: the parts in flight
+                    job.stop.set()  # end (logged if sent) before the error is raised, and no thread outlives the call
+                    self._drain()
+                    raise
                 self._drain()
         finally:
             pool.shutdown(wait=not self._in_flight, cancel_futures=True)

@@ -359,3 +359,36 @@ def test_ctrl_c_lets_the_parts_in_flight_finish_and_a_rerun_completes(
     finally:
         proxy.close()
     assert object_bytes(s3_server, bucket, "int.bin") == f.read_bytes()
+
+
+@pytest.mark.e2e
+def test_a_stream_that_fails_to_read_completes_nothing_and_keeps_its_parts(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    data = random.Random(13).randbytes(16 * MiB)
+
+    class Broken(io.RawIOBase):
+        """A producer whose read fails after 11 MiB (a disk error under `cat`, a dropped network share)."""
+
+        def __init__(self) -> None:
+            self.at = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, view: memoryview) -> int:  # type: ignore[override]
+            if self.at >= 11 * MiB:
+                raise OSError(5, "Input/output error")
+            n = min(len(view), 11 * MiB - self.at)
+            view[:n] = data[self.at:self.at + n]
+            self.at += n
+            return n
+
+    options = {"split_size": "5M", "endpoint_url": s3_server.endpoint, "state_dir": tmp_path, "thread_count": 2}
+    with pytest.raises(api.TemporaryFailure, match="cannot read the stream .* at byte 11534336: Input/output error"):
+        api.upload(Broken(), f"s3://{bucket}/broken.bin", **options)  # type: ignore[arg-type]
+    objects = s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert not objects, "a stream that could not be read whole made an object"
+    assert threading.active_count() == 1 or all(not t.name.startswith("part") for t in threading.enumerate())
+    result = api.upload(io.BytesIO(data), f"s3://{bucket}/broken.bin", **options)  # type: ignore[arg-type]
+    assert (result.parts_logged, result.parts_sent) == (2, 2)
+    assert object_bytes(s3_server, bucket, "broken.bin") == data

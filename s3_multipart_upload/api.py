@@ -74,14 +74,13 @@ def _destination(dest: str | None, bucket: str | None, key: str | None) -> tuple
     return bucket, key
 
 
-def _local_source(source: PathArg | IO[bytes], prefix: str | None, stream: _StreamOpts | None = None,
-                  planning: bool = False) -> Source:
-    """A file, or with ``prefix`` a folder of chunk files whose names start with it (``-d DIR -p PREFIX``), or a
-    stream: ``-`` (stdin), a pipe, a character device, or a binary file object (``stream``: its options)."""
-    if stream is not None and (not isinstance(source, (str, os.PathLike)) or is_stream(source)):
-        if prefix is not None:
-            raise BadInput("-d DIR -p PREFIX is a folder of chunk files, not a stream", "leave out -p")
-        return StreamSource(source, stream.spool_dir) if not planning else _PlannedStream(source, stream.spool_dir)
+def _is_stream(source: PathArg | IO[bytes]) -> bool:
+    """``-`` (stdin), a pipe, a character device, or a binary file object: data read once, in order."""
+    return not isinstance(source, (str, os.PathLike)) or is_stream(source)
+
+
+def _local_source(source: PathArg | IO[bytes], prefix: str | None, stream: _StreamOpts | None = None) -> Source:
+    """A file, or with ``prefix`` a folder of chunk files whose names start with it (``-d DIR -p PREFIX``)."""
     if not isinstance(source, (str, os.PathLike)):
         raise BadInput("a file object is a stream: upload() takes it, upload_many() and copy() do not")
     if stream is not None and (stream.expected_size is not None or stream.spool_dir is not None):
@@ -165,10 +164,10 @@ def upload(source: PathArg | IO[bytes], dest: str | None = None, *, bucket: str 
     opts = _Opts.of(options)
     shard = _shard_of(opts)
     stream = _StreamOpts.of(expected_size, max_memory, spool_dir)
+    if _is_stream(source):
+        return _stream(source, (dest, bucket, key), prefix, opts, stream, shard, progress,  # type: ignore
+                       (controller, file_id, token_file, token, declare_checksum))
     src = _local_source(source, prefix, stream)
-    if isinstance(src, StreamSource):
-        return _stream(src, _destination(dest, bucket, key), opts, stream, shard, progress,
-                       (controller, file_id, token_file, token, declare_checksum))  # type: ignore[return-value]
     if controller is not None or file_id is not None or token_file is not None or token is not None:
         return _through_controller(src, (dest, bucket, key), controller, file_id, (token, token_file), opts,
                                    shard, progress, planning=False, declare=declare_checksum)  # type: ignore
@@ -191,10 +190,10 @@ def plan_upload(source: PathArg | IO[bytes], dest: str | None = None, *, bucket:
     opts = _Opts.of(options)
     shard = _shard_of(opts)
     stream = _StreamOpts.of(expected_size, max_memory, spool_dir)
-    src = _local_source(source, prefix, stream, planning=True)
-    if isinstance(src, StreamSource):
-        return _stream(src, _destination(dest, bucket, key), opts, stream, shard, None,  # type: ignore[return-value]
+    if _is_stream(source):
+        return _stream(source, (dest, bucket, key), prefix, opts, stream, shard, None,  # type: ignore[return-value]
                        (controller, file_id, token_file, token, ()), planning=True)
+    src = _local_source(source, prefix, stream)
     if controller is not None or file_id is not None or token_file is not None or token is not None:
         return _through_controller(src, (dest, bucket, key), controller, file_id, (token, token_file), opts,
                                    shard, None, planning=True)  # type: ignore[return-value]
@@ -264,32 +263,35 @@ def _copy_source(url: str, dest: tuple[str | None, str | None, str | None], wher
     return source, target, shard, props
 
 
-def _stream(source: StreamSource, dest: tuple[str, str], opts: _Opts, stream: _StreamOpts,
-            shard: shards_.Shard | None, progress: Progress | None, controller: tuple[Any, ...],
-            planning: bool = False) -> UploadResult | dict[str, Any]:
-    """An upload from a stream: its plan, or its run (``pipe.StreamUploader``)."""
-    given = [flag for flag, value in (("--controller", controller[0]), ("--file-id", controller[1]),
+def _stream(source: PathArg | IO[bytes], dest: tuple[str | None, ...], prefix: str | None, opts: _Opts,
+            stream: _StreamOpts, shard: shards_.Shard | None, progress: Progress | None,
+            controller: tuple[Any, ...], planning: bool = False) -> UploadResult | dict[str, Any]:
+    """An upload from a stream: its plan, or its run (``pipe.StreamUploader``). Everything is checked before the
+    stream is opened (opening a named pipe waits for its writer)."""
+    name = "-" if str(source) == "-" else str(getattr(source, "name", source))
+    given = [flag for flag, value in (("-p", prefix), ("--controller", controller[0]), ("--file-id", controller[1]),
                                       ("--token-file", controller[2]), ("token", controller[3]),
                                       ("--declare-checksum", controller[4]), ("--shard", shard),
-                                      ("--upload-id", opts.upload_id)) if value]
+                                      ("--upload-id", opts.upload_id)) if value is not None and value != ()]
     if given:
-        source.close()
-        raise BadInput(f"{given[0]} cannot go with a stream ({source.name}): a stream is read once, in order, by one "
+        raise BadInput(f"{given[0]} cannot go with a stream ({name}): a stream is read once, in order, by one "
                        "process, and resumed from its meta file by content", f"leave out {given[0]}, or save the "
                        "data to a file first")
-    bucket, key = dest
+    bucket, key = _destination(*dest)
+    planned = _PlannedStream(source, stream.spool_dir)
     properties = opts.properties(key)  # the content type is guessed from the key's name
     clients = ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2, request_args=(
         properties.request_args if properties.has_request_args else None))
     endpoint = resolved_endpoint(clients, opts.endpoint_url)
     properties.check_endpoint(endpoint, checksums.is_aws(endpoint))
-    meta_path, parts_path = _state_paths(opts, endpoint or "", bucket, key, source, create=not planning)
+    meta_path, parts_path = _state_paths(opts, endpoint or "", bucket, key, planned, create=not planning)
     choice = checksums.choose(opts.checksum, endpoint)
-    request = _request(opts, source, bucket, key, meta_path, parts_path, choice, shard=None, properties=properties,
+    request = _request(opts, planned, bucket, key, meta_path, parts_path, choice, shard=None, properties=properties,
                        bandwidth=opts.bandwidth())
     if planning:
         return StreamUploader(request, clients, expected_size=stream.expected_size,
                               max_memory=stream.max_memory).dry_run()
+    request = dataclasses.replace(request, source=StreamSource(source, stream.spool_dir))
     reporter = _reporter(progress, key)
     try:
         result = StreamUploader(request, clients, reporter, RetryPolicy(attempts=opts.retries),

@@ -392,3 +392,14 @@ def test_a_stream_that_fails_to_read_completes_nothing_and_keeps_its_parts(
     result = api.upload(io.BytesIO(data), f"s3://{bucket}/broken.bin", **options)  # type: ignore[arg-type]
     assert (result.parts_logged, result.parts_sent) == (2, 2)
     assert object_bytes(s3_server, bucket, "broken.bin") == data
+
+
+def test_a_named_pipe_with_bad_options_is_refused_before_it_is_opened(aws_env: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # nobody writes to it: opening it would wait for ever
+    r = run_cli(["upload", str(fifo), "s3://b/k", "--upload-id", "abc", "--endpoint-url", "http://127.0.0.1:9"],
+                aws_env, timeout=60)
+    assert r.returncode == 2 and "--upload-id cannot go with a stream" in r.stderr, r.stderr
+    r = run_cli(["upload", "-b", "b", "-f", str(fifo), "--endpoint-url", "http://127.0.0.1:9"], aws_env, timeout=60)
+    assert r.returncode == 2 and "-k" in r.stderr, r.stderr

@@ -28,6 +28,7 @@ from s3_multipart_upload.controller import (
     FILE_ID_RULE,
     TOKEN_ENV,
     ControllerAPI,
+    Declared,
     controller_upload,
     read_token,
 )
@@ -148,7 +149,8 @@ def upload(source: PathArg | IO[bytes], dest: str | None = None, *, bucket: str 
         controller: Upload through this upload controller (no AWS credentials); needs ``file_id`` and a token
             (``token``, ``token_file`` or ``S3MU_CONTROLLER_TOKEN``).
         declare_checksum: Through a controller: ``"sha256"`` and/or ``"crc64nvme"`` of the whole file, computed
-            (one read of the file) and declared, so that the controller accepts or rejects the object.
+            (one more read of the file, beside the parts' sending) and declared with the completion, so that the
+            controller accepts or rejects the object.
         expected_size: A stream's length, about (``"10G"``): its parts are sized as for a file of that size.
         max_memory: A stream's parts held in memory at most (default 256 MiB); larger parts go to spool files.
         spool_dir: Where a stream's large parts are spooled (default: the system's temporary folder).
@@ -366,7 +368,7 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
     properties = opts.properties(source.path.name)
     described = {name: value for name, value in (("content_type", properties.content_type),
                                                   ("metadata", dict(properties.metadata))) if value}
-    declared = _whole_file_checksums(source, declare) if declare and not planning else {}
+    declared = _declaring(source, declare) if declare and not planning else None
     up = controller_upload(api, file_id, size, opts.split_size, opts.retries, meta, meta_path, described, declared)
     opts = dataclasses.replace(opts, upload_id=up.upload_id, split_size=up.part_size)
     return _transfer(source, (up.bucket, up.key), opts, shard, progress, properties, clients=up.clients,
@@ -377,24 +379,30 @@ def _through_controller(source: Source, dest: tuple[str | None, ...], controller
 DECLARABLE = {"sha256": "SHA256", "crc64nvme": "CRC64NVME"}
 
 
-def _whole_file_checksums(source: FileSource, names: Sequence[str]) -> dict[str, str]:
-    """The file's SHA-256 (hex) and/or CRC64NVME (base64), as the controller takes them: one read of the file."""
+def _declaring(source: FileSource, names: Sequence[str]) -> Declared:
+    """The file's SHA-256 (hex) and/or CRC64NVME (base64), as the controller takes them: one read of the file, by a
+    thread of its own while the parts are sent, declared at the completion."""
     asked = sorted({name.lower() for name in names})
     unknown = [name for name in asked if name not in DECLARABLE]
     if unknown:
         raise BadInput(f"--declare-checksum {unknown[0]} is not one of {', '.join(DECLARABLE)}")
-    hashers = {name: checksums.new_hasher(DECLARABLE[name]) for name in asked}
-    log.info("Reading %s once to declare its %s to the controller.", source.path, " and ".join(asked))
-    with open(source.path, "rb") as f:
-        for _ in range(source.total_size // READ_BLOCK + 2):  # the file's blocks, and the end
-            block = f.read(READ_BLOCK)
-            if not block:
-                break
-            for hasher in hashers.values():
-                hasher.update(block)
-    digests = {name: hasher.digest() for name, hasher in hashers.items()}
-    return {name: digest.hex() if name == "sha256" else base64.b64encode(digest).decode()
-            for name, digest in digests.items()}
+    log.info("Reading %s once, beside the upload, to declare its %s to the controller.", source.path,
+             " and ".join(asked))
+
+    def compute() -> dict[str, str]:
+        hashers = {name: checksums.new_hasher(DECLARABLE[name]) for name in asked}
+        with open(source.path, "rb") as f:
+            for _ in range(source.total_size // READ_BLOCK + 2):  # the file's blocks, and the end
+                block = f.read(READ_BLOCK)
+                if not block:
+                    break
+                for hasher in hashers.values():
+                    hasher.update(block)
+        digests = {name: hasher.digest() for name, hasher in hashers.items()}
+        return {name: digest.hex() if name == "sha256" else base64.b64encode(digest).decode()
+                for name, digest in digests.items()}
+
+    return Declared(compute)
 
 
 def _state_paths(opts: _Opts, endpoint: str, bucket: str, key: str, source: Source,

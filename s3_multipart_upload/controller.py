@@ -184,15 +184,45 @@ def _send(http: Http, method: str, url: str, body: Any, headers: dict[str, str],
         raise ConnectionError(f"{operation}: connection to {where} failed ({type(exc).__name__})") from exc
 
 
+class Declared:
+    """The whole file's checksums to declare to the controller (``--declare-checksum``), computed by a thread of its
+    own while the parts are sent; the completion, which declares them, waits for it."""
+
+    def __init__(self, compute: Callable[[], dict[str, str]]) -> None:
+        self._values: dict[str, str] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(compute,), name="declare-checksum", daemon=True)
+        self._thread.start()
+
+    def _run(self, compute: Callable[[], dict[str, str]]) -> None:
+        try:
+            self._values = compute()
+        except BaseException as exc:  # raised where the values are wanted
+            self._error = exc
+
+    def values(self) -> dict[str, str]:
+        self._thread.join()  # one read of the file, which the parts' sending has mostly overlapped
+        if self._error is not None:
+            raise self._error
+        return dict(self._values)
+
+
+DeclaredArg = Mapping[str, str] | Declared | None
+
+
+def declared_values(declared: DeclaredArg) -> dict[str, str]:
+    return declared.values() if isinstance(declared, Declared) else dict(declared or {})
+
+
 class ControllerS3:
     """The S3 calls of the engine for one upload, made through the controller and its presigned URLs."""
 
     def __init__(self, api: ControllerAPI, upload_id: str, timeouts: Timeouts | None = None,
-                 declared: Mapping[str, str] | None = None) -> None:
+                 declared: DeclaredArg = None) -> None:
         self.api = api
         self.upload_id = upload_id
         self.timeouts = timeouts or Timeouts()
-        self.declared = dict(declared or {})  # the whole file's sha256/crc64nvme, declared again at completion
+        self.declared = declared  # the whole file's sha256/crc64nvme, declared at completion
 
     def _check_upload(self, upload_id: str) -> None:
         if upload_id != self.upload_id:
@@ -249,7 +279,7 @@ class ControllerS3:
         parts = {str(p["PartNumber"]): str(p["ETag"]).strip('"') for p in MultipartUpload["Parts"]}
         try:
             done = self.api.call("PATCH", f"/multipart_uploads/{_seg(UploadId)}", "CompleteMultipartUpload",
-                                 body={"status": "uploaded", "parts": parts, **self.declared})
+                                 body={"status": "uploaded", "parts": parts, **declared_values(self.declared)})
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code in _GONE or code == "InvalidTransition":
@@ -301,7 +331,7 @@ def _s3_code(body: bytes) -> str | None:
 class ControllerClients(ClientFactory):
     """What the engine asks for clients: here, always the one controller-backed client of this upload."""
 
-    def __init__(self, api: ControllerAPI, upload_id: str, declared: Mapping[str, str] | None = None) -> None:
+    def __init__(self, api: ControllerAPI, upload_id: str, declared: DeclaredArg = None) -> None:
         super().__init__(Endpoint(), pool_size=0)
         self.api = api
         self.upload_id = upload_id
@@ -331,11 +361,11 @@ class ControllerUpload:
 
 def controller_upload(api: ControllerAPI, file_id: str, size: int, part_size: int | None, retries: int,
                       meta: Meta | None, meta_path: Path, described: Mapping[str, Any] | None = None,
-                      declared: Mapping[str, str] | None = None) -> ControllerUpload:
+                      declared: DeclaredArg = None) -> ControllerUpload:
     """The file's upload at the controller: the one META records (checked to be that file's), else the pending
     one the controller holds, else a new one. Two runs creating it at once: the loser takes the winner's.
     ``described``: the object's content_type and metadata, for a new one; ``declared``: the whole file's sha256
-    and/or crc64nvme, declared when it is created and again when it is completed (--declare-checksum)."""
+    and/or crc64nvme, declared when it is completed (--declare-checksum; also when it is created, if known then)."""
     where = f"file {file_id} at {api.base_url}"
     if meta is not None:
         if meta.extra.get("controller") != api.base_url or meta.extra.get("fileId") != file_id:
@@ -348,8 +378,9 @@ def controller_upload(api: ControllerAPI, file_id: str, size: int, part_size: in
     created = False
     if upload is None:
         try:
-            upload = _call(requests, lambda: api.create(file_id, size, part_size, {**(described or {}),
-                                                                                   **(declared or {})}), where)
+            known = {} if isinstance(declared, Declared) else dict(declared or {})
+            upload = _call(requests, lambda: api.create(file_id, size, part_size, {**(described or {}), **known}),
+                           where)
             created = True
         except ServerRefused as exc:
             if exc.__cause__ is None or error_code(exc.__cause__) != "UploadExists":

@@ -51,8 +51,9 @@ most urgent code of the files' failures, in the order 1, 3, 4, 5, 2, 75, 130."""
 @click.option("--token-file", type=click.Path(path_type=Path),
               help=f"With --controller: a file holding the API token (or set {TOKEN_ENV}).")
 @click.option("--declare-checksum", type=click.Choice(("sha256", "crc64nvme"), case_sensitive=False), multiple=True,
-              help="With --controller: read the file once and declare its SHA-256 or CRC64NVME (repeat for both), "
-                   "so that the controller checks the object and accepts or rejects it.")
+              help="With --controller: read the file once more while the parts are sent and declare its SHA-256 or "
+                   "CRC64NVME (repeat for both) with the completion, so that the controller checks the object and "
+                   "accepts or rejects it.")
 @click.option("--expected-size", type=ByteSize(),
               help="With a stream (-, a pipe, a character device): about how long it is (200G); its parts are "
                    "sized as for a file of that size, and the progress shows an ETA.")

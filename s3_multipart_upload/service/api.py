@@ -34,7 +34,7 @@ from s3_multipart_upload.service.auth import Authenticator, SignInLimiter, Token
 from s3_multipart_upload.service.core import Service, ServiceError
 from s3_multipart_upload.service.model import Caller, Declared
 from s3_multipart_upload.service.ops import AccessLog, Metrics, add_operations
-from s3_multipart_upload.service.page import add_page
+from s3_multipart_upload.service.page import add_api_docs, add_page
 from s3_multipart_upload.service.review import Reviews
 from s3_multipart_upload.service.schemas import (
     ERRORS,
@@ -173,7 +173,7 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
                 worker.stop()
 
     app = FastAPI(title="s3-multipart-upload controller", version=__version__, lifespan=lifespan,
-                  docs_url="/docs" if docs else None, redoc_url=None,
+                  docs_url=None, redoc_url=None,
                   description="Hands out presigned URLs for multipart uploads to S3 and keeps each upload's status.")
     app.state.auth = auth if isinstance(auth, Authenticator) else Authenticator(auth)
     app.state.sign_ins = sign_ins or SignInLimiter()
@@ -306,6 +306,8 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
         return UploadsOut(uploads=[upload_out(u, full_key=True) for u in reviews.queue(who, status, limit)])
 
     add_page(app, service.storage.origin)
+    if docs:
+        add_api_docs(app)
 
     @app.middleware("http")
     async def no_store(request: Request, call_next: Any) -> Response:

@@ -4,6 +4,9 @@ The page needs no token to load; it asks for one and keeps it in the tab's sessi
 JavaScript calls this controller (same origin, so the controller sends no CORS headers) and PUTs
 the parts straight to the storage with the presigned URLs. The Content-Security-Policy allows
 scripts and styles from this origin only, and connections to this origin and the storage's.
+
+``/docs`` (Swagger UI) is served from this package too: its script and style come from the
+swagger-ui-bundle package at ``/docs/assets/...``, so the page works on a site with no way out.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -43,3 +47,20 @@ def add_page(app: FastAPI, storage_origin: Callable[[], str | None]) -> None:
         })
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def add_api_docs(app: FastAPI) -> None:
+    """Serve Swagger UI at ``/docs`` for ``app.openapi_url``, its assets from the swagger-ui-bundle package (no CDN)."""
+    import swagger_ui_bundle  # type: ignore[import-untyped]  # ships Swagger UI's dist folder, no Python API
+
+    assets = "/docs/assets"
+    html = get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - API",
+                               swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+                               swagger_css_url=f"{assets}/swagger-ui.css",
+                               swagger_favicon_url=f"{assets}/favicon-32x32.png")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return html
+
+    app.mount(assets, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")

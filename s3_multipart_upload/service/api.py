@@ -265,6 +265,13 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
         found = service.pending_for_file(who, file_id, status)
         return upload_out(found) if found is not None else None
 
+    @app.get("/multipart_uploads", tags=["files"], responses=ERRORS)
+    def own_uploads(who: Principal, status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> UploadsOut:
+        """The caller's file uploads, newest first (``status``: only those in it), each with its status and, when
+        it was accepted or rejected, who decided and why (``status_by``, ``reason``)."""
+        return UploadsOut(uploads=[upload_out(u) for u in service.list_own(who, status, limit)])
+
     @app.get("/multipart_uploads/{upload_id}", tags=["files"], responses=ERRORS)
     def get_upload(upload_id: UploadId, who: Principal) -> UploadOut:
         return upload_out(service.get(who, upload_id))

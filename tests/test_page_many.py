@@ -7,12 +7,58 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from pathlib import Path
 from typing import Any
 
 from s3_multipart_upload.plan import MiB
-from tests.test_page import browser, page, stack
+from tests.conftest import write_random
+from tests.test_page import (
+    PART,
+    Stack,
+    assert_focus_visible,
+    browser,
+    focused,
+    message,
+    page,
+    sha256,
+    sign_in,
+    stack,
+    wait_parts_held,
+    wait_state,
+)
 
 __all__ = ["browser", "page", "stack"]
+
+
+def listed_status(tab: Any, file_id: str) -> str | None:
+    """The status the page's list of uploads shows for ``file_id`` (None: not listed)."""
+    return tab.evaluate("id => { const tr = [...document.querySelectorAll('#uploads-body tr')]"
+                        ".find((r) => r.dataset.fileId === id); return tr ? tr.dataset.status : null; }", file_id)
+
+
+def wait_listed(tab: Any, file_ids: list[str], status: str, timeout: float = 90) -> None:
+    """Until the page's list shows every one of ``file_ids`` in ``status`` (it asks the controller again by itself
+    while a declared upload is unchecked)."""
+    tab.wait_for_function("""([ids, status]) => ids.every((id) => [...document.querySelectorAll('#uploads-body tr')]
+        .some((r) => r.dataset.fileId === id && r.dataset.status === status))""", arg=[file_ids, status],
+                          timeout=timeout * 1000)
+
+
+def row_states(tab: Any) -> list[str]:
+    return list(tab.evaluate("() => [...document.querySelectorAll('#queue li')].map((li) => li.dataset.state)"))
+
+
+def watch_rows(tab: Any) -> None:
+    """Record, in window.mostInFlight, the most rows that were ever being sent at once."""
+    tab.evaluate("""() => {
+        window.mostInFlight = 0;
+        const busy = ["checking", "uploading", "waiting", "pausing", "completing"];
+        new MutationObserver(() => {
+            const n = [...document.querySelectorAll('#queue li')].filter((li) => busy.includes(li.dataset.state))
+                .length;
+            window.mostInFlight = Math.max(window.mostInFlight, n);
+        }).observe(document.getElementById("queue"), {attributes: true, subtree: true, childList: true});
+    }""")
 
 
 def test_sha256_in_the_browser_is_hashlibs(page: Any) -> None:
@@ -71,3 +117,160 @@ def test_sha256_in_the_browser_is_hashlibs(page: Any) -> None:
     assert result["sha"] == hashlib.sha256(block * 21).hexdigest()
     assert len(result["progress"]) == 22 and result["progress"][-1] == size
     print(f"SHA-256 in Chromium's worker: {result['mibPerS']:.0f} MiB/s")
+
+
+def test_three_files_one_reloaded_midway_resumed_and_all_accepted(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Three files chosen at once go two at a time, each declaring its SHA-256; a reload while they are sent; the
+    same three chosen again: the finished ones are not sent again, the unfinished one resumes (its held parts
+    kept), and the list shows all three accepted by the controller's verifier."""
+    folder = tmp_path / "trio"
+    folder.mkdir()
+    files = [write_random(folder / f"trio-{i}.bin", (9 if i == 0 else 2) * PART + 1000 * i, seed=60 + i)
+             for i in range(3)]
+    ids = [f.name for f in files]
+    sign_in(page, stack)
+    page.set_input_files("#file", [str(f) for f in files])
+    page.wait_for_selector("#queue:not([hidden])")
+    assert [page.input_value(f"#item-id-{i}") for i in range(3)] == ids  # suggested from the names
+    assert page.is_hidden("#file-id")
+    watch_rows(page)
+    stack.proxy.delay = 0.4
+    page.click("#upload")
+    upload_id = wait_parts_held(stack, ids[0], 2)
+    assert page.evaluate("window.mostInFlight") <= 2
+    page.once("dialog", lambda d: d.accept())  # the browser asks before leaving mid-upload
+    page.reload()
+    stack.proxy.wait_idle()
+    held = stack.held(upload_id)
+    assert 2 <= len(held) < 9, held
+    stack.proxy.delay = 0.0
+    stack.proxy.reset()
+
+    # Signed in still: the list shows the unfinished upload, and says how to resume it.
+    page.wait_for_selector("#work:not([hidden])")
+    page.wait_for_function("id => [...document.querySelectorAll('#uploads-body tr')].some((r) => "
+                           "r.dataset.fileId === id)", arg=ids[0], timeout=10_000)
+    assert listed_status(page, ids[0]) == "pending"
+    assert "choose its file again to resume it" in page.text_content("#uploads-body")
+    page.set_input_files("#file", [str(f) for f in files])
+    page.wait_for_selector("#queue:not([hidden])")
+    assert [page.input_value(f"#item-id-{i}") for i in range(3)] == ids
+    page.click("#upload")
+    assert wait_state(page, "done", timeout=120) == "done", message(page)
+    assert message(page).startswith("Uploaded 3 files."), message(page)
+    assert row_states(page) == ["done"] * 3
+    puts = stack.proxy.part_puts()
+    assert puts[1] <= 2, puts  # trio-0's held parts were kept: part 1 went again for at most one other file
+    for f in files:
+        assert stack.object_sha256(f.name) == sha256(f)
+        done = stack.finished(f.name)
+        assert done is not None and done["sha256"] == sha256(f)
+    assert stack.finished(ids[0])["upload_id"] == upload_id
+    wait_listed(page, ids, "accepted")
+
+
+def test_a_folder_is_uploaded_with_paths_as_file_ids(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """A folder chosen with "choose a folder" (webkitdirectory): every file of its subfolders, one row each, file
+    ids from their paths; all uploaded and accepted. A dropped folder is walked the same way (webkitGetAsEntry:
+    here with entries made in the page, since a test cannot drag from the desktop)."""
+    top = tmp_path / "runfolder"
+    (top / "sub").mkdir(parents=True)
+    made = [write_random(top / "a.bin", PART + 17, seed=70), write_random(top / "sub" / "b.bin", 1000, seed=71),
+            write_random(top / "sub" / "c d.bin", 2 * PART, seed=72)]
+    sign_in(page, stack)
+    page.set_input_files("#folder", str(top))
+    page.wait_for_selector("#queue:not([hidden])")
+    names = page.evaluate("() => [...document.querySelectorAll('#queue .item-name')].map((e) => e.textContent)")
+    assert sorted(names) == ["runfolder/a.bin", "runfolder/sub/b.bin", "runfolder/sub/c d.bin"]
+    ids = sorted(page.input_value(f"#item-id-{i}") for i in range(3))
+    assert ids == ["runfolder-a.bin", "runfolder-sub-b.bin", "runfolder-sub-c-d.bin"]
+    page.click("#upload")
+    assert wait_state(page, "done", timeout=120) == "done", message(page)
+    by_id = {"runfolder-a.bin": made[0], "runfolder-sub-b.bin": made[1], "runfolder-sub-c-d.bin": made[2]}
+    for file_id, f in by_id.items():
+        assert stack.object_sha256(file_id) == sha256(f)
+    wait_listed(page, ids, "accepted")
+
+    walked = page.evaluate("""async () => {
+        const m = await import("/static/files.js");
+        const file = (name) => ({ isFile: true, isDirectory: false, name,
+            file: (ok) => ok(new File([name], name)) });
+        const dir = (name, children) => ({ isFile: false, isDirectory: true, name, createReader: () => {
+            let given = false;  // readEntries gives the children once, then an empty list
+            return { readEntries: (ok) => { ok(given ? [] : children); given = true; } };
+        } });
+        const dropped = dir("top", [file("z.bin"), dir("inner", [file("y.bin"), dir("empty", [])]), file("a.bin")]);
+        const dt = { items: [{ kind: "file", webkitGetAsEntry: () => dropped },
+                             { kind: "file", webkitGetAsEntry: () => file("loose.bin") }], files: [] };
+        const got = await m.filesOfDrop(dt);
+        return { paths: got.files.map((f) => f.path), folders: got.folders, more: got.more };
+    }""")
+    assert walked == {"paths": ["top/a.bin", "top/inner/y.bin", "top/z.bin", "loose.bin"], "folders": 1, "more": 0}
+
+
+def test_keyboard_only_many_files_from_sign_in_to_done(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Tab, type and Enter only, with two files: the focus moves through each row's file id to Upload, stays on
+    Pause while they go, lands on the file chooser when done, with a ring of at least 2 px at every step; the
+    progress is announced per file and each row's bar has a name."""
+    files = [write_random(tmp_path / f"kb-many-{i}.bin", 2 * PART + i, seed=80 + i) for i in range(2)]
+    page.wait_for_selector("#signin:not([hidden])")
+    for _ in range(5):
+        page.keyboard.press("Tab")
+        if focused(page)["id"] == "token":
+            break
+    assert_focus_visible(page, "token")
+    page.keyboard.type(stack.svc.tokens["alice"])
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#work:not([hidden])")
+    assert_focus_visible(page, "file")
+
+    page.set_input_files("#file", [str(f) for f in files])  # what the chooser that Enter opens gives
+    page.wait_for_selector("#queue:not([hidden])")
+    for expected in ("folder", "item-id-0", "item-id-1", "upload"):
+        page.keyboard.press("Tab")
+        assert_focus_visible(page, expected)
+    names = page.evaluate("() => [...document.querySelectorAll('#queue progress')]"
+                          ".map((b) => b.getAttribute('aria-label'))")
+    assert names == ["Upload of kb-many-0.bin", "Upload of kb-many-1.bin"]
+    page.evaluate("""() => { window.announced = [];
+        new MutationObserver(() => window.announced.push(document.getElementById("announce").textContent))
+            .observe(document.getElementById("announce"), {childList: true, characterData: true, subtree: true}); }""")
+    stack.proxy.delay = 0.3
+    page.keyboard.press("Enter")
+    assert_focus_visible(page, "pause")
+    stack.proxy.delay = 0.0
+    assert wait_state(page, "done", timeout=120) == "done", message(page)
+    assert_focus_visible(page, "file")
+    assert page.get_attribute("#message", "role") == "status"
+    announced = page.evaluate("window.announced")
+    assert "kb-many-0.bin: uploaded." in announced and "kb-many-1.bin: uploaded." in announced, announced
+    page.keyboard.press("Shift+Tab")
+    assert_focus_visible(page, "sign-out")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#signin:not([hidden])")
+    assert_focus_visible(page, "token")
+
+
+def test_a_refused_file_among_many_says_why_in_its_row(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Of two files, one whose file id has a pending upload of another size is refused in its row (the single
+    file's identity checks), the other is uploaded; the page sums up and Upload tries the refused one again."""
+    files = [write_random(tmp_path / f"mixed-{i}.bin", 1000 + i, seed=90 + i) for i in range(2)]
+    with stack.svc.client() as c:
+        assert c.post("/files/mixed-0.bin/multipart_uploads", json={"size": 5}).status_code == 201
+    sign_in(page, stack)
+    page.set_input_files("#file", [str(f) for f in files])
+    page.wait_for_selector("#queue:not([hidden])")
+    page.click("#upload")
+    assert wait_state(page, "done", timeout=60) == "done"
+    assert row_states(page) == ["refused", "done"]
+    row = page.text_content("#queue li:nth-child(1) .item-status")
+    assert row == ("Failed: The unfinished upload of file id mixed-0.bin is for a file of 5 bytes; mixed-0.bin has "
+                   "1000 bytes. Choose that file to resume, or cancel the upload to start again.")
+    assert message(page) == ("1 of 2 files uploaded; 1 failed: each failed file's row says why. Press Upload to try "
+                             "those again.")
+    assert page.get_attribute("#message", "role") == "alert"
+    page.fill("#item-id-0", "mixed-0-again.bin")
+    page.click("#upload")
+    assert wait_state(page, "done", timeout=60) == "done"
+    assert row_states(page) == ["done", "done"]
+    assert stack.object_sha256("mixed-0-again.bin") == sha256(files[0])

@@ -631,6 +631,8 @@ def test_keyboard_only_from_sign_in_to_done(page: Any, stack: Stack, tmp_path: P
 
     page.set_input_files("#file", str(f))  # what the file chooser that Enter opens gives
     page.keyboard.press("Tab")
+    assert_focus_visible(page, "folder")  # "choose a folder", ringed by the drop zone too
+    page.keyboard.press("Tab")
     assert_focus_visible(page, "file-id")
     assert page.input_value("#file-id") == "Keyboard-run-7.bin"  # suggested from the file's name
     page.keyboard.press("Tab")

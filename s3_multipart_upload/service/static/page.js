@@ -937,9 +937,15 @@ async function startBatch() {
   setState("uploading");
   say(`Uploading ${plural(ready.length, "file")}, ${FILES_IN_FLIGHT} at a time, each in parts, ${PARALLEL} at a time.`);
   await refreshList(); // what is already uploaded is not sent again
-  await Promise.all(Array.from({ length: Math.min(FILES_IN_FLIGHT, ready.length) }, async () => {
-    while (!current.stopped && ready.length && batch === current && token) await sendItem(ready.shift(), current);
-  }));
+  const ticker = setInterval(() => batchProgress(current), 500);
+  try {
+    await Promise.all(Array.from({ length: Math.min(FILES_IN_FLIGHT, ready.length) }, async () => {
+      while (!current.stopped && ready.length && batch === current && token) await sendItem(ready.shift(), current);
+    }));
+  } finally {
+    clearInterval(ticker);
+  }
+  if (batch === current) batchProgress(current);
   if (batch !== current || !token) return;
   const running = current.items.filter((item) => RUNNING.includes(item.state));
   if (current.stopped === "pause" && !running.length) {
@@ -960,6 +966,21 @@ async function startBatch() {
       ? ` ${current.items.length - done} skipped (empty).` : "") +
       " Your uploads, below, show when the controller has checked them.", "ok");
   }
+}
+
+/** The whole queue's progress on the page's own bar: bytes sent of all files, and files done. */
+function batchProgress(current) {
+  let total = 0;
+  let sent = 0;
+  for (const item of current.items) {
+    if (item.state === "skipped") continue;
+    total += item.file.size;
+    if (item.state === "done") sent += item.file.size;
+    else if (item.job) sent += Math.min(item.job.sentBytes(), item.file.size);
+  }
+  const done = current.items.filter((item) => item.state === "done").length;
+  render(`All files: ${size(sent)} of ${size(total)} · files done ${done} of ` +
+    `${current.items.filter((item) => item.state !== "skipped").length}`, total ? sent / total : 1);
 }
 
 async function sendItem(item, current) {

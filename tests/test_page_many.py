@@ -26,6 +26,7 @@ from tests.test_page import (
     wait_parts_held,
     wait_state,
 )
+from tests.test_service_api import send_parts
 
 __all__ = ["browser", "page", "stack"]
 
@@ -274,3 +275,44 @@ def test_a_refused_file_among_many_says_why_in_its_row(page: Any, stack: Stack, 
     assert wait_state(page, "done", timeout=60) == "done"
     assert row_states(page) == ["done", "done"]
     assert stack.object_sha256("mixed-0-again.bin") == sha256(files[0])
+
+
+def test_pending_uploads_started_elsewhere_are_found_by_their_bytes(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Uploads started by another client (here the API, as the CLI does, with no checksum declared) under file ids
+    the page would not suggest: choosing their files, alone or among others, finds them (a pending upload of
+    the file's size whose first held part is the file's slice), fills in their file ids and resumes them; the
+    page declares the SHA-256 with the completion, and the controller accepts them."""
+    started = {}
+    files = {}
+    for file_id, name, seed in (("elsewhere-7", "resume-me.bin", 100), ("elsewhere-8", "resume-too.bin", 101)):
+        f = write_random(tmp_path / name, 2 * PART + 77, seed=seed)
+        with stack.svc.client() as c:
+            r = c.post(f"/files/{file_id}/multipart_uploads", json={"size": f.stat().st_size})
+            assert r.status_code == 201, r.text
+            started[file_id] = r.json()["upload_id"]
+            send_parts(c, started[file_id], [f.read_bytes()[:PART]])
+        files[file_id] = f
+    sign_in(page, stack)
+    page.wait_for_function("() => document.querySelectorAll('#uploads-body tr').length > 0", timeout=10_000)
+    page.set_input_files("#file", str(files["elsewhere-7"]))
+    page.wait_for_function("() => document.getElementById('message').textContent.startsWith('This file')",
+                           timeout=10_000)
+    assert message(page) == ("This file has an unfinished upload, started elsewhere (file id elsewhere-7): press "
+                             "Upload to resume it; its parts the storage holds are checked, and kept where they match.")
+    assert page.input_value("#file-id") == "elsewhere-7"
+    page.click("#upload")
+    assert wait_state(page, "done", "refused", "failed") == "done", message(page)
+    assert message(page).endswith("1 of 3 parts were already there and were kept.")
+
+    other = write_random(tmp_path / "fresh.bin", 1000, seed=102)
+    page.set_input_files("#file", [str(files["elsewhere-8"]), str(other)])
+    page.wait_for_function("() => document.getElementById('item-id-0').value === 'elsewhere-8'", timeout=10_000)
+    assert "resumes the unfinished upload of file id elsewhere-8" in page.text_content("#queue li:nth-child(1)")
+    assert page.input_value("#item-id-1") == "fresh.bin"
+    page.click("#upload")
+    assert wait_state(page, "done", timeout=60) == "done", message(page)
+    for file_id, f in files.items():
+        done = stack.finished(file_id)
+        assert done["upload_id"] == started[file_id] and done["sha256"] == sha256(f)  # declared at completion
+        assert stack.object_sha256(file_id) == sha256(f)
+    wait_listed(page, ["elsewhere-7", "elsewhere-8", "fresh.bin"], "accepted")

@@ -724,6 +724,16 @@ async function firstHeldPartMatches(record, f) {
   }
 }
 
+/** The file id of the principal's pending upload (as last listed) of ``f``'s size whose first part the storage
+ *  holds is ``f``'s slice (its MD5); null when there is none. */
+async function pendingOf(f) {
+  const candidates = listed.filter((u) => u.status === "pending" && u.file_id && u.size === f.size).slice(0, 5);
+  for (const u of candidates) {
+    if (await firstHeldPartMatches({ uploadId: u.upload_id, partSize: u.part_size }, f)) return u.file_id;
+  }
+  return null;
+}
+
 /** Whether a File can be read: a dropped folder arrives as one that cannot. */
 const readable = (f) => f.slice(0, 1).arrayBuffer().then(() => true, () => false);
 
@@ -762,7 +772,20 @@ async function choose(f, leftOut = 0) {
       "drop it or use \"choose a folder\".", "error");
     return;
   }
-  if (!match) return;
+  if (!match) {
+    // Not an upload this browser started: one of the principal's pending uploads of this size (started by the
+    // command line, another browser, or before the browser's storage was cleared) whose first held part is
+    // this file's slice. The file id is filled in unless the user typed one; Upload then checks every part.
+    const found = await pendingOf(f);
+    if (!found || mine !== choosing || document.body.dataset.state !== "idle") return;
+    if (!idField.value.trim() || idField.value === suggested) {
+      idField.value = found;
+      suggested = found;
+    }
+    say(`This file has an unfinished upload, started elsewhere (file id ${found}): press Upload to resume it; ` +
+      `its parts the storage holds are checked, and kept where they match.${note}`);
+    return;
+  }
   // Name, size and time alike are a guess: the bytes of a part the storage holds decide before we promise.
   const verdict = await firstHeldPartMatches(match, f);
   if (mine !== choosing || document.body.dataset.state !== "idle") return;
@@ -898,6 +921,23 @@ function chooseMany(entries, note = "") {
   setState("idle");
   say(`${plural(sending, "file")} to upload, ${FILES_IN_FLIGHT} at a time: check their file ids (suggested from ` +
     `their paths), then press Upload. A file whose upload is unfinished resumes.${note}`);
+  findPending(batch, items.filter((item, i) => item.state === "queued" &&
+    !recs.some((r) => r.fileId === item.idInput.value && sameFile(r, entries[i].file))));
+}
+
+/** For rows not known to this browser: a pending upload started elsewhere whose first held part is the file's
+ *  gives the row its file id (unless the user changed the suggested one meanwhile). */
+async function findPending(current, items) {
+  for (const item of items) {
+    const suggestedId = item.idInput.value;
+    const found = await pendingOf(item.file);
+    if (batch !== current) return;
+    if (found && item.state === "queued" && item.idInput.value === suggestedId && !current.items.some((o) => o.idInput.value === found)) {
+      item.idInput.value = found;
+      item.ui.say(`resumes the unfinished upload of file id ${found}, started elsewhere (its first held part ` +
+        "matches this file).");
+    }
+  }
 }
 
 /** Back to the single file's view. */

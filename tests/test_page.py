@@ -8,7 +8,8 @@ its answers; the preflight requests are answered by the proxy with the documente
 Content-MD5), since rclone answers them with a fixed header list that lacks Content-MD5.
 
 Without Chromium (or Playwright) the tests are skipped; with S3MU_REQUIRE_BROWSER=1 (CI) they fail.
-With S3MU_PAGE_SCREENSHOTS=FOLDER, the 64 MiB test saves the screenshots of docs/controller.md there.
+With S3MU_PAGE_SCREENSHOTS=FOLDER, the 64 MiB test saves the screenshots of docs/controller.md there (and
+tests/test_page_many.py its picture of many files).
 """
 
 from __future__ import annotations

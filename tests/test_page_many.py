@@ -1,12 +1,15 @@
 """The upload page with many files, in a real headless Chromium (the stack of tests/test_page.py: the controller,
 the counting proxy, rclone serve s3): several files chosen or a folder, two files in flight, the principal's
 uploads listed with their statuses, a reload mid-way resumed by choosing the files again, keyboard only, and
-the SHA-256 the page declares (computed in a worker) against hashlib."""
+the SHA-256 the page declares (computed in a worker) against hashlib.
+
+With S3MU_PAGE_SCREENSHOTS=FOLDER, the three-files test saves docs/controller.md's page-many.png there."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from tests.test_page import (
     Stack,
     assert_focus_visible,
     browser,
+    contrast,
     focused,
     message,
     page,
@@ -168,6 +172,13 @@ def test_three_files_one_reloaded_midway_resumed_and_all_accepted(page: Any, sta
         assert done is not None and done["sha256"] == sha256(f)
     assert stack.finished(ids[0])["upload_id"] == upload_id
     wait_listed(page, ids, "accepted")
+    for i, file_id in enumerate(ids):  # each row follows the controller's decision
+        assert page.text_content(f"#queue li:nth-child({i + 1}) .item-status") == (
+            f"Done: uploaded as file id {file_id}, and accepted: the object matches the declared SHA-256 (the "
+            "controller's check).")
+    shots = os.environ.get("S3MU_PAGE_SCREENSHOTS")
+    if shots:  # docs/controller.md's picture of many files (tests/test_page.py says how)
+        page.locator("main").screenshot(path=f"{shots}/page-many.png")
 
 
 def test_a_folder_is_uploaded_with_paths_as_file_ids(page: Any, stack: Stack, tmp_path: Path) -> None:
@@ -275,6 +286,28 @@ def test_a_refused_file_among_many_says_why_in_its_row(page: Any, stack: Stack, 
     assert wait_state(page, "done", timeout=60) == "done"
     assert row_states(page) == ["done", "done"]
     assert stack.object_sha256("mixed-0-again.bin") == sha256(files[0])
+    # A reviewer's rejection, with its reason, shows in the list once it is refreshed.
+    wait_listed(page, ["mixed-0-again.bin"], "accepted")
+    with stack.svc.client("carol") as carol:
+        upload_id = stack.finished("mixed-0-again.bin")["upload_id"]
+        r = carol.post(f"/multipart_uploads/{upload_id}/review",
+                       json={"status": "rejected", "reason": "the run's log is missing"})
+        assert r.status_code == 200, r.text
+    page.click("#refresh")
+    wait_listed(page, ["mixed-0-again.bin"], "rejected", timeout=10)
+    row = page.evaluate("() => [...document.querySelectorAll('#uploads-body tr')].find((r) => "
+                        "r.dataset.fileId === 'mixed-0-again.bin').querySelector('.details').textContent")
+    assert row == "the run's log is missing (carol)"
+    # The rows' texts and borders are as legible as the rest of the page (4.5:1 and 3:1 against white).
+    colours = page.evaluate("""() => {
+        const bg = getComputedStyle(document.querySelector("main")).backgroundColor;
+        const li = document.querySelector("#queue li");
+        const of = (el) => getComputedStyle(el);
+        return {status: [of(li.querySelector(".item-status")).color, bg], border: [of(li).borderTopColor, bg],
+                cell: [of(document.querySelector("#uploads-body td")).color, bg]};
+    }""")
+    assert contrast(*colours["status"]) >= 4.5 and contrast(*colours["cell"]) >= 4.5
+    assert contrast(*colours["border"]) >= 3
 
 
 def test_pending_uploads_started_elsewhere_are_found_by_their_bytes(page: Any, stack: Stack, tmp_path: Path) -> None:

@@ -91,7 +91,8 @@ function setState(state) {
   const focused = document.activeElement;
   document.body.dataset.state = state;
   const running = RUNNING.includes(state);
-  $("upload").disabled = running || state === "paused" || !(file || batch);
+  const sendable = batch && batch.items.some((item) => ["queued", "refused", "failed"].includes(item.state));
+  $("upload").disabled = running || state === "paused" || !(file || sendable);
   $("pause").disabled = !["uploading", "waiting"].includes(state);
   $("resume").disabled = state !== "paused";
   const cancellable = ["uploading", "waiting", "pausing", "paused", "refused", "failed"].includes(state);
@@ -1114,12 +1115,19 @@ async function refreshList(fresh = false) {
 
 const STATUS_TEXT = {
   pending: "unfinished: choose its file again to resume it",
-  uploaded: "uploaded; the controller checks it",
-  accepted: "accepted",
-  rejected: "rejected",
-  cancelled: "cancelled",
-  failed: "failed",
+  uploaded: "the controller checks it against its declared checksum",
+  cancelled: "its parts were deleted",
 };
+
+/** What the list says of an upload beside its status: what comes next, or who decided and why. */
+function details(u) {
+  if (u.status === "uploaded" && !u.sha256 && !u.crc64nvme) return "no checksum was declared: a reviewer decides";
+  if (["accepted", "rejected"].includes(u.status)) {
+    const who = u.status_by === "verifier" ? "the controller's check" : u.status_by;
+    return (u.reason || "") + (who ? ` (${who})` : "");
+  }
+  return STATUS_TEXT[u.status] || (u.reason || "");
+}
 
 function renderList() {
   const body = $("uploads-body");
@@ -1127,9 +1135,8 @@ function renderList() {
     const tr = document.createElement("tr");
     tr.dataset.fileId = u.file_id;
     tr.dataset.status = u.status;
-    const cells = [u.file_id, u.size === null ? "" : size(u.object_size ?? u.size), u.status,
-      (u.status === "uploaded" && !u.sha256 && !u.crc64nvme ? "uploaded, no checksum declared: a reviewer decides"
-        : STATUS_TEXT[u.status] || u.status) + (u.reason && u.status !== "pending" ? `: ${u.reason}` : "")];
+    const known = u.object_size ?? u.size;
+    const cells = [u.file_id, known === null ? "" : size(known), u.status, details(u)];
     for (const [i, text] of cells.entries()) {
       const td = document.createElement(i === 0 ? "th" : "td");
       if (i === 0) td.scope = "row";
@@ -1141,6 +1148,15 @@ function renderList() {
   });
   body.replaceChildren(...rows);
   $("uploads").hidden = !rows.length;
+  // A queue's finished rows follow the verifier's and the reviewers' decisions.
+  for (const item of batch ? batch.items : []) {
+    const u = listed.find((x) => x.file_id === item.fileId);
+    if (item.state === "done" && u && ["accepted", "rejected"].includes(u.status) && item.decided !== u.status) {
+      item.decided = u.status;
+      item.ui.say(`uploaded as file id ${item.fileId}, and ${u.status}: ${details(u)}.`,
+        u.status === "rejected" ? "error" : "ok");
+    }
+  }
   $("list-note").textContent = rows.length ? "" : "No uploads yet.";
 }
 

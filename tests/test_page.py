@@ -210,6 +210,13 @@ def test_page_and_assets_are_served_without_a_token(stack: Stack) -> None:
         js = c.get("/static/page.js")
         assert js.headers["content-type"].startswith("text/javascript")
         assert c.get("/static/md5.js").status_code == 200
+        # No third-party code: every module the page and its SHA-256 worker import is one of these files.
+        for name in ("page.js", "md5.js", "sha256.js", "sha256-worker.js", "files.js"):
+            js = c.get(f"/static/{name}")
+            assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript"), name
+            for imported in re.findall(r'(?:from|import\()\s*"([^"]+)"', js.text):
+                assert re.fullmatch(r"\./[a-z0-9-]+\.js", imported), (name, imported)
+            assert "http://" not in js.text and "https://" not in js.text, name
         assert c.get("/static/nope.js").status_code == 404
         assert c.get("/me").status_code == 401
         assert "/me" in c.get("/openapi.json").json()["paths"] and "/" not in c.get("/openapi.json").json()["paths"]

@@ -3,7 +3,8 @@
 The page needs no token to load; it asks for one and keeps it in the tab's sessionStorage. Its
 JavaScript calls this controller (same origin, so the controller sends no CORS headers) and PUTs
 the parts straight to the storage with the presigned URLs. The Content-Security-Policy allows
-scripts and styles from this origin only, and connections to this origin and the storage's.
+scripts (the SHA-256 worker too: worker-src falls back to script-src) and styles from this origin only,
+and connections to this origin and the storage's.
 
 ``/docs`` (Swagger UI) is served from this package too: its script and style come from the
 swagger-ui-bundle package at ``/docs/assets/...``, so the page works on a site with no way out.

@@ -1,12 +1,17 @@
-// The upload page of the controller: sign in with an API token, choose a file and its file id, upload it in
-// parallel parts with presigned URLs, and resume after a reload by checking every part the storage holds.
+// The upload page of the controller: sign in with an API token, choose a file and its file id (or many files, or
+// a folder: a queue, FILES_IN_FLIGHT files at a time), upload each in parallel parts with presigned URLs, and
+// resume after a reload by checking every part the storage holds. Each new upload declares the file's SHA-256
+// (computed in a worker, sha256.js), so that the controller's verifier can accept it; the principal's uploads
+// are listed with their statuses.
 //
 // It uses the file-centric endpoints, as `upload --controller` does, so each can finish the other's upload:
+//   GET  /multipart_uploads                           the principal's uploads, with their statuses (the list)
 //   GET  /files/ID/multipart_uploads?status=pending   the file's unfinished upload (or null)
-//   POST /files/ID/multipart_uploads {size}           a new one
+//   POST /files/ID/multipart_uploads {size, sha256}   a new one
 //   GET  /multipart_uploads/UPLOAD/parts              the parts the storage holds
 //   POST /multipart_uploads/UPLOAD/part/N/presigned_post   a URL for part N, asked just before its PUT
-//   PATCH /multipart_uploads/UPLOAD {status}          uploaded (with every part's ETag) or cancelled
+//   PATCH /multipart_uploads/UPLOAD {status}          uploaded (with every part's ETag, and the SHA-256 when it
+//                                                     was not declared at init) or cancelled
 //
 // Kept in the browser: the token in sessionStorage (this tab only, never in a URL); in localStorage, per
 // principal and file id, {fileId, uploadId, name, size, lastModified, partSize}: what it takes to recognise
@@ -581,7 +586,10 @@ async function prepare(chosen, fileId, ui, onJob) {
   await current.reconcile();
   // An upload started without a declared SHA-256 (by a client that declared none): the page declares it at
   // completion, computed while the parts go.
-  if (!upload.sha256) current.sha256 = sha256InWorker(chosen);
+  if (!upload.sha256) {
+    current.sha256 = sha256InWorker(chosen);
+    current.sha256.catch(() => {}); // a failure is the completion's to report; unawaited (paused), it is none
+  }
   return current;
 }
 

@@ -221,10 +221,10 @@ def test_a_folder_is_uploaded_with_paths_as_file_ids(page: Any, stack: Stack, tm
 
 
 def test_keyboard_only_many_files_from_sign_in_to_done(page: Any, stack: Stack, tmp_path: Path) -> None:
-    """Tab, type and Enter only, with two files: the focus moves through each row's file id to Upload, stays on
-    Pause while they go, lands on the file chooser when done, with a ring of at least 2 px at every step; the
-    progress is announced per file and each row's bar has a name."""
-    files = [write_random(tmp_path / f"kb-many-{i}.bin", 2 * PART + i, seed=80 + i) for i in range(2)]
+    """Tab, type and Enter only, with two files: the focus moves through each row's file id to Upload, to Pause
+    while they go, to Resume once paused, and to the file chooser when done, with a ring of at least 2 px at every
+    step; each row's field and bar have their own names, and each finished file is announced."""
+    files = [write_random(tmp_path / f"kb-many-{i}.bin", 10 * PART + i, seed=80 + i) for i in range(2)]
     page.wait_for_selector("#signin:not([hidden])")
     for _ in range(5):
         page.keyboard.press("Tab")
@@ -247,11 +247,20 @@ def test_keyboard_only_many_files_from_sign_in_to_done(page: Any, stack: Stack, 
     page.evaluate("""() => { window.announced = [];
         new MutationObserver(() => window.announced.push(document.getElementById("announce").textContent))
             .observe(document.getElementById("announce"), {childList: true, characterData: true, subtree: true}); }""")
-    stack.proxy.delay = 0.3
+    assert page.get_by_label("File id of kb-many-1.bin").get_attribute("id") == "item-id-1"  # each its own name
+    stack.proxy.delay = 0.5
     page.keyboard.press("Enter")
     assert_focus_visible(page, "pause")
+    wait_parts_held(stack, "kb-many-0.bin", 1)
+    page.keyboard.press("Enter")  # Pause: the parts in flight finish, no file is started
+    assert wait_state(page, "paused", timeout=60) == "paused", message(page)
+    assert_focus_visible(page, "resume")
+    assert message(page).startswith("Paused: "), message(page)
+    assert "paused" in row_states(page)
     stack.proxy.delay = 0.0
+    page.keyboard.press("Enter")
     assert wait_state(page, "done", timeout=120) == "done", message(page)
+    assert message(page).startswith("Uploaded 2 files."), message(page)
     assert_focus_visible(page, "file")
     assert page.get_attribute("#message", "role") == "status"
     announced = page.evaluate("window.announced")

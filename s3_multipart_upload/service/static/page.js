@@ -863,7 +863,10 @@ function makeItem({ file: f, path }, fileId, index) {
   const idLabel = document.createElement("label");
   idLabel.className = "item-id";
   idLabel.htmlFor = `item-id-${index}`;
-  idLabel.textContent = "File id";
+  const whose = document.createElement("span");
+  whose.className = "visually-hidden";
+  whose.textContent = ` of ${path}`; // read out, so that each row's field has its own name
+  idLabel.append("File id", whose);
   const idInput = document.createElement("input");
   idInput.type = "text";
   idInput.id = `item-id-${index}`;
@@ -996,9 +999,9 @@ async function startBatch() {
   }
   if (batch === current) batchProgress(current);
   if (batch !== current || !token) return;
-  const running = current.items.filter((item) => RUNNING.includes(item.state));
-  if (current.stopped === "pause" && !running.length) {
-    const left = current.items.filter((item) => ["queued", "paused"].includes(item.state)).length;
+  // Paused with every file already sent (their last parts were on their way): nothing is left to pause.
+  const left = current.items.filter((item) => ["queued", "paused"].includes(item.state)).length;
+  if (current.stopped === "pause" && left) {
     setState("paused");
     say(`Paused: ${plural(left, "file")} left to send. Resume continues; the storage keeps the parts sent, also ` +
       "if you close this tab (choose the same files again to resume).");

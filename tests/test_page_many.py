@@ -274,7 +274,8 @@ def test_keyboard_only_many_files_from_sign_in_to_done(page: Any, stack: Stack, 
 
 def test_a_refused_file_among_many_says_why_in_its_row(page: Any, stack: Stack, tmp_path: Path) -> None:
     """Of two files, one whose file id has a pending upload of another size is refused in its row (the single
-    file's identity checks), the other is uploaded; the page sums up and Upload tries the refused one again."""
+    file's identity checks), the other is uploaded; the page sums up; the refused row's upload is cancelled from
+    the row, and Upload sends the file again; a reviewer's rejection then shows in the list with its reason."""
     files = [write_random(tmp_path / f"mixed-{i}.bin", 1000 + i, seed=90 + i) for i in range(2)]
     with stack.svc.client() as c:
         assert c.post("/files/mixed-0.bin/multipart_uploads", json={"size": 5}).status_code == 201
@@ -290,22 +291,34 @@ def test_a_refused_file_among_many_says_why_in_its_row(page: Any, stack: Stack, 
     assert message(page) == ("1 of 2 files uploaded; 1 failed: each failed file's row says why. Press Upload to try "
                              "those again.")
     assert page.get_attribute("#message", "role") == "alert"
-    page.fill("#item-id-0", "mixed-0-again.bin")
+    # The refused row's upload (the other one's, of 5 bytes) is cancelled from the row, after a question.
+    assert page.is_hidden("#item-cancel-1") and page.is_enabled("#item-cancel-0")
+    asked: list[str] = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
+    page.click("#item-cancel-0")
+    page.wait_for_function("() => document.querySelector('#queue li').dataset.state === 'cancelled'",
+                           timeout=10_000)
+    assert asked == ["Cancel the upload of file id mixed-0.bin? It cannot be resumed, and the parts sent so far are "
+                     "deleted."]
+    assert stack.pending("mixed-0.bin") is None
+    wait_listed(page, ["mixed-0.bin"], "cancelled", timeout=10)
+    # Upload starts it again, now as this file's.
     page.click("#upload")
     assert wait_state(page, "done", timeout=60) == "done"
     assert row_states(page) == ["done", "done"]
-    assert stack.object_sha256("mixed-0-again.bin") == sha256(files[0])
+    assert stack.object_sha256("mixed-0.bin") == sha256(files[0])
     # A reviewer's rejection, with its reason, shows in the list once it is refreshed.
-    wait_listed(page, ["mixed-0-again.bin"], "accepted")
+    wait_listed(page, ["mixed-0.bin"], "accepted")
     with stack.svc.client("carol") as carol:
-        upload_id = stack.finished("mixed-0-again.bin")["upload_id"]
+        upload_id = stack.finished("mixed-0.bin")["upload_id"]
         r = carol.post(f"/multipart_uploads/{upload_id}/review",
                        json={"status": "rejected", "reason": "the run's log is missing"})
         assert r.status_code == 200, r.text
     page.click("#refresh")
-    wait_listed(page, ["mixed-0-again.bin"], "rejected", timeout=10)
+    wait_listed(page, ["mixed-0.bin"], "rejected", timeout=10)
     row = page.evaluate("() => [...document.querySelectorAll('#uploads-body tr')].find((r) => "
-                        "r.dataset.fileId === 'mixed-0-again.bin').querySelector('.details').textContent")
+                        "r.dataset.fileId === 'mixed-0.bin' && r.dataset.status === 'rejected')"
+                        ".querySelector('.details').textContent")
     assert row == "the run's log is missing (carol)"
     # The rows' texts and borders are as legible as the rest of the page (4.5:1 and 3:1 against white).
     colours = page.evaluate("""() => {

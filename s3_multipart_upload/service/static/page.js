@@ -96,7 +96,7 @@ function setState(state) {
   const focused = document.activeElement;
   document.body.dataset.state = state;
   const running = RUNNING.includes(state);
-  const sendable = batch && batch.items.some((item) => ["queued", "refused", "failed"].includes(item.state));
+  const sendable = batch && batch.items.some((item) => SENDABLE.includes(item.state));
   $("upload").disabled = running || state === "paused" || !(file || sendable);
   $("pause").disabled = !["uploading", "waiting"].includes(state);
   $("resume").disabled = state !== "paused";
@@ -681,7 +681,7 @@ function pause() {
 function resume() {
   if (batch) {
     say("Resuming.");
-    startBatch();
+    startBatch(true);
     return;
   }
   if (!job) return;
@@ -835,11 +835,12 @@ async function noteUnfinished() {
 // (its pending upload resumed after the same checks, else a new one with its SHA-256 declared).
 
 const FILES_IN_FLIGHT = 2;
+const SENDABLE = ["queued", "refused", "failed", "cancelled"]; // the rows Upload sends (again)
 const FINISHED = ["uploaded", "accepted"];
 const ROW_STATUS = {
   queued: "Waiting", checking: "Checking", uploading: "Uploading", waiting: "Waiting for the network",
   pausing: "Pausing", paused: "Paused", completing: "Completing", done: "Done", refused: "Failed",
-  failed: "Failed", skipped: "Skipped",
+  failed: "Failed", skipped: "Skipped", cancelled: "Cancelled",
 };
 
 let batch = null; // {items: [...], stopped: null | "pause"} while many files are chosen
@@ -883,13 +884,26 @@ function makeItem({ file: f, path }, fileId, index) {
   const status = document.createElement("p");
   status.className = "item-status";
   status.id = `item-status-${index}`;
-  row.append(head, idLabel, idInput, bar, progress, status);
-  const item = { file: f, path, row, idInput, state: "queued", job: null, result: null };
+  const cancelButton = document.createElement("button");
+  cancelButton.type = "button";
+  cancelButton.className = "danger";
+  cancelButton.id = `item-cancel-${index}`;
+  const cancelWhose = document.createElement("span");
+  cancelWhose.className = "visually-hidden";
+  cancelWhose.textContent = ` of ${path}`;
+  cancelButton.append("Cancel its upload", cancelWhose);
+  row.append(head, idLabel, idInput, bar, progress, status, cancelButton);
+  // upload: the controller's upload of this file once there is one (kept when a try fails, for Cancel).
+  const item = { file: f, path, row, idInput, state: "queued", job: null, upload: null };
+  cancelButton.addEventListener("click", () => cancelItem(item));
   item.ui = {
     state: (state) => {
       item.state = state;
       row.dataset.state = state;
-      idInput.disabled = !["queued", "refused", "failed"].includes(state);
+      idInput.disabled = !SENDABLE.includes(state);
+      // A row's upload is cancelled when it is not being sent: paused (Pause first), or stopped by a failure.
+      cancelButton.disabled = !(item.upload && ["paused", "refused", "failed"].includes(state));
+      cancelButton.hidden = !item.upload || state === "done" || state === "cancelled";
     },
     current: () => item.state,
     say: (text, kind = "info") => {
@@ -960,9 +974,12 @@ function leaveBatch() {
   $("single").hidden = false;
 }
 
-async function startBatch() {
+/** Upload: every row not sent yet, and those that failed or were cancelled (again); Resume (``resuming``): the
+ *  paused rows and those not started. */
+async function startBatch(resuming = false) {
   const current = batch;
-  const todo = current.items.filter((item) => ["queued", "paused", "refused", "failed"].includes(item.state));
+  const todo = current.items.filter((item) => ["paused", "queued"].includes(item.state) ||
+    (!resuming && SENDABLE.includes(item.state)));
   const ids = new Map();
   for (const item of current.items) {
     const id = item.idInput.value.trim();
@@ -1049,7 +1066,10 @@ async function sendItem(item, current) {
       }
       ui.state("checking");
       ui.say(`asking the controller about file id ${item.fileId}…`);
-      item.job = await prepare(item.file, item.fileId, ui, (j) => { item.job = j; });
+      item.job = await prepare(item.file, item.fileId, ui, (j) => {
+        item.job = j;
+        item.upload = j.upload;
+      });
       if (item.job.kept) ui.say(`resuming: kept ${item.job.kept} of ${plural(item.job.count, "part")}.`);
       else ui.say(`sending ${plural(item.job.count, "part")} of ${size(item.job.partSize)}.`);
     }
@@ -1067,6 +1087,7 @@ async function sendItem(item, current) {
     }
     forgetRecord(item.fileId);
     const result = item.job.result;
+    item.upload = null;
     ui.state("done");
     ui.say(`uploaded as file id ${item.fileId}: ${size(result.object_size ?? item.file.size)}, status ` +
       `${result.status}.`, "ok");
@@ -1079,6 +1100,32 @@ async function sendItem(item, current) {
     ui.say(reasonOf(e), "error");
     ui.announce(`failed: ${reasonOf(e)}`);
     if (!(e instanceof Refused || e instanceof ApiError)) console.error(e);
+  }
+}
+
+/** Cancel a row's upload (paused, or stopped by a failure): asked first; the parts sent are deleted. */
+async function cancelItem(item) {
+  const upload = item.upload;
+  if (!upload || !["paused", "refused", "failed"].includes(item.state)) return;
+  if (!window.confirm(`Cancel the upload of file id ${upload.file_id}? It cannot be resumed, and the parts sent ` +
+      "so far are deleted.")) {
+    return;
+  }
+  try {
+    const done = await api("PATCH", `/multipart_uploads/${enc(upload.upload_id)}`, { status: "cancelled" });
+    forgetRecord(upload.file_id);
+    item.upload = null;
+    item.job = null;
+    item.ui.state("cancelled");
+    item.ui.say(`the upload of file id ${upload.file_id} is ${done.status}, and its parts are deleted; Upload ` +
+      "starts it again.");
+    item.ui.announce("its upload is cancelled.");
+    if (batch && !RUNNING.includes(document.body.dataset.state)) setState(document.body.dataset.state);
+    const next = ["upload", "resume", "file"].map($).find((el) => !el.disabled);
+    if (next) next.focus(); // the pressed button is hidden now
+    refreshList();
+  } catch (e) {
+    item.ui.say(`it could not be cancelled: ${reasonOf(e)}`, "error");
   }
 }
 

@@ -927,7 +927,7 @@ function chooseMany(entries, note = "") {
   const ids = new Set();
   const items = entries.map((entry, i) => {
     // The file of an unfinished upload from this browser keeps its file id; the others get one from their path.
-    const rec = recs.find((r) => sameFile(r, entry.file) && (!r.path || r.path === entry.path));
+    const rec = recs.find((r) => sameFile(r, entry.file));
     let id = rec ? rec.fileId : suggestId(entry.path) || `file-${i + 1}`;
     for (let n = 2; ids.has(id); n++) id = `${(rec ? rec.fileId : suggestId(entry.path)).slice(0, 250)}-${n}`;
     ids.add(id);

@@ -131,6 +131,7 @@ def every_endpoint(upload_id: str, file_id: str, key: str) -> list[tuple[str, st
         ("GET", "/uploads/multipart/parts", {"params": ids}),
         ("POST", f"/files/{file_id}/multipart_uploads", {"json": {}}),
         ("GET", f"/files/{file_id}/multipart_uploads", {"params": {"status": "pending"}}),
+        ("GET", "/multipart_uploads", {}),
         ("GET", f"/multipart_uploads/{upload_id}", {}),
         ("GET", f"/multipart_uploads/{upload_id}/parts", {}),
         ("POST", f"/multipart_uploads/{upload_id}/part/1/presigned_post", {}),
@@ -258,6 +259,34 @@ def test_a_file_has_one_active_upload(module_service: ServiceProcess, status: st
         assert ok(c.get(f"/files/{file_id}/multipart_uploads", params={"status": status}))["upload_id"] == \
             first["upload_id"]
         assert s3_uploads(module_service, first["key"]) == [second["upload_id"]]
+
+
+def test_own_uploads_are_listed_newest_first_with_their_statuses(module_service: ServiceProcess) -> None:
+    """GET /multipart_uploads: the caller's file uploads only (not another principal's, not key-centric ones),
+    newest first, filtered by status, at most limit; a rejection's reason comes with it."""
+    with module_service.client("bob") as bob, module_service.client("alice") as alice, \
+            module_service.client("carol") as carol:
+        before = {u["upload_id"] for u in ok(bob.get("/multipart_uploads", params={"limit": 1000}))["uploads"]}
+        ok(alice.post(f"/files/{new_file_id()}/multipart_uploads", json={}), 201)  # alice's: not bob's
+        ok(bob.post("/uploads/multipart/init", json={"key": f"listed/{uuid.uuid4().hex}"}))  # no file id
+        first = ok(bob.post(f"/files/{new_file_id()}/multipart_uploads", json={}), 201)
+        second = ok(bob.post(f"/files/{new_file_id()}/multipart_uploads", json={}), 201)
+        ok(bob.patch(f"/multipart_uploads/{first['upload_id']}",
+                     json={"status": "uploaded", "parts": send_parts(bob, first["upload_id"], [b"first"])}))
+        ok(carol.post(f"/multipart_uploads/{first['upload_id']}/review",
+                      json={"status": "rejected", "reason": "not the run we asked for"}))
+        listed = ok(bob.get("/multipart_uploads", params={"limit": 1000}))["uploads"]
+        new = [u for u in listed if u["upload_id"] not in before]
+        assert [(u["upload_id"], u["status"]) for u in new] == [(second["upload_id"], "pending"),
+                                                                 (first["upload_id"], "rejected")]
+        assert (new[1]["reason"], new[1]["status_by"], new[1]["file_id"]) == ("not the run we asked for", "carol",
+                                                                              first["file_id"])
+        rejected = ok(bob.get("/multipart_uploads", params={"status": "rejected"}))["uploads"]
+        assert first["upload_id"] in {u["upload_id"] for u in rejected}
+        assert {u["status"] for u in rejected} == {"rejected"}
+        assert len(ok(bob.get("/multipart_uploads", params={"limit": 1}))["uploads"]) == 1
+        refused(bob.get("/multipart_uploads", params={"status": "done"}), 422)
+        refused(bob.get("/multipart_uploads", params={"limit": 0}), 422)
 
 
 def test_file_upload_end_to_end_with_declared_size(module_service: ServiceProcess) -> None:

@@ -127,6 +127,23 @@ def test_failed_sign_ins_are_limited_per_address(start_service: StartService, tm
     assert "not-a-token-of-this-service" not in svc.log()
 
 
+def test_docs_are_served_from_the_package(module_service: ServiceProcess) -> None:
+    """/docs names no other host: Swagger UI's script, style and icon come from the controller, each answered."""
+    import re
+
+    with httpx.Client(base_url=module_service.base_url, timeout=10) as c:
+        page = c.get("/docs")
+        assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert sorted(assets) == ["/docs/assets/favicon-32x32.png", "/docs/assets/swagger-ui-bundle.js",
+                                  "/docs/assets/swagger-ui.css"]
+        assert "http://" not in page.text.replace(module_service.base_url, "") and "https://" not in page.text
+        for asset in assets:
+            r = c.get(asset)
+            assert r.status_code == 200 and len(r.content) > 500, asset
+        assert "/docs" not in c.get("/openapi.json").json()["paths"]
+
+
 def test_docs_can_be_off(start_service: StartService, tmp_path: Path) -> None:
     svc = start_service(f"sqlite:///{tmp_path / 'c.sqlite3'}", config={"docs": False})
     assert httpx.get(f"{svc.base_url}/docs", timeout=10).status_code == 404

@@ -77,7 +77,7 @@ Exit codes: 0 stopped, 2 bad option or tokens file, 75 database unreachable.""")
 @click.option("--oidc-reviewer-role", default="reviewer", show_default=True,
               help="With --oidc-issuer: the role, in the roles claim, of a reviewer.")
 @click.option("--docs/--no-docs", "docs", default=True, show_default=True,
-              help="Serve the interactive API page /docs (Swagger UI loads its assets from a CDN).")
+              help="Serve the interactive API page /docs (Swagger UI, its assets from this installation: no CDN).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One JSON line per request on stderr, with a request id.")
 @click.option("--sign-in-limit", type=click.IntRange(min=1), default=60, show_default=True,

@@ -34,7 +34,7 @@ from s3_multipart_upload.service.auth import Authenticator, SignInLimiter, Token
 from s3_multipart_upload.service.core import Service, ServiceError
 from s3_multipart_upload.service.model import Caller, Declared
 from s3_multipart_upload.service.ops import AccessLog, Metrics, add_operations
-from s3_multipart_upload.service.page import add_page
+from s3_multipart_upload.service.page import add_api_docs, add_page
 from s3_multipart_upload.service.review import Reviews
 from s3_multipart_upload.service.schemas import (
     ERRORS,
@@ -173,7 +173,7 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
                 worker.stop()
 
     app = FastAPI(title="s3-multipart-upload controller", version=__version__, lifespan=lifespan,
-                  docs_url="/docs" if docs else None, redoc_url=None,
+                  docs_url=None, redoc_url=None,
                   description="Hands out presigned URLs for multipart uploads to S3 and keeps each upload's status.")
     app.state.auth = auth if isinstance(auth, Authenticator) else Authenticator(auth)
     app.state.sign_ins = sign_ins or SignInLimiter()
@@ -265,6 +265,13 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
         found = service.pending_for_file(who, file_id, status)
         return upload_out(found) if found is not None else None
 
+    @app.get("/multipart_uploads", tags=["files"], responses=ERRORS)
+    def own_uploads(who: Principal, status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> UploadsOut:
+        """The caller's file uploads, newest first (``status``: only those in it), each with its status and, when
+        it was accepted or rejected, who decided and why (``status_by``, ``reason``)."""
+        return UploadsOut(uploads=[upload_out(u) for u in service.list_own(who, status, limit)])
+
     @app.get("/multipart_uploads/{upload_id}", tags=["files"], responses=ERRORS)
     def get_upload(upload_id: UploadId, who: Principal) -> UploadOut:
         return upload_out(service.get(who, upload_id))
@@ -306,6 +313,8 @@ def create_app(service: Service, auth: Authenticator | Tokens, *, metrics: Metri
         return UploadsOut(uploads=[upload_out(u, full_key=True) for u in reviews.queue(who, status, limit)])
 
     add_page(app, service.storage.origin)
+    if docs:
+        add_api_docs(app)
 
     @app.middleware("http")
     async def no_store(request: Request, call_next: Any) -> Response:

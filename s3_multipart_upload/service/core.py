@@ -223,6 +223,20 @@ class Service:
                 .order_by(multipart_uploads.c.created_at.desc())).first()
             return Upload.from_row(row) if row is not None else None
 
+    def list_own(self, principal: str, status: str | None = None, limit: int = 100) -> list[Upload]:
+        """The principal's file uploads (those with a file id), newest first, at most ``limit`` (1 to 1,000);
+        only those in ``status`` when it is given. The page lists them with their statuses."""
+        if status is not None and status not in db.STATUSES:
+            raise ServiceError(422, "InvalidStatus", f"status is one of {', '.join(db.STATUSES)}")
+        c = multipart_uploads.c
+        query = sa.select(multipart_uploads).where(c.owner == principal, c.file_id.is_not(None))
+        if status is not None:
+            query = query.where(c.status == status)
+        with self.db.read() as conn:
+            rows = conn.execute(query.order_by(c.created_at.desc(), c.s3_upload_id)
+                                .limit(max(1, min(limit, 1000)))).all()
+        return [Upload.from_row(r) for r in rows]
+
     def get(self, principal: str, upload_id: str) -> Upload:
         with self.db.read() as conn:
             return self._get(conn, principal, upload_id)

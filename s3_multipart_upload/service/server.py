@@ -73,7 +73,7 @@ class ServeConfig:
     oidc_reviewer_role: str = "reviewer"  # the role name, in that claim, of a reviewer
     oidc_jwks_min_refresh: float = 10.0  # an unknown key id fetches the JWKS again, at most this often
     # Operations.
-    docs: bool = True  # /docs (Swagger UI, which loads its assets from a CDN); off for offline or locked-down sites
+    docs: bool = True  # /docs (Swagger UI, its assets served from the swagger-ui-bundle-v2 package); off to hide it
     access_log: bool = True  # one JSON line per request on stderr
     sign_in_limit: int = 60  # wrong tokens per client address within sign_in_window, then 429
     sign_in_window: float = 60.0

@@ -1,18 +1,25 @@
-// The upload page of the controller: sign in with an API token, choose a file and its file id, upload it in
-// parallel parts with presigned URLs, and resume after a reload by checking every part the storage holds.
+// The upload page of the controller: sign in with an API token, choose a file and its file id (or many files, or
+// a folder: a queue, FILES_IN_FLIGHT files at a time), upload each in parallel parts with presigned URLs, and
+// resume after a reload by checking every part the storage holds. Each new upload declares the file's SHA-256
+// (computed in a worker, sha256.js), so that the controller's verifier can accept it; the principal's uploads
+// are listed with their statuses.
 //
 // It uses the file-centric endpoints, as `upload --controller` does, so each can finish the other's upload:
+//   GET  /multipart_uploads                           the principal's uploads, with their statuses (the list)
 //   GET  /files/ID/multipart_uploads?status=pending   the file's unfinished upload (or null)
-//   POST /files/ID/multipart_uploads {size}           a new one
+//   POST /files/ID/multipart_uploads {size, sha256}   a new one
 //   GET  /multipart_uploads/UPLOAD/parts              the parts the storage holds
 //   POST /multipart_uploads/UPLOAD/part/N/presigned_post   a URL for part N, asked just before its PUT
-//   PATCH /multipart_uploads/UPLOAD {status}          uploaded (with every part's ETag) or cancelled
+//   PATCH /multipart_uploads/UPLOAD {status}          uploaded (with every part's ETag, and the SHA-256 when it
+//                                                     was not declared at init) or cancelled
 //
 // Kept in the browser: the token in sessionStorage (this tab only, never in a URL); in localStorage, per
 // principal and file id, {fileId, uploadId, name, size, lastModified, partSize}: what it takes to recognise
 // the same file after a reload. Never a presigned URL.
 
+import { filesOfDrop, filesOfInput, MAX_FILES } from "./files.js";
 import { md5OfBlob, toBase64, toHex } from "./md5.js";
+import { sha256InWorker } from "./sha256.js";
 
 const TOKEN_KEY = "s3mu.token";
 const RECORDS_KEY = "s3mu.uploads.v1";
@@ -89,12 +96,14 @@ function setState(state) {
   const focused = document.activeElement;
   document.body.dataset.state = state;
   const running = RUNNING.includes(state);
-  $("upload").disabled = running || state === "paused" || !file;
+  const sendable = batch && batch.items.some((item) => SENDABLE.includes(item.state));
+  $("upload").disabled = running || state === "paused" || !(file || sendable);
   $("pause").disabled = !["uploading", "waiting"].includes(state);
   $("resume").disabled = state !== "paused";
   const cancellable = ["uploading", "waiting", "pausing", "paused", "refused", "failed"].includes(state);
   $("cancel").disabled = !(job && job.upload && cancellable);
   $("file").disabled = running || state === "paused";
+  $("folder").disabled = running || state === "paused";
   $("file-id").disabled = running || state === "paused";
   const lost = !focused || focused === document.body || focused.disabled || focused === $("message") ||
     focused.closest("[hidden]") !== null;
@@ -229,19 +238,22 @@ async function api(method, path, body, forJob = null) {
 
 async function offline(forJob = null) {
   if (forJob && forJob.stopped) return; // paused or cancelled: nothing to wait for
-  const before = document.body.dataset.state;
-  setState("waiting");
-  say("The network connection is lost: waiting for it to come back; the upload then continues by itself.");
+  const ui = forJob ? forJob.ui : SINGLE;
+  const before = ui.current();
+  ui.state("waiting");
+  ui.say("The network connection is lost: waiting for it to come back; the upload then continues by itself.");
   await waitOnline();
-  if (job && job.stopped) return;
-  setState(before === "waiting" ? "uploading" : before);
-  say("Back online: continuing.");
+  if ((forJob || job) && (forJob || job).stopped) return;
+  ui.state(before === "waiting" ? "uploading" : before);
+  ui.say("Back online: continuing.");
 }
 
 // -- one upload -------------------------------------------------------------------------------------------
 
 class Job {
-  constructor(f, fileId, upload) {
+  /** ``ui``: where it shows its state, messages and progress (SINGLE, or a row of the many-file queue). */
+  constructor(f, fileId, upload, ui = SINGLE) {
+    this.ui = ui;
     this.file = f;
     this.fileId = fileId;
     this.upload = upload;
@@ -250,6 +262,7 @@ class Job {
     this.done = new Map(); // part number -> MD5 hex (= its ETag at the storage)
     this.inflight = new Map(); // part number -> {xhr, loaded, reason}
     this.stopped = null; // null, "pause" or "cancel"
+    this.sha256 = null; // a promise of the file's SHA-256, declared at completion when it was not at init
     this.failure = null;
     this.kept = 0;
     this.differed = 0;
@@ -287,8 +300,8 @@ class Job {
     const listed = (await api("GET", `/multipart_uploads/${enc(this.upload.upload_id)}/parts`)).parts;
     const held = listed.filter((p) => p.PartNumber >= 1 && p.PartNumber <= this.count);
     if (!held.length) return;
-    setState("checking");
-    say(`Checking the ${plural(held.length, "part")} the storage already holds against ${this.file.name}…`);
+    this.ui.state("checking");
+    this.ui.say(`Checking the ${plural(held.length, "part")} the storage already holds against ${this.file.name}…`);
     let checked = 0;
     const total = held.reduce((sum, p) => sum + p.Size, 0);
     for (const p of held) {
@@ -296,7 +309,7 @@ class Job {
       if (p.Size === this.length(n)) {
         const md5 = toHex(await md5OfBlob(this.slice(n), undefined, (bytes) => {
           checked += bytes;
-          render(`Checking held parts: ${size(checked)} of ${size(total)}`, checked / total);
+          this.ui.render(`Checking held parts: ${size(checked)} of ${size(total)}`, checked / total);
         }));
         if (md5 === bareETag(p.ETag)) {
           this.done.set(n, md5);
@@ -319,7 +332,7 @@ class Job {
     this.samples = [[performance.now(), this.ackedBytes()]];
     const queue = [];
     for (let n = 1; n <= this.count; n++) if (!this.done.has(n)) queue.push(n);
-    setState("uploading");
+    this.ui.state("uploading");
     const ticker = setInterval(() => this.progress(), 250);
     const onOffline = () => this.abortAll("offline");
     window.addEventListener("offline", onOffline);
@@ -407,9 +420,9 @@ class Job {
       console.warn(`part ${n}: the storage answered ${answer.status} ${code} (try ${tries})`);
       if (answer.status === 403 || EXPIRED.has(code)) {
         this.expired++;
-        say(`Part ${n}: its upload link was refused (${code}), most likely expired: asking for a new one.`);
+        this.ui.say(`Part ${n}: its upload link was refused (${code}), most likely expired: asking for a new one.`);
       } else if (code === "BadDigest" || code === "InvalidDigest") {
-        say(`Part ${n}: the storage received bytes that do not match their MD5: sending it again.`);
+        this.ui.say(`Part ${n}: the storage received bytes that do not match their MD5: sending it again.`);
       } else if (!(answer.status >= 500 || code === "SlowDown" || code === "RequestTimeout")) {
         throw new Refused(`Part ${n}: the storage refused it (${answer.status} ${code}).`);
       }
@@ -447,8 +460,8 @@ class Job {
 
   /** Every part as the storage lists it must be this file's slice (size and MD5) before the upload completes. */
   async complete() {
-    setState("completing");
-    say("Checking every part with the storage, then completing the upload…");
+    this.ui.state("completing");
+    this.ui.say("Checking every part with the storage, then completing the upload…");
     const listed = (await api("GET", `/multipart_uploads/${enc(this.upload.upload_id)}/parts`)).parts;
     const byNumber = new Map(listed.map((p) => [p.PartNumber, p]));
     const parts = {};
@@ -461,7 +474,9 @@ class Job {
       }
       parts[n] = bareETag(p.ETag);
     }
-    return api("PATCH", `/multipart_uploads/${enc(this.upload.upload_id)}`, { status: "uploaded", parts })
+    const body = { status: "uploaded", parts };
+    if (this.sha256) body.sha256 = await this.sha256;
+    return api("PATCH", `/multipart_uploads/${enc(this.upload.upload_id)}`, body)
       .then((done) => { this.result = done; });
   }
 
@@ -469,7 +484,7 @@ class Job {
     const now = performance.now();
     for (const [n, entry] of this.inflight) {
       if (now - entry.last > this.stallMs) {
-        say(`Part ${n}: no progress for ${Math.round(this.stallMs / 1000)} s: sending it again.`);
+        this.ui.say(`Part ${n}: no progress for ${Math.round(this.stallMs / 1000)} s: sending it again.`);
         entry.reason = "stalled";
         entry.xhr.abort();
       }
@@ -487,11 +502,11 @@ class Job {
     let text = `${size(sent)} of ${size(total)} (${percent}%) · parts ${this.done.size} of ${this.count}`;
     const left = rate > 0 && acked < total ? duration((total - acked) / rate) : "";
     if (left) text += ` · ${size(rate)}/s · ${left} left`;
-    render(text, total ? sent / total : 1);
+    this.ui.render(text, total ? sent / total : 1);
     const tenth = total ? Math.floor((10 * acked) / total) * 10 : 0; // what the storage holds, read out by tenths
     if (tenth > this.announced && tenth < 100) {
       this.announced = tenth;
-      $("announce").textContent = `${tenth}% uploaded` + (left ? `, about ${left} left.` : ".");
+      this.ui.announce(`${tenth}% uploaded` + (left ? `, about ${left} left.` : "."));
     }
   }
 }
@@ -501,9 +516,85 @@ function render(text, fraction) {
   $("bar").value = Math.min(1, Math.max(0, fraction));
 }
 
+/** The single-file view: the page's own state, message, bar and announcements. */
+const SINGLE = {
+  state: (state) => setState(state),
+  current: () => document.body.dataset.state,
+  say: (text, kind) => say(text, kind),
+  render: (text, fraction) => render(text, fraction),
+  announce: (text) => { $("announce").textContent = text; },
+};
+
 // -- what the buttons do ----------------------------------------------------------------------------------
 
+/** The SHA-256 of ``f``, computed in a worker, its progress shown in ``ui``. */
+function hashFile(f, ui) {
+  ui.render(`Computing the SHA-256: 0 bytes of ${size(f.size)}`, 0);
+  return sha256InWorker(f, {
+    onProgress: (done) => ui.render(`Computing the SHA-256: ${size(done)} of ${size(f.size)}`, done / f.size),
+  });
+}
+
+/**
+ * The upload of ``chosen`` as ``fileId``, ready to run: its pending upload when there is one and ``chosen`` is its
+ * file (the page's record of it, its size, and the held parts' MD5s decide), else a new one, created with the
+ * file's SHA-256 declared (the controller checks the object against it and accepts it). ``onJob`` gets the job as
+ * soon as there is an upload (so that it can be cancelled also when refused here).
+ */
+async function prepare(chosen, fileId, ui, onJob) {
+  let upload = await api("GET", `/files/${enc(fileId)}/multipart_uploads?status=pending`);
+  const record = records()[fileId];
+  let current;
+  if (upload) {
+    current = new Job(chosen, fileId, upload, ui);
+    onJob(current);
+    if (record && record.uploadId === upload.upload_id && !sameFile(record, chosen)) {
+      throw new Refused(`${chosen.name} is not the file the unfinished upload of file id ${fileId} was started ` +
+        `with: ${differences(record, chosen)}. Choose that file to resume, or cancel the upload to start again.`);
+    }
+    if (upload.size !== null && upload.size !== chosen.size) {
+      throw new Refused(`The unfinished upload of file id ${fileId} is for a file of ${size(upload.size)}; ` +
+        `${chosen.name} has ${size(chosen.size)}. Choose that file to resume, or cancel the upload to start again.`);
+    }
+  } else {
+    ui.say(`Computing the SHA-256 of ${chosen.name}, which the controller checks the object against…`);
+    const sha256 = await hashFile(chosen, ui);
+    if (!token) throw new Stopped();
+    const body = { size: chosen.size, sha256 };
+    if (/^[\x20-\x7e]{1,255}$/.test(chosen.type)) body.content_type = chosen.type;
+    try {
+      upload = await api("POST", `/files/${enc(fileId)}/multipart_uploads`, body);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) {
+        throw new Refused(`File id ${fileId} belongs to someone else: choose another file id.`);
+      }
+      if (e instanceof ApiError && e.code === "UploadExists") {
+        const status = (/ that is ([a-z]+)/.exec(e.detail) || [])[1];
+        throw new Refused(status === "pending"
+          ? `File id ${fileId} has just been given an upload elsewhere (another tab or the command line): ` +
+            "press Upload again to join it, or choose another file id."
+          : `File id ${fileId} already has a finished upload` + (status ? ` (${status})` : "") +
+            ": choose another file id for this file.");
+      }
+      throw e;
+    }
+    current = new Job(chosen, fileId, upload, ui);
+    onJob(current);
+  }
+  saveRecord({ fileId, uploadId: upload.upload_id, name: chosen.name, size: chosen.size,
+               lastModified: chosen.lastModified, partSize: upload.part_size });
+  await current.reconcile();
+  // An upload started without a declared SHA-256 (by a client that declared none): the page declares it at
+  // completion, computed while the parts go.
+  if (!upload.sha256) {
+    current.sha256 = sha256InWorker(chosen);
+    current.sha256.catch(() => {}); // a failure is the completion's to report; unawaited (paused), it is none
+  }
+  return current;
+}
+
 async function startUpload() {
+  if (batch) return startBatch();
   const fileId = $("file-id").value.trim();
   if (!file) return say("Choose a file first.", "error");
   if (!FILE_ID.test(fileId)) {
@@ -518,42 +609,7 @@ async function startUpload() {
   setState("checking");
   say(`Asking the controller about file id ${fileId}…`);
   try {
-    let upload = await api("GET", `/files/${enc(fileId)}/multipart_uploads?status=pending`);
-    const record = records()[fileId];
-    if (upload) {
-      job = new Job(chosen, fileId, upload); // cancel applies to it from here, also when refused below
-      if (record && record.uploadId === upload.upload_id && !sameFile(record, chosen)) {
-        throw new Refused(`${chosen.name} is not the file the unfinished upload of file id ${fileId} was started ` +
-          `with: ${differences(record, chosen)}. Choose that file to resume, or cancel the upload to start again.`);
-      }
-      if (upload.size !== null && upload.size !== chosen.size) {
-        throw new Refused(`The unfinished upload of file id ${fileId} is for a file of ${size(upload.size)}; ` +
-          `${chosen.name} has ${size(chosen.size)}. Choose that file to resume, or cancel the upload to start again.`);
-      }
-    } else {
-      const body = { size: chosen.size };
-      if (/^[\x20-\x7e]{1,255}$/.test(chosen.type)) body.content_type = chosen.type;
-      try {
-        upload = await api("POST", `/files/${enc(fileId)}/multipart_uploads`, body);
-      } catch (e) {
-        if (e instanceof ApiError && e.status === 404) {
-          throw new Refused(`File id ${fileId} belongs to someone else: choose another file id.`);
-        }
-        if (e instanceof ApiError && e.code === "UploadExists") {
-          const status = (/ that is ([a-z]+)/.exec(e.detail) || [])[1];
-          throw new Refused(status === "pending"
-            ? `File id ${fileId} has just been given an upload elsewhere (another tab or the command line): ` +
-              "press Upload again to join it, or choose another file id."
-            : `File id ${fileId} already has a finished upload` + (status ? ` (${status})` : "") +
-              ": choose another file id for this file.");
-        }
-        throw e;
-      }
-      job = new Job(chosen, fileId, upload);
-    }
-    saveRecord({ fileId, uploadId: upload.upload_id, name: chosen.name, size: chosen.size,
-                 lastModified: chosen.lastModified, partSize: upload.part_size });
-    await job.reconcile();
+    await prepare(chosen, fileId, SINGLE, (j) => { job = j; });
     if (job.kept) {
       say(`Resuming: kept ${job.kept} of ${plural(job.count, "part")} the storage already holds` +
         (job.differed ? `; ${plural(job.differed, "held part")} did not match this file and ` +
@@ -584,6 +640,7 @@ async function continueUpload() {
     forgetRecord(current.fileId);
     const done = current.result;
     setState("done");
+    refreshList(true);
     say(`Uploaded ${current.file.name} as file id ${current.fileId}: ${size(done.object_size ?? current.file.size)}, ` +
       `status ${done.status}.` +
       (current.kept ? ` ${current.kept} of ${current.count} parts were already there and were kept.` : "") +
@@ -611,6 +668,7 @@ function failed(e) {
 
 /** Pause lets the parts in flight finish (aborted, they would start again from their first byte) and starts no more. */
 function pause() {
+  if (batch) return pauseBatch();
   if (!job) return;
   job.stopped = "pause";
   wakeWaiters();
@@ -621,6 +679,11 @@ function pause() {
 }
 
 function resume() {
+  if (batch) {
+    say("Resuming.");
+    startBatch(true);
+    return;
+  }
   if (!job) return;
   say("Resuming.");
   continueUpload();
@@ -646,6 +709,7 @@ async function cancel() {
     setState("cancelled");
     render("", 0);
     say(`Cancelled: the upload of file id ${current.fileId} is ${done.status}, and the parts sent are deleted.`);
+    refreshList();
   } catch (e) {
     failed(e);
   }
@@ -669,18 +733,29 @@ async function firstHeldPartMatches(record, f) {
   }
 }
 
+/** The file id of the principal's pending upload (as last listed) of ``f``'s size whose first part the storage
+ *  holds is ``f``'s slice (its MD5); null when there is none. */
+async function pendingOf(f) {
+  const candidates = listed.filter((u) => u.status === "pending" && u.file_id && u.size === f.size).slice(0, 5);
+  for (const u of candidates) {
+    if (await firstHeldPartMatches({ uploadId: u.upload_id, partSize: u.part_size }, f)) return u.file_id;
+  }
+  return null;
+}
+
 /** Whether a File can be read: a dropped folder arrives as one that cannot. */
 const readable = (f) => f.slice(0, 1).arrayBuffer().then(() => true, () => false);
 
 async function choose(f, leftOut = 0) {
   if (!f) return;
+  leaveBatch();
   const mine = ++choosing;
   file = f;
   job = null;
   render("", 0);
   $("file-info").textContent = `${f.name} · ${size(f.size)} · modified ${new Date(f.lastModified).toLocaleString()}`;
-  const note = leftOut ? ` This page uploads one file at a time: the other ${plural(leftOut, "dropped file")} ` +
-    `${leftOut === 1 ? "was" : "were"} left out.` : "";
+  const note = leftOut ? ` The other ${plural(leftOut, "dropped file")} ${leftOut === 1 ? "was" : "were"} left ` +
+    "out." : "";
   const match = Object.values(records()).find((r) => sameFile(r, f));
   const idField = $("file-id");
   if (match) {
@@ -702,11 +777,24 @@ async function choose(f, leftOut = 0) {
     $("file").value = "";
     $("file-info").textContent = "No file chosen.";
     setState("idle");
-    say(`${f.name} is a folder, or a file this browser cannot read: choose or drop one file (this page uploads ` +
-      "one file at a time; for a folder, choose its files one by one).", "error");
+    say(`${f.name} is a folder, or a file this browser cannot read: choose or drop a file, or for a folder, ` +
+      "drop it or use \"choose a folder\".", "error");
     return;
   }
-  if (!match) return;
+  if (!match) {
+    // Not an upload this browser started: one of the principal's pending uploads of this size (started by the
+    // command line, another browser, or before the browser's storage was cleared) whose first held part is
+    // this file's slice. The file id is filled in unless the user typed one; Upload then checks every part.
+    const found = await pendingOf(f);
+    if (!found || mine !== choosing || document.body.dataset.state !== "idle") return;
+    if (!idField.value.trim() || idField.value === suggested) {
+      idField.value = found;
+      suggested = found;
+    }
+    say(`This file has an unfinished upload, started elsewhere (file id ${found}): press Upload to resume it; ` +
+      `its parts the storage holds are checked, and kept where they match.${note}`);
+    return;
+  }
   // Name, size and time alike are a guess: the bytes of a part the storage holds decide before we promise.
   const verdict = await firstHeldPartMatches(match, f);
   if (mine !== choosing || document.body.dataset.state !== "idle") return;
@@ -740,6 +828,396 @@ async function noteUnfinished() {
       "files to resume its upload.");
 }
 
+// -- many files -------------------------------------------------------------------------------------------
+//
+// Several files chosen, or a folder, make a queue: one row per file (its path, size, file id, bar, status),
+// FILES_IN_FLIGHT files sent at a time, each in parts PARALLEL at a time, each prepared as a single file is
+// (its pending upload resumed after the same checks, else a new one with its SHA-256 declared).
+
+const FILES_IN_FLIGHT = 2;
+const SENDABLE = ["queued", "refused", "failed", "cancelled"]; // the rows Upload sends (again)
+const FINISHED = ["uploaded", "accepted"];
+const ROW_STATUS = {
+  queued: "Waiting", checking: "Checking", uploading: "Uploading", waiting: "Waiting for the network",
+  pausing: "Pausing", paused: "Paused", completing: "Completing", done: "Done", refused: "Failed",
+  failed: "Failed", skipped: "Skipped", cancelled: "Cancelled",
+};
+
+let batch = null; // {items: [...], stopped: null | "pause"} while many files are chosen
+
+function reasonOf(e) {
+  if (e instanceof Refused) return e.message;
+  if (e instanceof ApiError) return `The controller refused: ${e.detail} (${e.code}).`;
+  return `Unexpected error: ${e && e.message ? e.message : e}`;
+}
+
+/** A row of the queue, and the view its job shows itself in. */
+function makeItem({ file: f, path }, fileId, index) {
+  const row = document.createElement("li");
+  row.className = "item";
+  const head = document.createElement("p");
+  head.className = "item-head";
+  const name = document.createElement("span");
+  name.className = "item-name";
+  name.textContent = path;
+  head.append(name, ` · ${size(f.size)}`);
+  const idLabel = document.createElement("label");
+  idLabel.className = "item-id";
+  idLabel.htmlFor = `item-id-${index}`;
+  const whose = document.createElement("span");
+  whose.className = "visually-hidden";
+  whose.textContent = ` of ${path}`; // read out, so that each row's field has its own name
+  idLabel.append("File id", whose);
+  const idInput = document.createElement("input");
+  idInput.type = "text";
+  idInput.id = `item-id-${index}`;
+  idInput.spellcheck = false;
+  idInput.maxLength = 255;
+  idInput.value = fileId;
+  idInput.setAttribute("aria-describedby", `item-status-${index}`);
+  const bar = document.createElement("progress");
+  bar.max = 1;
+  bar.value = 0;
+  bar.setAttribute("aria-label", `Upload of ${path}`);
+  const progress = document.createElement("p");
+  progress.className = "progress";
+  const status = document.createElement("p");
+  status.className = "item-status";
+  status.id = `item-status-${index}`;
+  const cancelButton = document.createElement("button");
+  cancelButton.type = "button";
+  cancelButton.className = "danger";
+  cancelButton.id = `item-cancel-${index}`;
+  const cancelWhose = document.createElement("span");
+  cancelWhose.className = "visually-hidden";
+  cancelWhose.textContent = ` of ${path}`;
+  cancelButton.append("Cancel its upload", cancelWhose);
+  row.append(head, idLabel, idInput, bar, progress, status, cancelButton);
+  // upload: the controller's upload of this file once there is one (kept when a try fails, for Cancel).
+  const item = { file: f, path, row, idInput, state: "queued", job: null, upload: null };
+  cancelButton.addEventListener("click", () => cancelItem(item));
+  item.ui = {
+    state: (state) => {
+      item.state = state;
+      row.dataset.state = state;
+      idInput.disabled = !SENDABLE.includes(state);
+      // A row's upload is cancelled when it is not being sent: paused (Pause first), or stopped by a failure.
+      cancelButton.disabled = !(item.upload && ["paused", "refused", "failed"].includes(state));
+      cancelButton.hidden = !item.upload || state === "done" || state === "cancelled";
+    },
+    current: () => item.state,
+    say: (text, kind = "info") => {
+      status.textContent = `${ROW_STATUS[item.state] || item.state}: ${text}`;
+      status.dataset.kind = kind;
+    },
+    render: (text, fraction) => {
+      progress.textContent = text;
+      bar.value = Math.min(1, Math.max(0, fraction));
+    },
+    announce: (text) => { $("announce").textContent = `${path}: ${text}`; },
+  };
+  item.ui.state(f.size === 0 ? "skipped" : "queued");
+  item.ui.say(f.size === 0 ? "it is empty: there is nothing to upload." : "not started yet.");
+  return item;
+}
+
+/** Many files (or a folder) chosen: the queue replaces the single file's view. */
+function chooseMany(entries, note = "") {
+  const recs = Object.values(records());
+  const ids = new Set();
+  const items = entries.map((entry, i) => {
+    // The file of an unfinished upload from this browser keeps its file id; the others get one from their path.
+    const rec = recs.find((r) => sameFile(r, entry.file));
+    let id = rec ? rec.fileId : suggestId(entry.path) || `file-${i + 1}`;
+    for (let n = 2; ids.has(id); n++) id = `${(rec ? rec.fileId : suggestId(entry.path)).slice(0, 250)}-${n}`;
+    ids.add(id);
+    return makeItem(entry, id, i);
+  });
+  file = null;
+  job = null;
+  batch = { items, stopped: null };
+  $("file").value = "";
+  $("folder").value = "";
+  $("queue").replaceChildren(...items.map((item) => item.row));
+  $("queue").hidden = false;
+  $("single").hidden = true;
+  const sending = items.filter((item) => item.state === "queued").length;
+  $("file-info").textContent = `${plural(items.length, "file")} chosen, ${size(entries.reduce((n, e) => n + e.file.size, 0))}.`;
+  render("", 0);
+  setState("idle");
+  say(`${plural(sending, "file")} to upload, ${FILES_IN_FLIGHT} at a time: check their file ids (suggested from ` +
+    `their paths), then press Upload. A file whose upload is unfinished resumes.${note}`);
+  findPending(batch, items.filter((item, i) => item.state === "queued" &&
+    !recs.some((r) => r.fileId === item.idInput.value && sameFile(r, entries[i].file))));
+}
+
+/** For rows not known to this browser: a pending upload started elsewhere whose first held part is the file's
+ *  gives the row its file id (unless the user changed the suggested one meanwhile). */
+async function findPending(current, items) {
+  for (const item of items) {
+    const suggestedId = item.idInput.value;
+    const found = await pendingOf(item.file);
+    if (batch !== current) return;
+    if (found && item.state === "queued" && item.idInput.value === suggestedId && !current.items.some((o) => o.idInput.value === found)) {
+      item.idInput.value = found;
+      item.ui.say(`resumes the unfinished upload of file id ${found}, started elsewhere (its first held part ` +
+        "matches this file).");
+    }
+  }
+}
+
+/** Back to the single file's view. */
+function leaveBatch() {
+  batch = null;
+  $("queue").replaceChildren();
+  $("queue").hidden = true;
+  $("single").hidden = false;
+}
+
+/** Upload: every row not sent yet, and those that failed or were cancelled (again); Resume (``resuming``): the
+ *  paused rows and those not started. */
+async function startBatch(resuming = false) {
+  const current = batch;
+  const todo = current.items.filter((item) => ["paused", "queued"].includes(item.state) ||
+    (!resuming && SENDABLE.includes(item.state)));
+  const ids = new Map();
+  for (const item of current.items) {
+    const id = item.idInput.value.trim();
+    item.fileId = id;
+    if (todo.includes(item)) ids.set(id, (ids.get(id) || 0) + 1);
+  }
+  const ready = [];
+  for (const item of todo) {
+    if (!FILE_ID.test(item.fileId)) {
+      item.ui.state("refused");
+      item.ui.say("a file id is 1 to 255 letters, digits, '.', '_' or '-', starting with a letter or digit.", "error");
+    } else if (ids.get(item.fileId) > 1) {
+      item.ui.state("refused");
+      item.ui.say(`file id ${item.fileId} is given to more than one file here: give each its own.`, "error");
+    } else {
+      ready.push(item);
+    }
+  }
+  if (!ready.length) {
+    say("Nothing to upload: each file's row says why.", "error");
+    return;
+  }
+  current.stopped = null;
+  setState("uploading");
+  say(`Uploading ${plural(ready.length, "file")}, ${FILES_IN_FLIGHT} at a time, each in parts, ${PARALLEL} at a time.`);
+  await refreshList(); // what is already uploaded is not sent again
+  const ticker = setInterval(() => batchProgress(current), 500);
+  try {
+    await Promise.all(Array.from({ length: Math.min(FILES_IN_FLIGHT, ready.length) }, async () => {
+      while (!current.stopped && ready.length && batch === current && token) await sendItem(ready.shift(), current);
+    }));
+  } finally {
+    clearInterval(ticker);
+  }
+  if (batch === current) batchProgress(current);
+  if (batch !== current || !token) return;
+  // Paused with every file already sent (their last parts were on their way): nothing is left to pause.
+  const left = current.items.filter((item) => ["queued", "paused"].includes(item.state)).length;
+  if (current.stopped === "pause" && left) {
+    setState("paused");
+    say(`Paused: ${plural(left, "file")} left to send. Resume continues; the storage keeps the parts sent, also ` +
+      "if you close this tab (choose the same files again to resume).");
+    return;
+  }
+  const done = current.items.filter((item) => item.state === "done").length;
+  const bad = current.items.filter((item) => ["refused", "failed"].includes(item.state)).length;
+  setState("done");
+  if (bad) {
+    say(`${done} of ${plural(current.items.length, "file")} uploaded; ${bad} failed: each failed file's row ` +
+      "says why. Press Upload to try those again.", "error");
+  } else {
+    say(`Uploaded ${plural(done, "file")}.` + (current.items.length > done
+      ? ` ${current.items.length - done} skipped (empty).` : "") +
+      " Your uploads, below, show when the controller has checked them.", "ok");
+  }
+}
+
+/** The whole queue's progress on the page's own bar: bytes sent of all files, and files done. */
+function batchProgress(current) {
+  let total = 0;
+  let sent = 0;
+  for (const item of current.items) {
+    if (item.state === "skipped") continue;
+    total += item.file.size;
+    if (item.state === "done") sent += item.file.size;
+    else if (item.job) sent += Math.min(item.job.sentBytes(), item.file.size);
+  }
+  const done = current.items.filter((item) => item.state === "done").length;
+  render(`All files: ${size(sent)} of ${size(total)} · files done ${done} of ` +
+    `${current.items.filter((item) => item.state !== "skipped").length}`, total ? sent / total : 1);
+}
+
+async function sendItem(item, current) {
+  const { ui } = item;
+  try {
+    if (!item.job) {
+      const known = listed.find((u) => u.file_id === item.fileId && u.status !== "pending" &&
+        u.status !== "cancelled" && u.status !== "failed");
+      if (known && FINISHED.includes(known.status) && known.size === item.file.size) {
+        ui.state("done");
+        ui.render(`${size(item.file.size)} (100%)`, 1);
+        ui.say(`already uploaded as file id ${item.fileId} (${known.status}): not sent again.`, "ok");
+        return;
+      }
+      ui.state("checking");
+      ui.say(`asking the controller about file id ${item.fileId}…`);
+      item.job = await prepare(item.file, item.fileId, ui, (j) => {
+        item.job = j;
+        item.upload = j.upload;
+      });
+      if (item.job.kept) ui.say(`resuming: kept ${item.job.kept} of ${plural(item.job.count, "part")}.`);
+      else ui.say(`sending ${plural(item.job.count, "part")} of ${size(item.job.partSize)}.`);
+    }
+    if (current.stopped) {
+      ui.state("paused");
+      ui.say(`${item.job.done.size} of ${plural(item.job.count, "part")} sent.`);
+      return;
+    }
+    if (!(await item.job.run())) {
+      if (batch === current && token) {
+        ui.state("paused");
+        ui.say(`${item.job.done.size} of ${plural(item.job.count, "part")} sent.`);
+      }
+      return;
+    }
+    forgetRecord(item.fileId);
+    const result = item.job.result;
+    item.upload = null;
+    ui.state("done");
+    ui.say(`uploaded as file id ${item.fileId}: ${size(result.object_size ?? item.file.size)}, status ` +
+      `${result.status}.`, "ok");
+    ui.announce("uploaded.");
+    refreshList(true);
+  } catch (e) {
+    if (!token || batch !== current) return;
+    item.job = null; // tried again from the start: its pending upload is found and checked again
+    ui.state(e instanceof Refused ? "refused" : "failed");
+    ui.say(reasonOf(e), "error");
+    ui.announce(`failed: ${reasonOf(e)}`);
+    if (!(e instanceof Refused || e instanceof ApiError)) console.error(e);
+  }
+}
+
+/** Cancel a row's upload (paused, or stopped by a failure): asked first; the parts sent are deleted. */
+async function cancelItem(item) {
+  const upload = item.upload;
+  if (!upload || !["paused", "refused", "failed"].includes(item.state)) return;
+  if (!window.confirm(`Cancel the upload of file id ${upload.file_id}? It cannot be resumed, and the parts sent ` +
+      "so far are deleted.")) {
+    return;
+  }
+  try {
+    const done = await api("PATCH", `/multipart_uploads/${enc(upload.upload_id)}`, { status: "cancelled" });
+    forgetRecord(upload.file_id);
+    item.upload = null;
+    item.job = null;
+    item.ui.state("cancelled");
+    item.ui.say(`the upload of file id ${upload.file_id} is ${done.status}, and its parts are deleted; Upload ` +
+      "starts it again.");
+    item.ui.announce("its upload is cancelled.");
+    if (batch && !RUNNING.includes(document.body.dataset.state)) setState(document.body.dataset.state);
+    const next = ["upload", "resume", "file"].map($).find((el) => !el.disabled);
+    if (next) next.focus(); // the pressed button is hidden now
+    refreshList();
+  } catch (e) {
+    item.ui.say(`it could not be cancelled: ${reasonOf(e)}`, "error");
+  }
+}
+
+function pauseBatch() {
+  batch.stopped = "pause";
+  let inflight = 0;
+  for (const item of batch.items) {
+    if (item.job && RUNNING.includes(item.state)) {
+      item.job.stopped = "pause";
+      inflight += item.job.inflight.size;
+    }
+  }
+  wakeWaiters();
+  setState("pausing");
+  say(`Pausing: finishing the ${plural(inflight, "part")} being sent; no file is started meanwhile.`);
+}
+
+// -- the principal's uploads --------------------------------------------------------------------------------
+
+let listed = []; // the signed-in principal's uploads, newest first, as the controller last listed them
+let listTimer = null;
+let listDelay = 1000;
+
+/** Ask the controller for the principal's uploads and show them. While one it is to check (uploaded, with a
+ *  declared checksum) is undecided, ask again, less and less often. ``fresh``: an upload just finished. */
+async function refreshList(fresh = false) {
+  if (fresh) listDelay = 1000;
+  clearTimeout(listTimer);
+  if (!token) return;
+  let got;
+  try {
+    got = (await api("GET", "/multipart_uploads?limit=100")).uploads;
+  } catch (e) {
+    $("list-note").textContent = `The list of your uploads could not be loaded: ${reasonOf(e)}`;
+    return;
+  }
+  if (!token) return;
+  listed = got;
+  renderList();
+  if (listed.some((u) => u.status === "uploaded" && (u.sha256 || u.crc64nvme))) {
+    listTimer = setTimeout(() => refreshList(), listDelay);
+    listDelay = Math.min(listDelay * 1.5, 30000);
+  }
+}
+
+const STATUS_TEXT = {
+  pending: "unfinished: choose its file again to resume it",
+  uploaded: "the controller checks it against its declared checksum",
+  cancelled: "its parts were deleted",
+};
+
+/** What the list says of an upload beside its status: what comes next, or who decided and why. */
+function details(u) {
+  if (u.status === "uploaded" && !u.sha256 && !u.crc64nvme) return "no checksum was declared: a reviewer decides";
+  if (["accepted", "rejected"].includes(u.status)) {
+    const who = u.status_by === "verifier" ? "the controller's check" : u.status_by;
+    return (u.reason || "") + (who ? ` (${who})` : "");
+  }
+  return STATUS_TEXT[u.status] || (u.reason || "");
+}
+
+function renderList() {
+  const body = $("uploads-body");
+  const rows = listed.map((u) => {
+    const tr = document.createElement("tr");
+    tr.dataset.fileId = u.file_id;
+    tr.dataset.status = u.status;
+    const known = u.object_size ?? u.size;
+    const cells = [u.file_id, known === null ? "" : size(known), u.status, details(u)];
+    for (const [i, text] of cells.entries()) {
+      const td = document.createElement(i === 0 ? "th" : "td");
+      if (i === 0) td.scope = "row";
+      td.className = ["file-id", "size", "status", "details"][i];
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  });
+  body.replaceChildren(...rows);
+  $("uploads").hidden = !rows.length;
+  // A queue's finished rows follow the verifier's and the reviewers' decisions.
+  for (const item of batch ? batch.items : []) {
+    const u = listed.find((x) => x.file_id === item.fileId);
+    if (item.state === "done" && u && ["accepted", "rejected"].includes(u.status) && item.decided !== u.status) {
+      item.decided = u.status;
+      item.ui.say(`uploaded as file id ${item.fileId}, and ${u.status}: ${details(u)}.`,
+        u.status === "rejected" ? "error" : "ok");
+    }
+  }
+  $("list-note").textContent = rows.length ? "" : "No uploads yet.";
+}
+
 // -- signing in -------------------------------------------------------------------------------------------
 
 async function signIn(candidate, quiet) {
@@ -769,11 +1247,16 @@ async function signIn(candidate, quiet) {
   $("signin").hidden = true;
   $("work").hidden = false;
   file = null;
+  leaveBatch();
   $("file").value = "";
+  $("folder").value = "";
   $("file-info").textContent = "No file chosen.";
   render("", 0);
   say("");
   setState("idle");
+  listed = [];
+  renderList();
+  refreshList();
   noteUnfinished();
 }
 
@@ -787,11 +1270,14 @@ function showSignIn(message) {
 }
 
 function signOut(message = "") {
-  if (job) {
-    job.stopped = "pause";
-    job.abortAll("stop");
+  const jobs = batch ? batch.items.map((item) => item.job).filter(Boolean) : [job].filter(Boolean);
+  for (const running of jobs) {
+    running.stopped = "pause";
+    running.abortAll("stop");
   }
+  if (batch) batch.stopped = "pause";
   job = null;
+  clearTimeout(listTimer);
   token = null;
   principal = null;
   sessionStorage.removeItem(TOKEN_KEY);
@@ -811,39 +1297,64 @@ function init() {
     }
   });
   $("sign-out").addEventListener("click", () => {
-    if (job && RUNNING.includes(document.body.dataset.state) &&
+    const state = document.body.dataset.state;
+    if (job && RUNNING.includes(state) &&
         !window.confirm(`Sign out while file id ${job.fileId} is being uploaded? The upload stops; sign in ` +
           "again and choose the same file to resume it.")) {
+      return;
+    }
+    if (batch && RUNNING.includes(state) &&
+        !window.confirm("Sign out while files are being uploaded? The uploads stop; sign in again and choose the " +
+          "same files to resume them.")) {
       return;
     }
     signOut("");
   });
   // Leaving mid-upload loses nothing sent, but stops the upload: the browser asks first.
   window.addEventListener("beforeunload", (event) => {
-    if (job && RUNNING.includes(document.body.dataset.state)) {
+    if ((job || batch) && RUNNING.includes(document.body.dataset.state)) {
       event.preventDefault();
       event.returnValue = "";
     }
   });
-  $("file").addEventListener("change", () => choose($("file").files[0]));
+  // One file: the single file's view (its file id below); several, or a folder: the queue.
+  const take = (entries, note = "") => {
+    if (entries.length === 1 && !entries[0].path.includes("/")) choose(entries[0].file);
+    else if (entries.length) chooseMany(entries, note);
+  };
+  const leftOut = (n) => (n ? ` ${plural(n, "file")} past the first ${MAX_FILES} ${n === 1 ? "was" : "were"} left out.`
+    : "");
+  $("file").addEventListener("change", () => {
+    const all = filesOfInput($("file"));
+    take(all.slice(0, MAX_FILES), leftOut(all.length - MAX_FILES));
+  });
+  $("folder").addEventListener("change", () => {
+    const all = filesOfInput($("folder"));
+    if (!all.length) {
+      say("That folder has no files to upload.", "error");
+      return;
+    }
+    take(all.slice(0, MAX_FILES), leftOut(all.length - MAX_FILES));
+  });
   const drop = $("drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
+  drop.addEventListener("drop", async (event) => {
     event.preventDefault();
     drop.classList.remove("over");
     if (RUNNING.includes(document.body.dataset.state) || document.body.dataset.state === "paused") return;
-    const entries = [...event.dataTransfer.items].filter((i) => i.kind === "file")
-      .map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
-    const folder = entries.find((e) => e && e.isDirectory);
-    if (folder) {
-      say(`${folder.name} is a folder: this page uploads one file at a time; drop or choose one of its files.`,
-        "error");
+    const got = await filesOfDrop(event.dataTransfer);
+    if (!got.files.length) {
+      say(got.folders ? "The dropped folder has no files to upload." : "Nothing to upload was dropped.", "error");
       return;
     }
-    const files = event.dataTransfer.files;
-    choose(files[0], Math.max(0, files.length - 1));
+    const note = leftOut(got.more) + (got.unreadable
+      ? ` ${plural(got.unreadable, "file or folder")} could not be read and ${got.unreadable === 1 ? "is" : "are"} ` +
+        "not listed." : "");
+    if (got.files.length === 1 && !got.folders) choose(got.files[0].file);
+    else chooseMany(got.files, note);
   });
+  $("refresh").addEventListener("click", () => refreshList(true));
   $("upload").addEventListener("click", startUpload);
   $("pause").addEventListener("click", pause);
   $("resume").addEventListener("click", resume);

@@ -20,7 +20,7 @@ import pytest
 
 import s3_multipart_upload as api
 from s3_multipart_upload.pipe import StreamSource
-from s3_multipart_upload.plan import GiB, MAX_OBJECT_SIZE, MAX_PART_SIZE, MIN_PART_SIZE, MiB, TiB, schedule_for
+from s3_multipart_upload.plan import MAX_OBJECT_SIZE, MAX_PART_SIZE, MIN_PART_SIZE, GiB, MiB, TiB, schedule_for
 from tests.conftest import S3Server, run_cli, write_random
 from tests.s3proxy import Fault, S3Proxy
 
@@ -126,7 +126,8 @@ def test_a_stream_read_in_short_reads_is_cut_exactly(tmp_path: Path) -> None:
 # -- the command line, through a real pipe ---------------------------------------------------------------------
 
 
-def pipe_upload(args: list[str], env: dict[str, str], producer: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def pipe_upload(args: list[str], env: dict[str, str], producer: str,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``PRODUCER | s3-multipart-upload ARGS`` in a shell, as a user types it."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
     command = f"{producer} | {' '.join(CLI)} {' '.join(args)}"
@@ -384,7 +385,7 @@ def test_a_stream_that_fails_to_read_completes_nothing_and_keeps_its_parts(
             return n
 
     options = {"split_size": "5M", "endpoint_url": s3_server.endpoint, "state_dir": tmp_path, "thread_count": 2}
-    with pytest.raises(api.TemporaryFailure, match="cannot read the stream .* at byte 11534336: Input/output error"):
+    with pytest.raises(api.TemporaryFailure, match=r"cannot read the stream .* at byte 11534336: Input/output error"):
         api.upload(Broken(), f"s3://{bucket}/broken.bin", **options)  # type: ignore[arg-type]
     objects = s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])
     assert not objects, "a stream that could not be read whole made an object"

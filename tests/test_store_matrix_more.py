@@ -13,7 +13,8 @@ from tests.conftest import run_cli, write_random
 from tests.s3proxy import Fault, S3Proxy
 from tests.service_fixtures import run_service
 from tests.test_pipe import pipe_upload
-from tests.test_store_matrix import Store, store  # noqa: F401 (the fixture)
+from tests.test_store_matrix import Store
+from tests.test_store_matrix import store as store
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import io
 import logging
 import os
 import re
@@ -33,9 +32,10 @@ from s3_multipart_upload.controller import (
     read_token,
 )
 from s3_multipart_upload.errors import BadInput
+from s3_multipart_upload.held import StreamSource, is_stream
 from s3_multipart_upload.job import UploadRequest, UploadResult
 from s3_multipart_upload.options import OPTION_NAMES, PathArg, TransferOptions, _Opts
-from s3_multipart_upload.pipe import DEFAULT_MAX_MEMORY, StreamSource, StreamUploader, is_stream
+from s3_multipart_upload.pipe import DEFAULT_MAX_MEMORY, StreamUploader
 from s3_multipart_upload.plan import MiB, human, parse_size
 from s3_multipart_upload.progress import CallbackProgress, NullProgress, ProgressEvent, Reporter
 from s3_multipart_upload.properties import ObjectProperties, read_key_file
@@ -84,8 +84,11 @@ def _local_source(source: PathArg | IO[bytes], prefix: str | None, stream: _Stre
     """A file, or with ``prefix`` a folder of chunk files whose names start with it (``-d DIR -p PREFIX``)."""
     if not isinstance(source, (str, os.PathLike)):
         raise BadInput("a file object is a stream: upload() takes it, upload_many() and copy() do not")
-    if stream is not None and (stream.expected_size is not None or stream.spool_dir is not None):
-        flag = "--expected-size" if stream.expected_size is not None else "--spool-dir"
+    given = [flag for flag, value in (("--expected-size", stream and stream.expected_size),
+                                      ("--max-memory", stream and stream.max_memory_given),
+                                      ("--spool-dir", stream and stream.spool_dir)) if value is not None]
+    if given:
+        flag = given[0]
         raise BadInput(f"{flag} goes with a stream (-, a pipe or a character device), and {source} is a file",
                        f"leave out {flag}")
     if prefix is not None:
@@ -98,8 +101,12 @@ class _StreamOpts:
     """The options of an upload from a stream (checked)."""
 
     expected_size: int | None = None
-    max_memory: int = DEFAULT_MAX_MEMORY
+    max_memory_given: int | None = None
     spool_dir: Path | None = None
+
+    @property
+    def max_memory(self) -> int:
+        return self.max_memory_given or DEFAULT_MAX_MEMORY
 
     @classmethod
     def of(cls, expected_size: int | str | None, max_memory: int | str | None,
@@ -114,16 +121,7 @@ class _StreamOpts:
         if spool_dir is not None and not Path(spool_dir).is_dir():
             raise BadInput(f"--spool-dir {spool_dir} is not a folder", "give an existing folder with room for the "
                            "large parts in flight")
-        return cls(sizes["expected_size"], sizes["max_memory"] or DEFAULT_MAX_MEMORY,
-                   None if spool_dir is None else Path(spool_dir))
-
-
-class _PlannedStream(StreamSource):
-    """A stream for --dry-run: nothing is opened, nothing read."""
-
-    def __init__(self, source: PathArg | IO[bytes], spool_dir: Path | None) -> None:
-        super().__init__(io.BytesIO(), spool_dir)
-        self.name = "-" if str(source) == "-" else str(getattr(source, "name", source))
+        return cls(sizes["expected_size"], sizes["max_memory"], None if spool_dir is None else Path(spool_dir))
 
 
 def upload(source: PathArg | IO[bytes], dest: str | None = None, *, bucket: str | None = None,
@@ -280,20 +278,19 @@ def _stream(source: PathArg | IO[bytes], dest: tuple[str | None, ...], prefix: s
                        "process, and resumed from its meta file by content", f"leave out {given[0]}, or save the "
                        "data to a file first")
     bucket, key = _destination(*dest)
-    planned = _PlannedStream(source, stream.spool_dir)
+    src = StreamSource(source, stream.spool_dir)  # opened by the run, after its checks
     properties = opts.properties(key)  # the content type is guessed from the key's name
     clients = ClientFactory(opts.endpoint, pool_size=opts.thread_count + 2, request_args=(
         properties.request_args if properties.has_request_args else None))
     endpoint = resolved_endpoint(clients, opts.endpoint_url)
     properties.check_endpoint(endpoint, checksums.is_aws(endpoint))
-    meta_path, parts_path = _state_paths(opts, endpoint or "", bucket, key, planned, create=not planning)
+    meta_path, parts_path = _state_paths(opts, endpoint or "", bucket, key, src, create=not planning)
     choice = checksums.choose(opts.checksum, endpoint)
-    request = _request(opts, planned, bucket, key, meta_path, parts_path, choice, shard=None, properties=properties,
+    request = _request(opts, src, bucket, key, meta_path, parts_path, choice, shard=None, properties=properties,
                        bandwidth=opts.bandwidth())
     if planning:
         return StreamUploader(request, clients, expected_size=stream.expected_size,
                               max_memory=stream.max_memory).dry_run()
-    request = dataclasses.replace(request, source=StreamSource(source, stream.spool_dir))
     reporter = _reporter(progress, key)
     try:
         result = StreamUploader(request, clients, reporter, RetryPolicy(attempts=opts.retries),

@@ -166,7 +166,7 @@ def plan_chunks(sizes: Sequence[int], names: Sequence[str] | None = None, max_pa
 
 # Data of unknown length (a pipe): parts double in size every max_parts // STREAM_TIERS parts (50 of S3's 10,000).
 STREAM_TIERS = 200
-STREAM_RESERVE = 20  # with --expected-size, 1/20 of the parts are kept for a stream longer than expected
+STREAM_RESERVE = 10  # with --expected-size, 1/10 of the parts are kept for a stream longer than expected
 
 
 @dataclass(frozen=True)
@@ -225,23 +225,24 @@ def schedule_for(split_size: int | None, expected_size: int | None,
     size, parts are sized as for a file of that size; a stream longer than expected goes on with larger parts."""
     step = max(1, max_parts // STREAM_TIERS)
     if expected_size is not None:
-        # Sized as a file of that size would be, in 95 % of the parts: the rest hold a stream longer than expected,
-        # in parts that grow to 5 GiB within them (a few TiB more at S3's 10,000).
-        room = max(1, max_parts - max_parts // STREAM_RESERVE)
-        if expected_size > room * MAX_PART_SIZE:
-            room = max_parts  # no room to keep: the parts of the limit
+        # Sized as a file of that size would be, in 90 % of the parts: the rest hold a stream longer than expected,
+        # in parts that grow to 5 GiB within them (from 2.5 TiB more at S3's 10,000).
         if expected_size > max_parts * MAX_PART_SIZE:
             raise BadInput(f"--expected-size {human(expected_size)} is larger than the "
                            f"{human(max_parts * MAX_PART_SIZE)} ({max_parts:,} parts of 5 GiB) that one multipart "
-                           "upload can hold",
-                           "split the data into several objects")
+                           "upload can hold", "split the data into several objects")
+        room = max(1, max_parts - max_parts // STREAM_RESERVE)
+        if expected_size > room * MAX_PART_SIZE:  # no room to keep: the largest parts, which hold the most
+            return Schedule(MAX_PART_SIZE, max_parts, step, max_parts), \
+                f"5 GiB, the largest: --expected-size {human(expected_size)} would leave no parts for a longer stream"
         first, note = choose_part_size(expected_size, split_size, room)
-        first = max(first, MIN_PART_SIZE)
-        flat = max(1, -(-expected_size // first))
-        growth = max(1, min(step, (max_parts - flat) // 12))  # 12 sizes reach 5 GiB from 5 MiB
-        why = note.replace(f"--max-parts {room}", f"{room:,} parts (5 % are kept for a longer stream)") if note \
+        why = note.replace(f"--max-parts {room}", f"{room:,} parts (10 % are kept for a longer stream)") if note \
             else f"{'as asked (-s)' if split_size else f'the default, {human(DEFAULT_PART_SIZE)}'}, for " \
                  f"--expected-size {human(expected_size)}"
+        if first < MIN_PART_SIZE:
+            first, why = MIN_PART_SIZE, "5 MiB, S3's smallest part but the last (a stream may be longer than expected)"
+        flat = max(1, -(-expected_size // first))
+        growth = max(1, min(step, (max_parts - flat) // 12))  # 12 sizes reach 5 GiB from 5 MiB
         return Schedule(first, flat, growth, max_parts), why
     first = DEFAULT_PART_SIZE if split_size is None else split_size
     if not MIN_PART_SIZE <= first <= MAX_PART_SIZE:

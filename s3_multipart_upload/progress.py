@@ -68,6 +68,11 @@ class NullProgress:
     def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
         pass
 
+    def part_held(self, number: int, etag: str, size: int, seconds: float) -> None:
+        """A stream's part the store already held with these bytes (a rerun): done, not sent. Optional in a
+        Reporter of the caller's; without it, ``part_done`` is told."""
+        self.part_done(number, etag, size, seconds)
+
     def retry(self, what: str, attempt: int, error: str, wait: float) -> None:
         pass
 
@@ -83,7 +88,8 @@ class ProgressEvent:
     """Where an upload stands, as ``progress=`` callbacks receive it.
 
     ``kind`` is ``started`` (once, with what earlier runs did), ``part_done`` (``part`` and its ``part_bytes``
-    acknowledged by the server), ``retry`` (``message`` says what failed) or ``throttled`` (the store said SlowDown;
+    acknowledged by the server), ``part_held`` (a stream's rerun: the server already held the part with these bytes;
+    not sent), ``retry`` (``message`` says what failed) or ``throttled`` (the store said SlowDown;
     ``message`` says how many parts go at once now). ``bytes_done`` counts acknowledged bytes only, earlier runs'
     included, so it reaches ``bytes_total`` when every part is held. ``key`` names the object, for ``upload_many``.
     """
@@ -127,6 +133,12 @@ class CallbackProgress(NullProgress):
             self._parts += 1
             self._emit("part_done", part=number, part_bytes=size)
 
+    def part_held(self, number: int, etag: str, size: int, seconds: float) -> None:
+        with self._lock:
+            self._bytes += size
+            self._parts += 1
+            self._emit("part_held", part=number, part_bytes=size)
+
     def retry(self, what: str, attempt: int, error: str, wait: float) -> None:
         with self._lock:
             self._emit("retry", message=f"{what} failed (attempt {attempt}): {error}; retrying in {wait:.1f} s")
@@ -153,6 +165,12 @@ class LogProgress(NullProgress):
             self._total_bytes, self._total_parts = total_bytes, total_parts
             self._done_bytes, self._done_parts = done_bytes, done_parts
             self._start = self._last_summary = self._clock()
+
+    def part_held(self, number: int, etag: str, size: int, seconds: float) -> None:
+        log.info("Part %d - %s: the server holds these bytes already; not sent.", number, etag)
+        with self._lock:
+            self._done_bytes += size
+            self._done_parts += 1
 
     def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
         log.info("Done uploading %d - %s. Completed in %d seconds.", number, etag, round(seconds))
@@ -281,6 +299,10 @@ class JsonProgress(NullProgress):
     def part_done(self, number: int, etag: str, size: int, seconds: float) -> None:
         self._inner.part_done(number, etag, size, seconds)
         self.event("part_done", partNumber=number, eTag=etag, size=size, seconds=round(seconds, 3))
+
+    def part_held(self, number: int, etag: str, size: int, seconds: float) -> None:
+        getattr(self._inner, "part_held", self._inner.part_done)(number, etag, size, seconds)
+        self.event("part_held", partNumber=number, eTag=etag, size=size)
 
     def retry(self, what: str, attempt: int, error: str, wait: float) -> None:
         self._inner.retry(what, attempt, error, wait)

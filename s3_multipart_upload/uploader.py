@@ -393,10 +393,11 @@ class Uploader:
         self.put_object(run.parts, run.checksum, result)
         self.mark_completed(meta, result)
 
-    def put_object(self, plan: Plan, checksum: str, result: UploadResult) -> None:
+    def put_object(self, plan: Plan, checksum: str, result: UploadResult, report_start: bool = True) -> None:
         job, req = self.job, self.req
         part = plan.parts[0]
-        job.progress.started(plan.total_size, 1, 0, 0)
+        if report_start:  # (a stream's run said it started before it knew it was one part)
+            job.progress.started(plan.total_size, 1, 0, 0)
         began = time.monotonic()
         # Content-MD5 here, not the ETag comparison: the first request already makes the object, and damaged
         # bytes must never be one, not even until a second request replaces them.

@@ -147,9 +147,13 @@ def _stream_plan(plan: dict[str, Any]) -> list[str]:
         f"  upload:     {plan['status']}" + (f" {plan['uploadId']}, {plan['partsLogged']} parts logged: a part read "
                                             "with the same bytes is not sent again" if plan["uploadId"] else ""),
         f"  memory:     at most {human(plan['maxMemory'])} of parts held (--max-memory), {plan['threads']} threads"
-        + (f"; parts of {human(plan['spoolFrom'])} or more go to spool files in {plan['spoolDir']}"
-           if plan["spoolFrom"] else ""),
+        + (f"; parts of {human(plan['spoolFrom'])} or more go to spool files in {plan['spoolDir']} (at most "
+           f"{human(plan['spoolBound'])} on its disk at once)" if plan["spoolFrom"] else ""),
         f"  checksum:   {plan['checksum']} ({plan['checksumWhy']})",
+        "  requests:   " + ", ".join(f"{'one per part' if n is None else n} {name}"
+                                     for name, n in plan["requests"].items() if n != 0)
+        + ", and a HeadObject unless the completion answer proves the object (a one-part stream: one PutObject "
+          "instead)",
     ]
     if plan.get("maxBandwidth"):
         lines.append(f"  bandwidth:  at most {human(plan['maxBandwidth'])}/s (--max-bandwidth)")

@@ -13,6 +13,7 @@ from s3_multipart_upload.cli.filtering import FilterCommand, filter_options, fil
 from s3_multipart_upload.cli.transfer import run_many, run_one, show_many_plan, show_plan
 from s3_multipart_upload.controller import TOKEN_ENV
 from s3_multipart_upload.errors import BadInput
+from s3_multipart_upload.held import is_stream
 from s3_multipart_upload.pipe import DEFAULT_MAX_MEMORY
 from s3_multipart_upload.plan import human
 from s3_multipart_upload.sources import parse_s3_target
@@ -121,8 +122,10 @@ def _aws_form(targets: tuple[str, ...], recursive: bool, others: tuple[Any, ...]
     files = [Path(t) for t in targets[:-1]]
     filters, follow = choose
     one = len(files) == 1 and not recursive and key and not key.endswith("/")
-    if "-" in targets[:-1] and not one:
-        raise BadInput("- (stdin) is one stream, uploaded to one key: it cannot go with --recursive, other files or "
+    streams = [t for t in targets[:-1] if is_stream(t)]
+    if streams and not one:
+        what = "- (stdin)" if streams[0] == "-" else f"{streams[0]} (a pipe or a character device)"
+        raise BadInput(f"{what} is a stream, uploaded to one key: it cannot go with --recursive, other files or "
                        "a destination prefix", "give it alone: producer | s3-multipart-upload upload - "
                        "s3://BUCKET/KEY")
     if one:

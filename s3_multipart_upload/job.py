@@ -43,6 +43,8 @@ class UploadRequest:
     split_size: int | None = None
     checksum: str = "MD5"  # what a new upload uses (``checksums.choose``); a resumed one keeps META's
     checksum_why: str = "as asked (--checksum)"
+    # --checksum auto on a store not known to verify CRC64NVME: a new multipart upload asks it (Uploader._probe)
+    checksum_probe: bool = False
     content_md5: bool = False  # MD5 as Content-MD5 from the first part (hash, then send), not by ETag comparison
     restart: bool = False
     upload_id: str | None = None  # adopt this multipart upload (META was lost)

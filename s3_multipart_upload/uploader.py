@@ -43,7 +43,16 @@ from s3_multipart_upload.plan import Part, Plan, human, ranges
 from s3_multipart_upload.progress import Reporter
 from s3_multipart_upload.reconcile import ListedPart, reconcile
 from s3_multipart_upload.run_plan import RunPlan, check_paths, make_plan, read_logs, with_meta
-from s3_multipart_upload.s3 import ClientFactory, Kind, RetryPolicy, classify, error_code
+from s3_multipart_upload.s3 import (
+    CHECKSUM_HEADER_REFUSED,
+    CHECKSUM_MISMATCH_CODES,
+    ClientFactory,
+    Kind,
+    RetryPolicy,
+    classify,
+    describe,
+    error_code,
+)
 from s3_multipart_upload.sender import Sender
 from s3_multipart_upload.shard import Claim, claim_path, read_claim, release, try_claim
 from s3_multipart_upload.sources import S3ObjectSource
@@ -240,7 +249,8 @@ class Uploader:
         adopted = run.adopting
         if run.upload_id_asked is not None and adopted:
             run = self._adopt(run, run.upload_id_asked)
-        log.info("Checksum %s: %s.", run.checksum, run.checksum_why)
+        if not run.probe:  # (a probe's outcome is said once the store answered it: Uploader._probe)
+            log.info("Checksum %s: %s.", run.checksum, run.checksum_why)
         if req.bandwidth is not None:
             log.info("Bandwidth: at most %s/s for this command (--max-bandwidth).", human(req.bandwidth.rate))
         if run.parts.note:
@@ -328,9 +338,9 @@ class Uploader:
         return dataclasses.replace(with_meta(run, meta, plan, read_logs(req, upload_id)),
                                    checksum=checksum, checksum_why=why, trust_log=not held)
 
-    def _new_meta(self, run: RunPlan, upload_id: str | None) -> Meta:
+    def _new_meta(self, run: RunPlan, upload_id: str | None, learnt: dict[str, Any] | None = None) -> Meta:
         req = self.req
-        extra = dict(req.meta_extra)
+        extra = {**req.meta_extra, **(learnt or {})}
         if req.properties.recorded():
             extra[PROPERTIES] = req.properties.recorded()
         if req.shard is not None:
@@ -354,11 +364,47 @@ class Uploader:
                                       lambda c: c.create_multipart_upload(**args)["UploadId"])
         except Exception as exc:
             raise _kms_refusal(self.req, self.job.fail(exc)) from exc
-        meta = self._new_meta(run, upload_id)
+        learnt: dict[str, Any] = {}
+        if run.probe:
+            run, learnt[checksums.VERIFIES] = self._probe(run, upload_id)
+        meta = self._new_meta(run, upload_id, learnt)
         write_meta(req.meta_path, meta)
         # Its META records the source: lines of this upload id (other shards' logs, read at completion) are of
         # these bytes, as for a run that found META, and need not be read again to be proven.
         return dataclasses.replace(_replace_meta(run, meta), trust_log=True)
+
+    def _probe(self, run: RunPlan, upload_id: str) -> tuple[RunPlan, bool]:
+        """--checksum auto on a store not known to verify CRC64NVME, its upload just created for CRC64NVME (with a
+        full-object checksum): ask the store with one empty UploadPart of part 1 carrying a wrong CRC64NVME. A store
+        that verifies refuses it as wrong (BadDigest) and stores nothing; one that does not stores an empty part 1,
+        which the real part 1 replaces (a rerun after a kill sends it too: an empty part is not the file's). The
+        answer goes into META before any part is sent, so that every later run (and shard) uses the same checksum
+        and never asks again; it is not retried as a damaged body would be. META is written after it, as after the
+        create: a run killed in between leaves an upload with no part of the file, which ``list`` and ``clean``
+        find (as one killed during the create would)."""
+        req, wrong = self.req, checksums.probe_value()
+
+        def ask(client: S3Client) -> tuple[bool, str]:
+            try:
+                client.upload_part(Bucket=req.bucket, Key=req.key, UploadId=upload_id, PartNumber=1, Body=b"",
+                                   ChecksumCRC64NVME=wrong)
+            except Exception as exc:
+                code = error_code(exc)
+                if code in CHECKSUM_MISMATCH_CODES:
+                    return True, describe(exc)
+                if code in CHECKSUM_HEADER_REFUSED:  # the header itself is refused: not verified, not taken
+                    return False, describe(exc)
+                raise
+            return False, "accepted"
+
+        try:
+            verifies, answer = self.job.call("UploadPart (checksum probe)", ask)
+        except Exception as exc:
+            raise self.job.fail(exc) from exc
+        checksum = checksums.PROBED if verifies else "MD5"
+        why = checksums.probed_why(verifies)
+        log.info("Checksum %s: %s (probe: %s).", checksum, why, answer)
+        return dataclasses.replace(run, checksum=checksum, checksum_why=why, probe=False), verifies
 
     def _identical(self, run: RunPlan, etag: str) -> UploadResult:
         """The object at the key is already this data (size and MD5, or the parts' MD5s): record it as done."""

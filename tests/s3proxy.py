@@ -61,8 +61,16 @@ class Seen:
 
     @property
     def part_number(self) -> int | None:
+        """The part an UploadPart sends (None for other requests, and for --checksum auto's probe)."""
         n = self.query.get("partNumber")
-        return int(n) if n is not None and self.method == "PUT" else None
+        return int(n) if n is not None and self.method == "PUT" and not self.is_probe else None
+
+    @property
+    def is_probe(self) -> bool:
+        """--checksum auto's probe: an empty UploadPart with an x-amz-checksum-crc64nvme (a wrong one), which asks
+        the store whether it verifies CRC64NVME. It sends none of the file: fault rules and part counts skip it."""
+        return (self.method == "PUT" and "partNumber" in self.query and self.size == 0
+                and "x-amz-checksum-crc64nvme" in self.headers)
 
 
 @dataclass(frozen=True)

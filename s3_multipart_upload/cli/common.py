@@ -244,9 +244,11 @@ def transfer_options(fn: F) -> F:
         click.option("--checksum", type=click.Choice(checksums.CHOICES, case_sensitive=False),
                      default=checksums.AUTO, show_default=True,
                      help="How each part is proven: auto picks CRC64NVME on AWS S3 (each part and the whole "
-                          "file's checksum verified by S3) and MD5 on other stores (each part's ETag compared with "
-                          "the MD5 of the bytes sent). CRC32C, CRC32 and SHA256 are S3's other checksums: stores "
-                          "that lack them ignore them, and the run warns. A resumed upload keeps its checksum."),
+                          "file's checksum verified by S3) and on other stores that verify it (a new multipart "
+                          "upload asks with one empty request carrying a wrong CRC64NVME), else MD5 (each part's "
+                          "ETag compared with the MD5 of the bytes sent). CRC32C, CRC32 and SHA256 are S3's other "
+                          "checksums: stores that lack them ignore them, and the run warns. A resumed upload keeps "
+                          "its checksum."),
         click.option("--retries", type=click.IntRange(1, 100), default=RetryPolicy.attempts, show_default=True,
                      help="Tries per request on transient failures (connection reset, timeout, 5xx, SlowDown), "
                           "with exponential backoff and jitter, before the run stops with exit 75."),

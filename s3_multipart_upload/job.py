@@ -55,6 +55,7 @@ class UploadRequest:
     properties: ObjectProperties = dataclasses.field(default_factory=ObjectProperties)  # the object's; in META
     bandwidth: Bandwidth | None = None  # --max-bandwidth: one bucket for the whole command (every file of it)
     max_parts: int = 10_000  # a store's limit on the parts of an upload (--max-parts; S3's is 10,000)
+    equal_parts: bool = False  # the store needs parts of one size but the last (--equal-parts: R2)
 
     @property
     def log_path(self) -> Path:

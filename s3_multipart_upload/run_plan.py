@@ -16,7 +16,7 @@ from typing import Any
 from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import BadInput, StateConflict
 from s3_multipart_upload.job import UploadRequest
-from s3_multipart_upload.plan import DEFAULT_PART_SIZE, Plan, human
+from s3_multipart_upload.plan import DEFAULT_PART_SIZE, Plan, check_equal_parts, human
 from s3_multipart_upload.shard import all_logs
 from s3_multipart_upload.sources import ChunkDirSource
 from s3_multipart_upload.state import COMPLETED, Meta, PartRecord, read_meta, read_parts
@@ -173,6 +173,8 @@ def make_plan(req: UploadRequest, warn: bool = True) -> RunPlan:
                         human(req.split_size))
     plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None,
                            max_parts=req.max_parts)
+    if req.equal_parts:
+        check_equal_parts(plan, req.source.names if isinstance(req.source, ChunkDirSource) else None)
     single = len(plan.parts) == 1 and req.upload_id is None
     checksum, checksum_why, probe = _checksum(req, meta, single, warn)
     if meta is not None:

@@ -121,6 +121,39 @@ def test_max_parts_raises_the_part_size_and_refuses_too_many_chunks(moto_server:
         proxy.close()
 
 
+def test_equal_parts_refuses_unequal_chunks_naming_them(moto_server: S3Server, aws_env: dict[str, str],
+                                                        tmp_path: Path) -> None:
+    """A store that needs every part but the last of one size (R2): -d with chunks of other sizes is refused before
+    anything is sent (exit 2), naming the chunks; equal chunks (the last smaller) and a file upload as usual."""
+    moto_server.client().create_bucket(Bucket="equal")
+    proxy = S3Proxy(moto_server.endpoint)
+    try:
+        chunks = tmp_path / "chunks"
+        chunks.mkdir()
+        for name, size in (("x00", 6 * MiB), ("x01", 5 * MiB), ("x02", 6 * MiB), ("x03", 7 * MiB)):
+            write_random(chunks / name, size, seed=size + len(name))
+        args = [*upload_args("equal", "d", chunks, tmp_path / "m.json", tmp_path / "p.jsonl", "-p", "x",
+                             endpoint=proxy.endpoint), "--equal-parts"]
+        for extra in (["--dry-run"], []):
+            r = run_cli([*args, *extra], aws_env)
+            assert r.returncode == 2, r.stderr
+            assert "--equal-parts" in r.stderr and "x01 (5 MiB, 5242880 bytes)" in r.stderr, r.stderr
+            assert "x03 (7 MiB" in r.stderr and "x02" not in r.stderr.split("these are not:")[1]
+        assert proxy.seen == [] and not (tmp_path / "m.json").exists()
+        (chunks / "x01").write_bytes((chunks / "x00").read_bytes())
+        (chunks / "x03").write_bytes(b"last")
+        r = run_cli(args, aws_env)  # 6, 6, 6 MiB and 4 bytes: equal but the last, which is smaller
+        assert r.returncode == 0, r.stderr
+        joined = b"".join((chunks / n).read_bytes() for n in ("x00", "x01", "x02", "x03"))
+        assert moto_server.client().get_object(Bucket="equal", Key="d")["Body"].read() == joined
+        f = write_random(tmp_path / "f.bin", 11 * MiB, seed=2413)
+        r = run_cli([*upload_args("equal", "f", f, tmp_path / "m2.json", tmp_path / "p2.jsonl", "-s", "5M",
+                                  endpoint=proxy.endpoint), "--equal-parts"], aws_env)
+        assert r.returncode == 0, r.stderr
+    finally:
+        proxy.close()
+
+
 def test_the_controller_client_goes_through_http_proxy_except_no_proxy(start_service: StartService,
                                                                       s3_server: S3Server, tmp_path: Path) -> None:
     """HTTP_PROXY / NO_PROXY as every other client of the machine honours them: the parts' presigned PUTs to the

@@ -289,6 +289,10 @@ def transfer_options(fn: F) -> F:
         click.option("--max-parts", type=click.IntRange(1, MAX_PARTS), default=MAX_PARTS, show_default=True,
                      help="The most parts the store takes in one upload (Scaleway: 1000): the part size is raised "
                           "to fit (as for S3's 10,000), and -d with more chunk files is refused."),
+        click.option("--equal-parts", is_flag=True,
+                     help="The store needs every part but the last of one size, and the last no larger (R2): -d "
+                          "with chunk files of other sizes is refused (exit 2), naming them. A file's parts are "
+                          "always equal."),
         click.option("--no-verify-ssl", is_flag=True,
                      help="Do not check the store's TLS certificate (warned: anyone on the way can read and change "
                           "the data). Prefer --ca-bundle."),

@@ -25,6 +25,22 @@ DEFAULT_THREADS = 8
 MAX_THREADS = 256
 
 
+class StoreOptions(TypedDict, total=False):
+    """How to reach the store, for the calls that ask it about uploads and objects (status, abort, list_uploads,
+    clean, verify), as upload and copy take them.
+
+    Attributes:
+        addressing_style: ``path``, ``virtual`` or ``auto`` (default: the AWS config file's ``s3.addressing_style``,
+            else path with an endpoint URL).
+        ca_bundle: A file of CA certificates to trust for the store's TLS certificate (also ``AWS_CA_BUNDLE``).
+        no_verify_ssl: Do not check the store's TLS certificate (warned).
+    """
+
+    addressing_style: str | None
+    ca_bundle: PathArg | None
+    no_verify_ssl: bool
+
+
 class TransferOptions(TypedDict, total=False):
     """The options of ``upload``, ``copy``, ``upload_many`` and the plans: the CLI's long names, its defaults.
 

@@ -70,6 +70,34 @@ def test_a_store_with_a_private_ca(tls_store: tuple[str, Path], tls_bucket: str,
         assert client.get_object(Bucket=tls_bucket, Key=key)["Body"].read() == f.read_bytes()
 
 
+def test_verify_and_list_take_the_store_options_too(tls_store: tuple[str, Path], tls_bucket: str,
+                                                     aws_env: dict[str, str], tmp_path: Path) -> None:
+    """--ca-bundle (and --no-verify-ssl) on the commands that ask the store about objects and uploads, not only on
+    upload and copy: without it the private CA's certificate stops them (exit 5, the hint); with it they reach the
+    store (s3rver lacks ListMultipartUploads: list's refusal says so, which only the store can answer)."""
+    endpoint, cert = tls_store
+    env = aws_env | {"AWS_ACCESS_KEY_ID": S3RVER_KEY, "AWS_SECRET_ACCESS_KEY": S3RVER_KEY}
+    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=2414)
+    r = run_cli([*upload_args(tls_bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M",
+                              endpoint=endpoint), "--ca-bundle", str(cert)], env)
+    assert r.returncode == 0, r.stderr
+    verify = ["verify", str(f), f"s3://{tls_bucket}/k", "--endpoint-url", endpoint]
+    r = run_cli(verify, env)
+    said = r.stdout + r.stderr
+    assert r.returncode == 5 and "TLS certificate" in said and "--ca-bundle" in said, said
+    r = run_cli([*verify, "--ca-bundle", str(cert)], env)
+    assert r.returncode == 0 and "1 identical" in r.stdout, r.stderr + r.stdout
+    r = run_cli([*verify, "--no-verify-ssl"], env)
+    assert r.returncode == 0 and "TLS certificate is not checked" in r.stderr, r.stderr + r.stdout
+    listing = ["list", "-b", tls_bucket, "--endpoint-url", endpoint]
+    r = run_cli(listing, env)
+    assert r.returncode == 5 and "TLS certificate" in r.stderr, r.stderr
+    r = run_cli([*listing, "--ca-bundle", str(cert)], env)
+    assert r.returncode == 5 and "does not implement ListMultipartUploads" in r.stderr, r.stderr
+    r = run_cli([*listing, "--addressing-style", "sideways"], env)
+    assert r.returncode == 2 and "sideways" in r.stderr
+
+
 def test_the_addressing_style(aws_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "aws-config"
     config.write_text("[default]\nregion = us-east-1\ns3 =\n    addressing_style = virtual\n")

@@ -92,6 +92,8 @@ class Fault:
     read_rate: float | None = None
     pause_after: int = 0
     pause: float = 0.0
+    # A store that answers late: read the whole body, forward it, and hold the store's answer this many seconds.
+    answer_after: float = 0.0
 
 
 STALL_LIMIT = 120.0
@@ -230,6 +232,9 @@ class S3Proxy:
                 replaced = fault.headers if fault is not None and fault.headers else {}
                 if replaced:
                     fault = None
+                late = fault.answer_after if fault is not None else 0.0
+                if late:
+                    fault = None
                 add_headers: dict[str, str] = {}
                 add_xml = b""
                 if fault is None and proxy.verify_checksums:
@@ -254,6 +259,8 @@ class S3Proxy:
                         proxy.answered[index] = resp.status
                 finally:
                     conn.close()
+                if late:
+                    time.sleep(late)
                 if resp.status == 200 and add_xml:
                     end = b"</CompleteMultipartUploadResult>"
                     data = data.replace(end, add_xml + end)

@@ -365,15 +365,20 @@ class Uploader:
         except Exception as exc:
             raise _kms_refusal(self.req, self.job.fail(exc)) from exc
         learnt: dict[str, Any] = {}
+        failed: UploadError | None = None
         if run.probe:
-            run, learnt[checksums.VERIFIES] = self._probe(run, upload_id)
+            run, verifies, failed = self._probe(run, upload_id)
+            if verifies is not None:
+                learnt[checksums.VERIFIES] = verifies
         meta = self._new_meta(run, upload_id, learnt)
         write_meta(req.meta_path, meta)
+        if failed is not None:  # refused (access denied, ...): the parts would be too; META keeps the upload
+            raise failed
         # Its META records the source: lines of this upload id (other shards' logs, read at completion) are of
         # these bytes, as for a run that found META, and need not be read again to be proven.
         return dataclasses.replace(_replace_meta(run, meta), trust_log=True)
 
-    def _probe(self, run: RunPlan, upload_id: str) -> tuple[RunPlan, bool]:
+    def _probe(self, run: RunPlan, upload_id: str) -> tuple[RunPlan, bool | None, UploadError | None]:
         """--checksum auto on a store not known to verify CRC64NVME, its upload just created for CRC64NVME (with a
         full-object checksum): ask the store with one empty UploadPart of part 1 carrying a wrong CRC64NVME. A store
         that verifies refuses it as wrong (BadDigest) and stores nothing; one that does not stores an empty part 1,
@@ -381,7 +386,11 @@ class Uploader:
         answer goes into META before any part is sent, so that every later run (and shard) uses the same checksum
         and never asks again; it is not retried as a damaged body would be. META is written after it, as after the
         create: a run killed in between leaves an upload with no part of the file, which ``list`` and ``clean``
-        find (as one killed during the create would)."""
+        find (as one killed during the create would).
+
+        A probe that fails otherwise (no answer after the retries, access denied) teaches nothing: the upload goes
+        by MD5, which every store proves, and nothing is recorded; a refusal is returned to be raised once META
+        holds the upload, so that the rerun continues it."""
         req, wrong = self.req, checksums.probe_value()
 
         def ask(client: S3Client) -> tuple[bool, str]:
@@ -400,11 +409,15 @@ class Uploader:
         try:
             verifies, answer = self.job.call("UploadPart (checksum probe)", ask)
         except Exception as exc:
-            raise self.job.fail(exc) from exc
+            error = self.job.fail(exc)
+            why = f"auto: the store did not answer whether it verifies CRC64NVME ({error.message}): MD5 by ETag"
+            log.warning("Checksum MD5: %s.", why)
+            refused = None if isinstance(error, TemporaryFailure) else error
+            return dataclasses.replace(run, checksum="MD5", checksum_why=why, probe=False), None, refused
         checksum = checksums.PROBED if verifies else "MD5"
         why = checksums.probed_why(verifies)
         log.info("Checksum %s: %s (probe: %s).", checksum, why, answer)
-        return dataclasses.replace(run, checksum=checksum, checksum_why=why, probe=False), verifies
+        return dataclasses.replace(run, checksum=checksum, checksum_why=why, probe=False), verifies, None
 
     def _identical(self, run: RunPlan, etag: str) -> UploadResult:
         """The object at the key is already this data (size and MD5, or the parts' MD5s): record it as done."""

@@ -152,6 +152,40 @@ def test_auto_on_a_store_that_checks_checksums_as_aws_does(s3_server: S3Server, 
         proxy.close()
 
 
+def test_a_probe_the_store_does_not_answer_falls_back_to_md5(s3_server: S3Server, bucket: str,
+                                                              aws_env: dict[str, str], tmp_path: Path) -> None:
+    """The probe answered 503 on every try: nothing learnt, MD5 by ETag, the upload completes. Refused (403): exit 5
+    once META holds the upload, and the rerun continues that upload by MD5 without asking again."""
+    refuse: list[Fault] = [Fault(503, "SlowDown")]
+    proxy = S3Proxy(s3_server.endpoint, rule=lambda seen, index: refuse[0] if seen.is_probe else None)
+    try:
+        f = write_random(tmp_path / "f.bin", 11 * MiB, seed=2415)
+        args = upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M", "--retries", "2",
+                           endpoint=proxy.endpoint)
+        r = run_cli(args, aws_env)
+        assert r.returncode == 0, r.stderr
+        assert "did not answer whether it verifies CRC64NVME" in r.stderr and len(_probes(proxy)) == 2
+        meta = json.loads((tmp_path / "m.json").read_text())
+        assert meta["checksumAlgorithm"] == "MD5" and "verifiesCRC64NVME" not in meta
+        assert s3_server.client().get_object(Bucket=bucket, Key="k")["Body"].read() == f.read_bytes()
+
+        refuse[0] = Fault(403, "AccessDenied")
+        proxy.reset()
+        args = upload_args(bucket, "k2", f, tmp_path / "m2.json", tmp_path / "p2.jsonl", "-s", "5M",
+                           endpoint=proxy.endpoint)
+        r = run_cli(args, aws_env)
+        assert r.returncode == 5 and "AccessDenied" in r.stderr, r.stderr
+        upload_id = json.loads((tmp_path / "m2.json").read_text())["uploadId"]
+        r = run_cli(args, aws_env)
+        assert r.returncode == 0, r.stderr
+        meta = json.loads((tmp_path / "m2.json").read_text())
+        assert (meta["uploadId"], meta["checksumAlgorithm"]) == (upload_id, "MD5")
+        assert len(_probes(proxy)) == 1  # the first run's only
+        assert s3_server.client().get_object(Bucket=bucket, Key="k2")["Body"].read() == f.read_bytes()
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("size", [0, 1, 3 * MiB], ids=["empty", "1-byte", "3MiB"])
 def test_one_part_and_empty_files(store: Store, tmp_path: Path, size: int) -> None:
     f = write_random(tmp_path / "f.bin", size, seed=2402)

@@ -123,6 +123,8 @@ def test_auto_asks_the_store_once_whether_it_verifies_crc64nvme(store: Store, tm
         assert meta["checksumAlgorithm"] == ("CRC64NVME" if verifies else "MD5")
         assert ("checksumCRC64NVME" in meta) is verifies  # the whole file's, checked by the store at completion
         assert [s.query["partNumber"] for s in _probes(proxy)] == ["1"]
+        st = store.cli("status", "-m", str(tmp_path / "s.meta.json"), "--json")
+        assert json.loads(st.stdout)["store_verifies_crc64nvme"] is verifies, st.stderr
         parts = [s for s in proxy.seen if s.part_number is not None and s.size > 0]
         assert sorted({s.part_number for s in parts}) == [1, 2, 3]
         assert all(("x-amz-checksum-crc64nvme" in s.headers) is verifies for s in parts)

@@ -80,7 +80,10 @@ def _lines(st: Status) -> list[str]:
     if st.checksum_algorithm:
         lines.append(f"checksum: {st.checksum_algorithm}" + (f", whole object {st.full_object_checksum} (compare with "
                                                              "head-object --checksum-mode ENABLED)"
-                                                             if st.full_object_checksum else ""))
+                                                             if st.full_object_checksum else "")
+                     + ("" if st.store_verifies_crc64nvme is None else
+                        "; the store refused a wrong CRC64NVME (it verifies it)" if st.store_verifies_crc64nvme else
+                        "; the store accepted a wrong CRC64NVME (it does not verify it)"))
     if st.object_properties:
         lines.append("object:   " + properties_text(st.object_properties))
     if st.unlogged_on_server:

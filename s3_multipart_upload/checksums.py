@@ -181,6 +181,10 @@ def probe_value() -> str:
     return compute(PROBED, PROBE_VALUE_OF).value
 
 
+ONE_PART_WHY = ("auto: one PutObject goes with Content-MD5, which every store verifies (a store other than AWS S3 is "
+                "asked whether it verifies CRC64NVME only for a multipart upload)")
+
+
 def probe_why(host: str | None) -> str:
     return (f"auto: {host} is not known to verify CRC64NVME; after CreateMultipartUpload one empty UploadPart with "
             "a wrong CRC64NVME asks it. Refused (BadDigest): the store verifies it, so CRC64NVME on every part and a "

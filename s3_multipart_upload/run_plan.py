@@ -146,7 +146,9 @@ def _checksum(req: UploadRequest, meta: Meta | None, single: bool, warn: bool) -
     if meta is None:
         if req.upload_id is not None and req.auto_checksum and req.checksum != "MD5":
             return "MD5", "auto: an adopted upload (--upload-id) was not created for an additional checksum", False
-        if req.checksum_probe and req.upload_id is None and not single:
+        if req.checksum_probe and req.upload_id is None:
+            if single:
+                return "MD5", checksums.ONE_PART_WHY, False
             return checksums.PROBED, req.checksum_why, True
         return req.checksum, req.checksum_why, False
     learnt = meta.extra.get(checksums.VERIFIES)

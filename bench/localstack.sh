@@ -5,6 +5,8 @@
 # so it runs from here, not from the test suite. Results: bench/results/localstack.md.
 #
 #   bash bench/localstack.sh            # venv in .bench/localstack (kept for the next run), port chosen free
+#   bash bench/localstack.sh --serve    # only start it: print its endpoint and keep it until killed (for
+#                                       # bench/auto_checksum.py --localstack URL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=""
@@ -33,6 +35,11 @@ done
 curl -sf -o /dev/null "http://127.0.0.1:$PORT/_localstack/health" || { echo "LocalStack did not start in 60 s" >&2; exit 1; }
 started=$(( $(date +%s) - began ))
 VERSION=$("$VENV/bin/python" -c 'import localstack.version as v; print(v.__version__)' 2>/dev/null || echo "?")
+if [ "${1:-}" = "--serve" ]; then
+    echo "LocalStack $VERSION at http://127.0.0.1:$PORT (answered after ${started} s)"
+    wait $PID
+    exit 0
+fi
 OUT=$(S3MU_LOCALSTACK_ENDPOINT=http://127.0.0.1:$PORT .venv/bin/python -m pytest tests/test_store_matrix.py -n 0 \
       -q -p no:cacheprovider -k localstack -rA 2>&1 | grep -E '^(PASSED|FAILED|ERROR)|passed|failed' || true)
 {

@@ -33,7 +33,7 @@ from s3_multipart_upload.manage import Cleaned, abort, clean, list_uploads, loca
 from s3_multipart_upload.many import BatchResult, plan_many, upload_many
 from s3_multipart_upload.operations import InProgress, LocalUpload
 from s3_multipart_upload.operations import Status as UploadStatus
-from s3_multipart_upload.options import TransferOptions
+from s3_multipart_upload.options import StoreOptions, TransferOptions
 from s3_multipart_upload.progress import ProgressEvent, Reporter
 from s3_multipart_upload.proof import Verdict, VerifyResult
 
@@ -58,6 +58,7 @@ __all__ = [
     "ServerRefused",
     "SourceChanged",
     "StateConflict",
+    "StoreOptions",
     "TemporaryFailure",
     "TransferOptions",
     "UploadError",

@@ -416,12 +416,13 @@ def _state_paths(opts: _Opts, endpoint: str, bucket: str, key: str, source: Sour
 
 
 def _request(opts: _Opts, source: Source, bucket: str, key: str, meta: Path, parts: Path,
-             checksum: tuple[str, str], **engine: Any) -> UploadRequest:
+             checksum: checksums.Choice, **engine: Any) -> UploadRequest:
     """The engine's request: what the call decided (``engine``: such as skip_identical), and every option whose name
     is a field of UploadRequest too, by that name (restart, upload_id, ...)."""
     decided: dict[str, Any] = {
         "bucket": bucket, "key": key, "source": source, "meta_path": meta, "parts_path": parts,
-        "threads": opts.thread_count, "checksum": checksum[0], "checksum_why": checksum[1],
+        "threads": opts.thread_count, "checksum": checksum.algorithm, "checksum_why": checksum.why,
+        "checksum_probe": checksum.probe,
         # A measurement knob (bench/): MD5 sent as Content-MD5 from the first part, as the engine falls back to.
         "content_md5": os.environ.get("S3MU_CONTENT_MD5") == "1", **engine}
     same = {name: getattr(opts, name) for name in _PASSED_BY_NAME if name not in decided}

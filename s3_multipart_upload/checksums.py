@@ -9,6 +9,10 @@ SSE-C, some stores) it sends Content-MD5, which the store checks before it keeps
 (x-amz-checksum-*): AWS S3 verifies them on arrival, other stores may ignore them. CRC64NVME
 uploads are full-object uploads: S3 also checks, at completion, the CRC64NVME of the whole file,
 which this module combines from the part CRCs (awscrt: 20+ GB/s, against MD5's 0.7 GB/s).
+
+``--checksum auto`` (``choose``): CRC64NVME on AWS S3; elsewhere a new multipart upload asks the store
+whether it verifies CRC64NVME, by one empty UploadPart with a wrong value (``probe_value``, sent by
+``Uploader._probe``): refused, CRC64NVME; accepted, MD5. META records the answer (``VERIFIES``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import urllib.parse
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 ALGORITHMS = ("MD5", "CRC64NVME", "CRC32C", "CRC32", "SHA256")
 AUTO = "auto"
@@ -157,20 +161,59 @@ def is_aws(endpoint_url: str | None) -> bool:
     return any(host == domain or host.endswith("." + domain) for domain in ("amazonaws.com", "amazonaws.com.cn"))
 
 
-def choose(requested: str, endpoint_url: str | None, controller: bool = False, copy: bool = False,
-           ) -> tuple[str, str]:
+class Choice(NamedTuple):
+    """What ``--checksum`` decides for a new upload: the algorithm, why, and whether a multipart upload first asks
+    the store whether it verifies CRC64NVME (``probe``; then ``algorithm`` is what goes without asking: MD5)."""
+
+    algorithm: str
+    why: str
+    probe: bool = False
+
+
+PROBED = "CRC64NVME"  # what auto asks a store about, and uses where the store verifies it
+VERIFIES = "verifiesCRC64NVME"  # META: what the probe learnt (true: the store refused a wrong CRC64NVME)
+# The probe's value: the CRC64NVME of these bytes, sent with an empty body (whose CRC64NVME is 0).
+PROBE_VALUE_OF = b"s3-multipart-upload checksum probe"
+
+
+def probe_value() -> str:
+    """A well-formed CRC64NVME (base64) that is wrong for an empty body."""
+    return compute(PROBED, PROBE_VALUE_OF).value
+
+
+ONE_PART_WHY = ("auto: one PutObject goes with Content-MD5, which every store verifies (a store other than AWS S3 is "
+                "asked whether it verifies CRC64NVME only for a multipart upload)")
+
+
+def probe_why(host: str | None) -> str:
+    return (f"auto: {host} is not known to verify CRC64NVME; after CreateMultipartUpload one empty UploadPart with "
+            "a wrong CRC64NVME asks it. Refused (BadDigest): the store verifies it, so CRC64NVME on every part and a "
+            "full-object CRC64NVME at completion (and a ListParts before completing); accepted: MD5 by ETag. One "
+            "part (a PutObject) goes with Content-MD5, which every store verifies, without asking")
+
+
+def probed_why(verifies: bool, learnt_now: bool = True) -> str:
+    """Why auto uses what it uses once the store's answer to the probe is known (now, or recorded in META)."""
+    how = ("refused a wrong CRC64NVME (it verifies it)" if verifies
+           else "accepted a wrong CRC64NVME (it does not verify it)")
+    when = "" if learnt_now else ", as recorded in the meta file"
+    if verifies:
+        return f"auto: the store {how}{when}: CRC64NVME on every part and the whole file's at completion"
+    return f"auto: the store {how}{when}: MD5, each part's ETag compared with the MD5 of the bytes sent"
+
+
+def choose(requested: str, endpoint_url: str | None, controller: bool = False, copy: bool = False) -> Choice:
     """The checksum of a new upload and why: ``--checksum auto`` picks what the store proves."""
     if requested.upper() != AUTO.upper():
-        return requested.upper(), "as asked (--checksum)"
+        return Choice(requested.upper(), "as asked (--checksum)")
     if controller:
-        return "MD5", ("auto: through a controller's presigned URLs, each part's ETag is compared with the MD5 "
-                       "of the bytes sent")
+        return Choice("MD5", "auto: through a controller's presigned URLs, each part's ETag is compared with the MD5 "
+                             "of the bytes sent")
     if copy:
-        return "MD5", ("auto: a copy reads each part once (a CRC sent up front would need every part read "
-                       "twice from the source); its ETag is compared with the MD5 of the bytes sent")
+        return Choice("MD5", "auto: a copy reads each part once (a CRC sent up front would need every part read "
+                             "twice from the source); its ETag is compared with the MD5 of the bytes sent")
     if is_aws(endpoint_url):
-        return "CRC64NVME", ("auto: AWS S3 verifies each part's CRC64NVME on arrival and the whole file's at "
-                             "completion")
+        return Choice("CRC64NVME", "auto: AWS S3 verifies each part's CRC64NVME on arrival and the whole file's at "
+                                   "completion")
     host = urllib.parse.urlsplit(endpoint_url or "").hostname or endpoint_url
-    return "MD5", (f"auto: an S3-compatible store ({host}) verifies MD5: each part's ETag is compared with "
-                   "the MD5 of the bytes sent")
+    return Choice("MD5", probe_why(host), probe=True)

@@ -43,6 +43,8 @@ class UploadRequest:
     split_size: int | None = None
     checksum: str = "MD5"  # what a new upload uses (``checksums.choose``); a resumed one keeps META's
     checksum_why: str = "as asked (--checksum)"
+    # --checksum auto on a store not known to verify CRC64NVME: a new multipart upload asks it (Uploader._probe)
+    checksum_probe: bool = False
     content_md5: bool = False  # MD5 as Content-MD5 from the first part (hash, then send), not by ETag comparison
     restart: bool = False
     upload_id: str | None = None  # adopt this multipart upload (META was lost)
@@ -54,6 +56,7 @@ class UploadRequest:
     properties: ObjectProperties = dataclasses.field(default_factory=ObjectProperties)  # the object's; in META
     bandwidth: Bandwidth | None = None  # --max-bandwidth: one bucket for the whole command (every file of it)
     max_parts: int = 10_000  # a store's limit on the parts of an upload (--max-parts; S3's is 10,000)
+    equal_parts: bool = False  # the store needs parts of one size but the last (--equal-parts: R2)
 
     @property
     def log_path(self) -> Path:

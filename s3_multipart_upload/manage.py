@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
 from s3_multipart_upload import proof
 from s3_multipart_upload.controller import clients_for
@@ -30,21 +31,38 @@ from s3_multipart_upload.operations import abort as _abort
 from s3_multipart_upload.operations import (
     local_uploads as _local_uploads,
 )
-from s3_multipart_upload.options import DEFAULT_THREADS, MAX_THREADS
+from s3_multipart_upload.options import DEFAULT_THREADS, MAX_THREADS, StoreOptions
 from s3_multipart_upload.proof import LocalHasher, Prover, Target, Verdict, VerifyResult
-from s3_multipart_upload.s3 import ClientFactory, Endpoint, Requester, RetryPolicy, resolved_endpoint, translate
+from s3_multipart_upload.s3 import (
+    ADDRESSING_STYLES,
+    ClientFactory,
+    Endpoint,
+    Requester,
+    RetryPolicy,
+    resolved_endpoint,
+    translate,
+)
 from s3_multipart_upload.sources import parse_s3_target
 from s3_multipart_upload.state import Meta, read_meta, state_folder, state_root
 
 PathArg = str | os.PathLike[str]
 
 
-def _requester_for(meta_path: Path, token_file: PathArg | None, endpoint_url: str | None, profile: str | None,
-                   region: str | None) -> Requester:
+def _endpoint(endpoint_url: str | None, profile: str | None, region: str | None, store: StoreOptions) -> Endpoint:
+    """How to reach the store: the common options, and the store options (``StoreOptions``) as upload takes them."""
+    style, ca_bundle = store.get("addressing_style"), store.get("ca_bundle")
+    if style is not None and style not in ADDRESSING_STYLES:
+        raise BadInput(f"addressing_style {style!r} is not one of {', '.join(ADDRESSING_STYLES)}")
+    if ca_bundle is not None and not Path(ca_bundle).is_file():
+        raise BadInput(f"ca_bundle {ca_bundle} is not a file", "give a PEM file of CA certificates")
+    return Endpoint(endpoint_url, profile, region, style, None if ca_bundle is None else str(ca_bundle),
+                    not store.get("no_verify_ssl", False))
+
+
+def _requester_for(meta_path: Path, token_file: PathArg | None, endpoint: Endpoint) -> Requester:
     """S3 directly, or, for an upload made through a controller (its META says which), that controller."""
     meta = load_meta(meta_path)  # a missing META is said as such, whatever the other options
-    return Requester(clients_for(meta, meta_path, None if token_file is None else Path(token_file),
-                                 Endpoint(endpoint_url, profile, region)))
+    return Requester(clients_for(meta, meta_path, None if token_file is None else Path(token_file), endpoint))
 
 
 def _seconds(age: str | float | None) -> float | None:
@@ -52,19 +70,20 @@ def _seconds(age: str | float | None) -> float | None:
 
 
 def status(meta_file_path: PathArg, parts_file_path: PathArg | None = None, *, token_file: PathArg | None = None,
-           endpoint_url: str | None = None, profile: str | None = None, region: str | None = None) -> Status:
+           endpoint_url: str | None = None, profile: str | None = None, region: str | None = None,
+           **store: Unpack[StoreOptions]) -> Status:
     """Where the upload that ``meta_file_path`` records stands: from its files, and from the server (ListParts).
 
     Sends no data. An upload made through a controller is asked of that controller (with ``token_file`` or
     ``S3MU_CONTROLLER_TOKEN``).
     """
     meta_path = Path(meta_file_path)
-    requests = _requester_for(meta_path, token_file, endpoint_url, profile, region)
+    requests = _requester_for(meta_path, token_file, _endpoint(endpoint_url, profile, region, store))
     return upload_status(meta_path, None if parts_file_path is None else Path(parts_file_path), requests)
 
 
 def abort(upload: PathArg | InProgress, *, token_file: PathArg | None = None, endpoint_url: str | None = None,
-          profile: str | None = None, region: str | None = None) -> str:
+          profile: str | None = None, region: str | None = None, **store: Unpack[StoreOptions]) -> str:
     """Abort a multipart upload, freeing its parts' storage: the one a meta file records (then marked aborted), or
     one that ``list_uploads`` found. Repeats the abort until ListParts finds nothing, as S3 advises; safe twice.
 
@@ -72,19 +91,19 @@ def abort(upload: PathArg | InProgress, *, token_file: PathArg | None = None, en
         ``aborted``, ``already_aborted``, or ``completed`` (the object exists: nothing to abort).
     """
     if isinstance(upload, InProgress):
-        requests = Requester(ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=4))
+        requests = Requester(ClientFactory(_endpoint(endpoint_url, profile, region, store), pool_size=4))
         abort_until_gone(requests, upload.bucket, upload.key, upload.upload_id)
         return "aborted"
     meta_path = Path(upload)
-    return _abort(meta_path, _requester_for(meta_path, token_file, endpoint_url, profile, region))
+    return _abort(meta_path, _requester_for(meta_path, token_file, _endpoint(endpoint_url, profile, region, store)))
 
 
 def list_uploads(bucket: str, *, prefix: str = "", older_than: str | float | None = None,
                  endpoint_url: str | None = None, profile: str | None = None,
-                 region: str | None = None) -> list[InProgress]:
+                 region: str | None = None, **store: Unpack[StoreOptions]) -> list[InProgress]:
     """The multipart uploads in progress in ``bucket`` (all of them, not only this tool's), oldest first, with the
     parts and bytes each holds; ``older_than`` is seconds or ``"7d"``, ``"12h"``, ``"30m"``, ``"90s"``, ``"2w"``."""
-    requests = Requester(ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=4))
+    requests = Requester(ClientFactory(_endpoint(endpoint_url, profile, region, store), pool_size=4))
     return list_in_progress(requests, bucket, prefix, _seconds(older_than))
 
 
@@ -108,7 +127,7 @@ class Cleaned:
 
 def clean(older_than: str | float, *, state_dir: PathArg | None = None,
           confirm: Callable[[list[LocalUpload]], bool] | None = None, endpoint_url: str | None = None,
-          profile: str | None = None, region: str | None = None) -> list[Cleaned]:
+          profile: str | None = None, region: str | None = None, **store: Unpack[StoreOptions]) -> list[Cleaned]:
     """Tidy the state folder: remove the state of the uploads idle for ``older_than``; those still in progress are
     aborted on the server first. An upload a running process holds is kept (StateConflict).
 
@@ -125,7 +144,7 @@ def clean(older_than: str | float, *, state_dir: PathArg | None = None,
 
     def requests(upload: LocalUpload) -> Callable[[Meta], Requester]:
         given = endpoint_url or upload.folder.record().get("endpointUrl")
-        endpoint = Endpoint(given if isinstance(given, str) else None, profile, region)
+        endpoint = _endpoint(given if isinstance(given, str) else None, profile, region, store)
         return lambda meta: Requester(clients_for(meta, upload.folder.meta, None, endpoint))
 
     cleaned = []
@@ -146,7 +165,7 @@ def verify(source: PathArg | None = None, dest: str | None = None, *, recursive:
            filters: Sequence[tuple[str, str]] = (), follow_symlinks: bool = True, thread_count: int = DEFAULT_THREADS,
            retries: int = RetryPolicy.attempts, state_dir: PathArg | None = None, endpoint_url: str | None = None,
            profile: str | None = None, region: str | None = None,
-           on_file: Callable[[Verdict], None] | None = None) -> VerifyResult:
+           on_file: Callable[[Verdict], None] | None = None, **store: Unpack[StoreOptions]) -> VerifyResult:
     """Prove that local files and their objects hold the same bytes, without downloading them (``verify``).
 
     Each file is compared with the strongest evidence its object carries: a full-object CRC64NVME, composite part
@@ -179,7 +198,7 @@ def verify(source: PathArg | None = None, dest: str | None = None, *, recursive:
     rules = filter_rules(filters)
     targets, listed = _verify_targets(source, dest, recursive, meta_file_path, parts_file_path, rules,
                                       follow_symlinks)
-    clients = ClientFactory(Endpoint(endpoint_url, profile, region), pool_size=threads * 2 + 2)
+    clients = ClientFactory(_endpoint(endpoint_url, profile, region, store), pool_size=threads * 2 + 2)
     endpoint = resolved_endpoint(clients, endpoint_url) or ""
     root = state_root(None if state_dir is None else Path(state_dir))
 

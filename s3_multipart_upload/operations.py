@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import BadInput, TemporaryFailure, UploadError
 from s3_multipart_upload.s3 import (
     LACKS_API,
@@ -89,6 +90,8 @@ class Status:
     server: str  # in_progress, gone, not_checked, unreachable
     checksum_algorithm: str | None = None  # how the parts are proven (META's checksumAlgorithm)
     full_object_checksum: str | None = None  # a completed full-object upload's checksum (base64), to compare
+    # --checksum auto's probe: whether the store refused a wrong CRC64NVME (META's verifiesCRC64NVME); None: not asked
+    store_verifies_crc64nvme: bool | None = None
     shards: int | None = None  # an upload begun with --shard I/N: N
     shard_logs: list[str] = field(default_factory=list)  # the shards' logs that hold parts of it (PARTS.shard-I)
     server_error: str | None = None
@@ -150,6 +153,7 @@ def upload_status(meta_path: Path, parts_path: Path | None, requests: Requester 
         parts_total=parts_total, parts_done=done_parts, bytes_total=total, bytes_done=done_bytes,
         server="not_checked", checksum_algorithm=meta.checksum_algorithm,
         full_object_checksum=meta.extra.get(f"checksum{meta.checksum_algorithm}") if meta.checksum_algorithm else None,
+        store_verifies_crc64nvme=verifies if isinstance(verifies := meta.extra.get(checksums.VERIFIES), bool) else None,
         shards=meta.extra.get("shards") if isinstance(meta.extra.get("shards"), int) else None, shard_logs=logs,
         object_properties=dict(meta.extra.get("objectProperties") or {}),
     )

@@ -25,6 +25,22 @@ DEFAULT_THREADS = 8
 MAX_THREADS = 256
 
 
+class StoreOptions(TypedDict, total=False):
+    """How to reach the store, for the calls that ask it about uploads and objects (status, abort, list_uploads,
+    clean, verify), as upload and copy take them.
+
+    Attributes:
+        addressing_style: ``path``, ``virtual`` or ``auto`` (default: the AWS config file's ``s3.addressing_style``,
+            else path with an endpoint URL).
+        ca_bundle: A file of CA certificates to trust for the store's TLS certificate (also ``AWS_CA_BUNDLE``).
+        no_verify_ssl: Do not check the store's TLS certificate (warned).
+    """
+
+    addressing_style: str | None
+    ca_bundle: PathArg | None
+    no_verify_ssl: bool
+
+
 class TransferOptions(TypedDict, total=False):
     """The options of ``upload``, ``copy``, ``upload_many`` and the plans: the CLI's long names, its defaults.
 
@@ -50,6 +66,8 @@ class TransferOptions(TypedDict, total=False):
         no_verify_ssl: Do not check the store's TLS certificate (warned).
         max_parts: The most parts the store takes in one upload, 1 to 10,000 (default 10,000; Scaleway: 1,000):
             the part size is raised to fit, and a folder of more chunks is refused.
+        equal_parts: The store needs every part but the last of one size, the last no larger (R2): a chunk folder
+            whose chunks differ is refused, naming them (a file's parts are always equal).
         max_bandwidth: At most this rate for the whole call: bytes per second, or ``"50MB/s"``, ``"100MiB/s"``.
 
     The object's properties (set on CreateMultipartUpload or the one-part PutObject, recorded in the meta file so
@@ -99,6 +117,7 @@ class TransferOptions(TypedDict, total=False):
     ca_bundle: PathArg | None
     no_verify_ssl: bool
     max_parts: int
+    equal_parts: bool
     max_bandwidth: int | str | None
     content_type: str | None
     guess_mime_type: bool
@@ -156,6 +175,7 @@ class _Opts:
     ca_bundle: Path | None = None
     no_verify_ssl: bool = False
     max_parts: int = MAX_PARTS
+    equal_parts: bool = False
     max_bandwidth: int | None = None  # bytes per second
     props: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # PROPERTY_OPTIONS given, as given
 

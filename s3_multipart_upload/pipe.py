@@ -83,6 +83,8 @@ class StreamUploader:
         self.job = self.engine.job
         self.expected_size, self.max_memory = expected_size, max_memory
         self.meta: Meta | None = None  # the upload's, once there is one (created, or resumed)
+        self.checksum = request.checksum  # the upload's: what auto's probe of the store decides, once it is created
+        self.probe = False  # a new upload under auto to a store not known to verify CRC64NVME: ask it (Uploader.probe)
         self._in_flight: dict[cf.Future[tuple[PartRecord, str]], Part] = {}
         self._records: dict[int, PartRecord] = {}
         self._counts = {"sent": 0, "matched": 0, "adopted": 0, "bytesSent": 0}
@@ -113,7 +115,8 @@ class StreamUploader:
             check_meta(req, meta)
         if meta is None:
             schedule, why = schedule_for(req.split_size, self.expected_size, req.max_parts)
-            return None, schedule, why, req.checksum, req.checksum_why
+            self.probe = req.checksum_probe
+            return None, schedule, why, checksums.PROBED if self.probe else req.checksum, req.checksum_why
         recorded = Schedule.from_json(meta.extra.get(SCHEDULE))
         if recorded is None:
             raise StateConflict(f"meta file {req.meta_path} records no part schedule for its stream",
@@ -138,8 +141,9 @@ class StreamUploader:
         spool_from = next((size for _, _, size, _ in tiers if self.spooled(size)), None)
         # Unknown counts are None: the parts are as many as the stream makes (one PutObject if it is one part).
         requests: dict[str, int | None] = {
-            # one to resume, one before completing to repeat the parts' additional checksums
-            "ListParts": (meta is not None) + (checksum != "MD5"), "CreateMultipartUpload": 0 if meta else 1,
+            # one to resume, one before completing to repeat the parts' additional checksums (if a probe says so)
+            "ListParts": (meta is not None) + (checksum != "MD5" and not self.probe),
+            "CreateMultipartUpload": 0 if meta else 1,
             "UploadPart": None, "CompleteMultipartUpload": 1}
         return {
             "bucket": req.bucket, "key": req.key, "stream": True, "source": self.source.name,
@@ -152,7 +156,8 @@ class StreamUploader:
             "spoolFrom": spool_from, "spoolDir": str(self.source.spool_dir),
             "spoolBound": None if spool_from is None else
             (min(req.threads, SPOOLED_IN_FLIGHT) + 1) * max(size for _, _, size, _ in tiers),
-            "checksum": checksum, "checksumWhy": checksum_why, "requests": requests,
+            "checksum": f"{checksums.PROBED} or MD5" if self.probe else checksum, "checksumWhy": checksum_why,
+            "requests": requests,
             "objectProperties": req.properties.shown(),
             "maxBandwidth": req.bandwidth.rate if req.bandwidth is not None else None,
         }
@@ -179,6 +184,7 @@ class StreamUploader:
     def _run(self) -> UploadResult:
         req, job = self.req, self.job
         meta, schedule, why, checksum, checksum_why = self._plan(warn=True)
+        self.checksum = checksum
         if any(self.spooled(size) for _, _, size, _ in schedule.tiers()):
             kind = self.source.check_spool()
             if kind == "tmpfs":
@@ -189,7 +195,7 @@ class StreamUploader:
         log.info("Reading %s as a stream: parts of %s (%s); %s.", "stdin" if self.source.name == "-" else
                  self.source.name, human(schedule.first), why, f"up to {human(schedule.capacity())} in "
                  f"{schedule.max_parts:,} parts")
-        log.info("Checksum %s: %s.", checksum, checksum_why)
+        log.info("Checksum %s: %s.", f"{checksums.PROBED} or MD5" if self.probe else checksum, checksum_why)
         if req.bandwidth is not None:
             log.info("Bandwidth: at most %s/s for this command (--max-bandwidth).", human(req.bandwidth.rate))
         listed: dict[int, ListedPart] | None = {}
@@ -218,7 +224,7 @@ class StreamUploader:
         try:
             with PartsLog(req.log_path) as parts_log:
                 try:
-                    single = self._read_and_send(schedule, checksum, (listed, logged), sender, parts_log, pool)
+                    single = self._read_and_send(schedule, (listed, logged), sender, parts_log, pool)
                 except KeyboardInterrupt:
                     interrupted = True
                     job.stop.set()
@@ -236,7 +242,7 @@ class StreamUploader:
         done = len(self._records)
         if self._failure is not None:
             if isinstance(self._failure, UploadError):
-                self._failure.partial = self._partial(checksum)
+                self._failure.partial = self._partial()
                 raise self._failure
             raise job.fail(self._failure, done) from self._failure
         if interrupted:
@@ -244,7 +250,7 @@ class StreamUploader:
                               "sends only the parts that differ)")
         if single is not None:
             return single
-        return self._complete(schedule, checksum, sender)
+        return self._complete(schedule, sender)
 
     def _listed(self, upload_id: str) -> dict[int, ListedPart] | None:
         """The parts the store holds; None from a store without ListParts (the log is then trusted). An upload that
@@ -266,7 +272,7 @@ class StreamUploader:
         return {p["PartNumber"]: ListedPart(p["PartNumber"], str(p["ETag"]).strip('"'), int(p["Size"]))
                 for p in held}
 
-    def _read_and_send(self, schedule: Schedule, checksum: str,
+    def _read_and_send(self, schedule: Schedule,
                        known: tuple[dict[int, ListedPart] | None, dict[int, PartRecord]], sender: Sender,
                        parts_log: PartsLog, pool: cf.ThreadPoolExecutor) -> UploadResult | None:
         """Read the stream part by part, each sent (or found held) from the pool; a one-part stream goes in one
@@ -297,11 +303,12 @@ class StreamUploader:
                 source.release(number)
                 return None
             if number == 1 and source.ended:
-                return self._put_one(part, schedule, checksum)
+                return self._put_one(part, schedule)
             if self.meta is None:
-                self.meta = self._create(schedule, checksum)
+                self.meta = self._create(schedule)
+                sender.checksum = self.checksum  # (the probe's answer)
             assert self.meta.upload_id is not None
-            future = pool.submit(self._part, part, self.meta.upload_id, known, sender, parts_log, checksum)
+            future = pool.submit(self._part, part, self.meta.upload_id, known, sender, parts_log, self.checksum)
             self._in_flight[future] = part
             if source.ended:
                 return None
@@ -349,15 +356,26 @@ class StreamUploader:
             except KeyboardInterrupt:
                 raise Interrupted(f"stopped at once; {len(self._records)} parts are done and logged") from None
 
-    def _create(self, schedule: Schedule, checksum: str) -> Meta:
+    def _create(self, schedule: Schedule) -> Meta:
+        """The new multipart upload and its META, written before any part is sent; under auto, once the store said
+        whether it verifies CRC64NVME (the answer in META: a rerun never asks again)."""
         req = self.req
         if req.no_overwrite:
             refuse_overwrite(self.job)
-        upload_id = self.engine.create_upload(checksum)
-        meta = new_meta(req.bucket, req.key, upload_id, schedule.first, self.source.identity(), 0, checksum,
-                        self._extra(schedule))
+        upload_id = self.engine.create_upload(self.checksum)
+        extra = self._extra(schedule)
+        failed: UploadError | None = None
+        if self.probe:
+            verifies, _, failed = self.engine.probe(upload_id)
+            self.checksum, self.probe = checksums.PROBED if verifies else "MD5", False
+            if verifies is not None:
+                extra[checksums.VERIFIES] = verifies
+        meta = new_meta(req.bucket, req.key, upload_id, schedule.first, self.source.identity(), 0, self.checksum,
+                        extra)
         meta.part_count = None  # known at the stream's end
         write_meta(req.meta_path, meta)
+        if failed is not None:  # refused (access denied...): the parts would be too; META keeps the upload
+            raise failed
         return meta
 
     def _extra(self, schedule: Schedule) -> dict[str, Any]:
@@ -410,9 +428,13 @@ class StreamUploader:
             return PartRecord(held.etag, part.number, upload_id, part.length, value), "adopted"
         return None, "sent"
 
-    def _put_one(self, part: Part, schedule: Schedule, checksum: str) -> UploadResult:
+    def _put_one(self, part: Part, schedule: Schedule) -> UploadResult:
         """A stream of one part: one PutObject, as for a small file (an upload in progress is left, and said)."""
         req, meta = self.req, self.meta
+        if self.probe:  # (a PutObject goes with Content-MD5, which every store verifies: nothing to ask)
+            self.checksum, self.probe = "MD5", False
+            log.info("Checksum MD5: %s.", checksums.ONE_PART_WHY)
+        checksum = self.checksum
         if meta is not None:
             log.warning("This stream is one part: it goes in one PutObject. The multipart upload %s of an earlier "
                         "run still holds its parts on the store: `s3-multipart-upload abort --upload-id %s -b %s "
@@ -427,9 +449,9 @@ class StreamUploader:
         result.parts_sent, result.bytes_sent = 1, part.length
         return result
 
-    def _complete(self, schedule: Schedule, checksum: str, sender: Sender) -> UploadResult:
+    def _complete(self, schedule: Schedule, sender: Sender) -> UploadResult:
         """CompleteMultipartUpload of exactly this run's parts (the store drops any others the upload holds)."""
-        meta = self.meta
+        meta, checksum = self.meta, self.checksum
         assert meta is not None and meta.upload_id is not None
         numbers = sorted(self._records)
         if numbers != list(range(1, len(numbers) + 1)):
@@ -440,7 +462,7 @@ class StreamUploader:
             parts.append(Part(number, offset, size))
             offset += size
         plan = Plan(schedule.first, tuple(parts), offset)
-        result = self._partial(checksum)
+        result = self._partial()
         completer = Completer(self.job, checksum, plan)
         completed = completer.complete(meta.upload_id, self._records)
         result.etag = completer.verify(completed, [self._records[n].etag for n in numbers], sender.etags_not_md5)
@@ -453,10 +475,10 @@ class StreamUploader:
                      self._counts["matched"] + self._counts["adopted"])
         return result
 
-    def _partial(self, checksum: str) -> UploadResult:
+    def _partial(self) -> UploadResult:
         req, meta = self.req, self.meta
         result = UploadResult(req.bucket, req.key, meta.upload_id if meta else None, self.source.total_size,
-                              len(self._records), checksum=checksum)
+                              len(self._records), checksum=self.checksum)
         result.parts_sent, result.bytes_sent = self._counts["sent"], self._counts["bytesSent"]
         result.parts_logged, result.parts_adopted = self._counts["matched"], self._counts["adopted"]
         return result

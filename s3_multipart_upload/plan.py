@@ -164,6 +164,27 @@ def plan_chunks(sizes: Sequence[int], names: Sequence[str] | None = None, max_pa
     return Plan(max(sizes), tuple(parts), offset)
 
 
+def check_equal_parts(plan: Plan, names: Sequence[str] | None = None) -> None:
+    """``--equal-parts``: a store that needs every part but the last of one size, and the last no larger (R2), gets
+    no other plan; the parts (chunk files, ``names``) that differ are named. A file's plan always passes."""
+    if len(plan.parts) < 2:
+        return
+    label = list(names) if names is not None else [f"part {p.number}" for p in plan.parts]
+    size = plan.parts[0].length
+    odd = [p for p in plan.parts[1:-1] if p.length != size]
+    last = plan.parts[-1]
+    if last.length > size:
+        odd.append(last)
+    if odd:
+        shown = ", ".join(f"{label[p.number - 1]} ({human(p.length)}, {p.length} bytes)" for p in odd[:10])
+        more = f" and {len(odd) - 10} more" if len(odd) > 10 else ""
+        raise BadInput(
+            f"--equal-parts: every chunk but the last must be the size of the first, {label[0]} ({human(size)}, "
+            f"{size} bytes), and the last no larger; these are not: {shown}{more}",
+            f"re-split the data into equal chunks (for example: split -b {size}), or upload the joined file with -f",
+        )
+
+
 # Data of unknown length (a pipe): parts double in size every max_parts // STREAM_TIERS parts (50 of S3's 10,000).
 STREAM_TIERS = 200
 STREAM_RESERVE = 10  # with --expected-size, 1/10 of the parts are kept for a stream longer than expected

@@ -13,9 +13,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from s3_multipart_upload import checksums
 from s3_multipart_upload.errors import BadInput, StateConflict
 from s3_multipart_upload.job import UploadRequest
-from s3_multipart_upload.plan import DEFAULT_PART_SIZE, Plan, human
+from s3_multipart_upload.plan import DEFAULT_PART_SIZE, Plan, check_equal_parts, human
 from s3_multipart_upload.shard import all_logs
 from s3_multipart_upload.sources import ChunkDirSource
 from s3_multipart_upload.state import COMPLETED, Meta, PartRecord, read_meta, read_parts
@@ -36,6 +37,9 @@ class RunPlan:
     logged: dict[int, PartRecord]  # the log's lines for META's upload id
     trust_log: bool  # False when the log's lines cannot be tied to the data (historical META, adoption)
     upload_id_asked: str | None = None  # --upload-id with no META (or with --restart): adopt that upload
+    # --checksum auto, a new multipart upload to a store not known to verify CRC64NVME: the upload is created for
+    # CRC64NVME and one empty UploadPart with a wrong CRC64NVME asks the store (Uploader._probe), which decides
+    probe: bool = False
 
     @property
     def adopting(self) -> bool:
@@ -60,15 +64,19 @@ class RunPlan:
         else:
             requests = {"CreateMultipartUpload": 0 if meta or self.adopting else 1,
                         # one to resume, one before completing to repeat the parts' additional checksums
-                        "ListParts": (0 if meta is None and not self.adopting else 1) + (self.checksum != "MD5"),
+                        "ListParts": (0 if meta is None and not self.adopting else 1)
+                        + (self.checksum != "MD5" and not self.probe),
                         "UploadPart": len(todo), "CompleteMultipartUpload": 1}
             if req.shard is not None:  # the list after its parts; the upload is created and completed by one shard
                 requests["ListParts"] += 1
+        if self.probe:  # the probe is an UploadPart too; the ListParts before completing only if the store verifies
+            requests["UploadPart"] += 1
         threads = min(req.threads, max(1, len(todo)))
         return {
             "bucket": req.bucket, "key": req.key, "bytes": plan.total_size, "partSize": plan.part_size,
             "partSizeWhy": self.part_size_why, "parts": len(plan.parts), "lastPartSize": plan.parts[-1].length,
-            "singlePut": self.single_put, "threads": req.threads, "checksum": self.checksum,
+            "singlePut": self.single_put, "threads": req.threads,
+            "checksum": f"{checksums.PROBED} or MD5" if self.probe else self.checksum,
             "checksumWhy": self.checksum_why, "memoryBound": threads * min(BLOCK, max(p.length for p in plan.parts)),
             "status": meta.status if meta else "new", "uploadId": meta.upload_id if meta else self.upload_id_asked,
             "partsLogged": len(self.logged), "bytesToSend": sum(p.length for p in todo),
@@ -129,20 +137,28 @@ def check_properties(req: UploadRequest, meta: Meta) -> None:
                        f"give the same {option} as that upload, or --restart to begin again with the new one")
 
 
-def _checksum(req: UploadRequest, meta: Meta | None, warn: bool) -> tuple[str, str]:
-    """A resumed upload keeps the checksum it began with: its parts and its CreateMultipartUpload were made for
-    it. One begun without a recorded algorithm (the historical tool's), or adopted with --upload-id (created by
-    another run or tool), continues with MD5 unless another one is asked for."""
+def _checksum(req: UploadRequest, meta: Meta | None, single: bool, warn: bool) -> tuple[str, str, bool]:
+    """(algorithm, why, probe). A resumed upload keeps the checksum it began with: its parts and its
+    CreateMultipartUpload were made for it (and what a probe learnt is in META: a rerun never asks again). One begun
+    without a recorded algorithm (the historical tool's), or adopted with --upload-id (created by another run or
+    tool), continues with MD5 unless another one is asked for. A new multipart upload under auto to a store not
+    known to verify CRC64NVME is created for it and asks the store (``probe``); one PutObject does not ask."""
     if meta is None:
         if req.upload_id is not None and req.auto_checksum and req.checksum != "MD5":
-            return "MD5", "auto: an adopted upload (--upload-id) was not created for an additional checksum"
-        return req.checksum, req.checksum_why
+            return "MD5", "auto: an adopted upload (--upload-id) was not created for an additional checksum", False
+        if req.checksum_probe and req.upload_id is None:
+            if single:
+                return "MD5", checksums.ONE_PART_WHY, False
+            return checksums.PROBED, req.checksum_why, True
+        return req.checksum, req.checksum_why, False
+    learnt = meta.extra.get(checksums.VERIFIES)
+    kept = checksums.probed_why(learnt, learnt_now=False) if isinstance(learnt, bool) and req.auto_checksum else KEPT
     recorded = meta.checksum_algorithm or ("MD5" if req.auto_checksum else None)
     if recorded is None or recorded == req.checksum:
-        return req.checksum, KEPT if recorded else req.checksum_why
+        return req.checksum, kept if recorded else req.checksum_why, False
     if warn and not req.auto_checksum:
         log.warning("This upload was started with --checksum %s; it keeps it (not %s).", recorded, req.checksum)
-    return recorded, KEPT
+    return recorded, kept, False
 
 
 def make_plan(req: UploadRequest, warn: bool = True) -> RunPlan:
@@ -157,9 +173,12 @@ def make_plan(req: UploadRequest, warn: bool = True) -> RunPlan:
         if warn and req.split_size is not None and meta.split_size and req.split_size != meta.split_size:
             log.warning("This upload was started with -s %s; it keeps it (not %s).", human(meta.split_size),
                         human(req.split_size))
-    checksum, checksum_why = _checksum(req, meta, warn)
     plan = req.source.plan(meta.split_size if meta else req.split_size, fixed=meta is not None,
                            max_parts=req.max_parts)
+    if req.equal_parts:
+        check_equal_parts(plan, req.source.names if isinstance(req.source, ChunkDirSource) else None)
+    single = len(plan.parts) == 1 and req.upload_id is None
+    checksum, checksum_why, probe = _checksum(req, meta, single, warn)
     if meta is not None:
         why = "fixed by the upload in progress (meta file)"
     elif plan.note:
@@ -173,7 +192,7 @@ def make_plan(req: UploadRequest, warn: bool = True) -> RunPlan:
     logged = read_logs(req, meta.upload_id) if meta is not None and meta.upload_id else {}
     return RunPlan(meta=meta, set_aside=set_aside, parts=plan, part_size_why=why, checksum=checksum,
                    checksum_why=checksum_why, logged=logged, trust_log=meta is not None and meta.source is not None,
-                   upload_id_asked=req.upload_id if meta is None else None)
+                   upload_id_asked=req.upload_id if meta is None else None, probe=probe)
 
 
 def read_logs(req: UploadRequest, upload_id: str) -> dict[int, PartRecord]:

@@ -235,6 +235,11 @@ class ChunkDirSource:
     def plan(self, split_size: int | None, fixed: bool, max_parts: int = MAX_PARTS) -> Plan:
         return plan_chunks([st.st_size for st in self._stats], [str(p) for p in self._files], max_parts)
 
+    @property
+    def names(self) -> list[str]:
+        """The chunk files, one a part, in order."""
+        return [str(p) for p in self._files]
+
     def open_range(self, part: Part) -> RangeReader:
         return _FileRange(self._files[part.number - 1], 0, part.length)
 

@@ -8,7 +8,8 @@ META_FILE (JSON, replaced atomically: temp file in the same folder, fsync, renam
      "partCount": 16, "checksumAlgorithm": "MD5", "createdAt": "2026-11-21T10:00:00Z"}
 
 The first four keys are the historical format, which is still read. ``uploadId`` is null for
-an object small enough to go in one PutObject.
+an object small enough to go in one PutObject. What a run learnt about the store is kept too
+(``verifiesCRC64NVME``: ``--checksum auto``'s probe; ``contentMD5``, ``eTagsNotMD5``: the Sender's).
 
 PARTS_FILE (JSON Lines, one line appended per finished part, flushed and fsync'd before the
 part counts as done; lines arrive in any order)::

@@ -43,7 +43,16 @@ from s3_multipart_upload.plan import Part, Plan, human, ranges
 from s3_multipart_upload.progress import Reporter
 from s3_multipart_upload.reconcile import ListedPart, reconcile
 from s3_multipart_upload.run_plan import RunPlan, check_paths, make_plan, read_logs, with_meta
-from s3_multipart_upload.s3 import ClientFactory, Kind, RetryPolicy, classify, error_code
+from s3_multipart_upload.s3 import (
+    CHECKSUM_HEADER_REFUSED,
+    CHECKSUM_MISMATCH_CODES,
+    ClientFactory,
+    Kind,
+    RetryPolicy,
+    classify,
+    describe,
+    error_code,
+)
 from s3_multipart_upload.sender import Sender
 from s3_multipart_upload.shard import Claim, claim_path, read_claim, release, try_claim
 from s3_multipart_upload.sources import S3ObjectSource
@@ -240,7 +249,8 @@ class Uploader:
         adopted = run.adopting
         if run.upload_id_asked is not None and adopted:
             run = self._adopt(run, run.upload_id_asked)
-        log.info("Checksum %s: %s.", run.checksum, run.checksum_why)
+        if not run.probe:  # (a probe's outcome is said once the store answered it: Uploader._probe)
+            log.info("Checksum %s: %s.", run.checksum, run.checksum_why)
         if req.bandwidth is not None:
             log.info("Bandwidth: at most %s/s for this command (--max-bandwidth).", human(req.bandwidth.rate))
         if run.parts.note:
@@ -329,9 +339,9 @@ class Uploader:
         return dataclasses.replace(with_meta(run, meta, plan, read_logs(req, upload_id)),
                                    checksum=checksum, checksum_why=why, trust_log=not held)
 
-    def _new_meta(self, run: RunPlan, upload_id: str | None) -> Meta:
+    def _new_meta(self, run: RunPlan, upload_id: str | None, learnt: dict[str, Any] | None = None) -> Meta:
         req = self.req
-        extra = dict(req.meta_extra)
+        extra = {**req.meta_extra, **(learnt or {})}
         if req.properties.recorded():
             extra[PROPERTIES] = req.properties.recorded()
         if req.shard is not None:
@@ -345,8 +355,16 @@ class Uploader:
         if run.single_put:
             return _replace_meta(run, self._new_meta(run, None))  # a PutObject has nothing to resume
         upload_id = self.create_upload(run.checksum)
-        meta = self._new_meta(run, upload_id)
+        learnt: dict[str, Any] = {}
+        failed: UploadError | None = None
+        if run.probe:
+            run, verifies, failed = self._probe(run, upload_id)
+            if verifies is not None:
+                learnt[checksums.VERIFIES] = verifies
+        meta = self._new_meta(run, upload_id, learnt)
         write_meta(req.meta_path, meta)
+        if failed is not None:  # refused (access denied, ...): the parts would be too; META keeps the upload
+            raise failed
         # Its META records the source: lines of this upload id (other shards' logs, read at completion) are of
         # these bytes, as for a run that found META, and need not be read again to be proven.
         return dataclasses.replace(_replace_meta(run, meta), trust_log=True)
@@ -364,6 +382,52 @@ class Uploader:
             return str(self.job.call("CreateMultipartUpload", lambda c: c.create_multipart_upload(**args)["UploadId"]))
         except Exception as exc:
             raise _kms_refusal(self.req, self.job.fail(exc)) from exc
+
+    def _probe(self, run: RunPlan, upload_id: str) -> tuple[RunPlan, bool | None, UploadError | None]:
+        verifies, why, failed = self.probe(upload_id)
+        checksum = checksums.PROBED if verifies else "MD5"
+        return dataclasses.replace(run, checksum=checksum, checksum_why=why, probe=False), verifies, failed
+
+    def probe(self, upload_id: str) -> tuple[bool | None, str, UploadError | None]:
+        """--checksum auto on a store not known to verify CRC64NVME, its upload just created for CRC64NVME (with a
+        full-object checksum): ask the store with one empty UploadPart of part 1 carrying a wrong CRC64NVME. A store
+        that verifies refuses it as wrong (BadDigest) and stores nothing; one that does not stores an empty part 1,
+        which the real part 1 replaces (a rerun after a kill sends it too: an empty part is not the file's). The
+        answer goes into META before any part is sent, so that every later run (and shard) uses the same checksum
+        and never asks again; it is not retried as a damaged body would be. META is written after it, as after the
+        create: a run killed in between leaves an upload with no part of the file, which ``list`` and ``clean``
+        find (as one killed during the create would).
+
+        A probe that fails otherwise (no answer after the retries, access denied) teaches nothing: the upload goes
+        by MD5, which every store proves, and nothing is recorded; a refusal is returned to be raised once META
+        holds the upload, so that the rerun continues it."""
+        req, wrong = self.req, checksums.probe_value()  # (whether it verifies, or None if not known; why; failure)
+
+        def ask(client: S3Client) -> tuple[bool, str]:
+            try:
+                client.upload_part(Bucket=req.bucket, Key=req.key, UploadId=upload_id, PartNumber=1, Body=b"",
+                                   ChecksumCRC64NVME=wrong)
+            except Exception as exc:
+                code = error_code(exc)
+                if code in CHECKSUM_MISMATCH_CODES:
+                    return True, describe(exc)
+                if code in CHECKSUM_HEADER_REFUSED:  # the header itself is refused: not verified, not taken
+                    return False, describe(exc)
+                raise
+            return False, "accepted"
+
+        try:
+            verifies, answer = self.job.call("UploadPart (checksum probe)", ask)
+        except Exception as exc:
+            error = self.job.fail(exc)
+            why = f"auto: the store did not answer whether it verifies CRC64NVME ({error.message}): MD5 by ETag"
+            log.warning("Checksum MD5: %s.", why)
+            refused = None if isinstance(error, TemporaryFailure) else error
+            return None, why, refused
+        checksum = checksums.PROBED if verifies else "MD5"
+        why = checksums.probed_why(verifies)
+        log.info("Checksum %s: %s (probe: %s).", checksum, why, answer)
+        return verifies, why, None
 
     def _identical(self, run: RunPlan, etag: str) -> UploadResult:
         """The object at the key is already this data (size and MD5, or the parts' MD5s): record it as done."""

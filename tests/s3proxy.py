@@ -61,8 +61,16 @@ class Seen:
 
     @property
     def part_number(self) -> int | None:
+        """The part an UploadPart sends (None for other requests, and for --checksum auto's probe)."""
         n = self.query.get("partNumber")
-        return int(n) if n is not None and self.method == "PUT" else None
+        return int(n) if n is not None and self.method == "PUT" and not self.is_probe else None
+
+    @property
+    def is_probe(self) -> bool:
+        """--checksum auto's probe: an empty UploadPart with an x-amz-checksum-crc64nvme (a wrong one), which asks
+        the store whether it verifies CRC64NVME. It sends none of the file: fault rules and part counts skip it."""
+        return (self.method == "PUT" and "partNumber" in self.query and self.size == 0
+                and "x-amz-checksum-crc64nvme" in self.headers)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,8 @@ class Fault:
     read_rate: float | None = None
     pause_after: int = 0
     pause: float = 0.0
+    # A store that answers late: read the whole body, forward it, and hold the store's answer this many seconds.
+    answer_after: float = 0.0
 
 
 STALL_LIMIT = 120.0
@@ -222,6 +232,9 @@ class S3Proxy:
                 replaced = fault.headers if fault is not None and fault.headers else {}
                 if replaced:
                     fault = None
+                late = fault.answer_after if fault is not None else 0.0
+                if late:
+                    fault = None
                 add_headers: dict[str, str] = {}
                 add_xml = b""
                 if fault is None and proxy.verify_checksums:
@@ -246,6 +259,8 @@ class S3Proxy:
                         proxy.answered[index] = resp.status
                 finally:
                     conn.close()
+                if late:
+                    time.sleep(late)
                 if resp.status == 200 and add_xml:
                     end = b"</CompleteMultipartUploadResult>"
                     data = data.replace(end, add_xml + end)

@@ -65,14 +65,16 @@ def corrupt_first_try_of(number: int) -> object:
     return track
 
 
-def test_auto_on_an_s3_compatible_store_catches_a_damaged_part_by_its_etag(
-        verifying, s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    proxy = verifying(corrupt_first_try_of(2))
+def test_auto_on_an_s3_compatible_store_catches_a_damaged_part_by_its_etag(request: pytest.FixtureRequest,
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    """A store that does not verify CRC64NVME (rclone; auto's probe finds out): MD5 by ETag catches the damage."""
+    proxy = S3Proxy(s3_server.endpoint, rule=corrupt_first_try_of(2))
+    request.addfinalizer(proxy.close)
     f = write_random(tmp_path / "f.bin", 15 * MiB + 7, seed=21)
     r = run_cli(upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M", "-t", "2",
                             "--json", endpoint=proxy.endpoint), aws_env)
     assert r.returncode == 0, r.stderr
-    assert "Checksum MD5: auto: an S3-compatible store" in r.stderr
+    assert "Checksum MD5: auto: the store accepted a wrong CRC64NVME" in r.stderr
     assert "Part 2 reached the server damaged" in r.stderr
     assert proxy.part_puts() == {1: 1, 2: 2, 3: 1, 4: 1}  # the damaged part once more, nothing else
     assert stored(s3_server, bucket, "k") == f.read_bytes()
@@ -96,12 +98,13 @@ def test_a_damaged_one_part_object_never_stands_at_the_key(
 
 def test_auto_looks_at_the_endpoint_boto3_resolves_not_only_the_flag(
         s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
-    """AWS_ENDPOINT_URL (or a profile's endpoint_url) points at an S3-compatible store: auto must pick MD5."""
+    """AWS_ENDPOINT_URL (or a profile's endpoint_url) points at an S3-compatible store: auto must not take it for
+    AWS S3 (CRC64NVME unasked); it asks the store, and rclone does not verify CRC64NVME: MD5."""
     f = write_random(tmp_path / "f.bin", 11 * MiB, seed=27)
     r = run_cli(upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M"),
                 aws_env | {"AWS_ENDPOINT_URL": s3_server.endpoint})
     assert r.returncode == 0, r.stderr
-    assert "Checksum MD5: auto: an S3-compatible store" in r.stderr
+    assert "Checksum MD5: auto: the store accepted a wrong CRC64NVME" in r.stderr
     assert stored(s3_server, bucket, "k") == f.read_bytes()
 
 

@@ -149,8 +149,9 @@ def test_dry_run_prints_the_plan_and_sends_nothing(s3_server: S3Server, bucket: 
         assert r.returncode == 0, r.stderr
         for line in ("data:       22 MiB (23068672 bytes)", "part size:  5 MiB (as asked (-s))",
                      "parts:      5, the last 2 MiB", "memory bound 4 MiB of part data in flight",
-                     "checksum:   MD5 (auto: an S3-compatible store (127.0.0.1) verifies MD5",
-                     "requests:   1 CreateMultipartUpload, 5 UploadPart, 1 CompleteMultipartUpload, and a HeadObject"):
+                     "checksum:   CRC64NVME or MD5 (auto: 127.0.0.1 is not known to verify CRC64NVME; after "
+                     "CreateMultipartUpload one empty UploadPart with a wrong CRC64NVME asks it.",
+                     "requests:   1 CreateMultipartUpload, 6 UploadPart, 1 CompleteMultipartUpload, and a HeadObject"):
             assert line in r.stdout
         plan = json.loads(run_cli([*args, "--json"], aws_env).stdout)
         assert (plan["parts"], plan["partSize"], plan["memoryBound"], plan["bytesToSend"]) == (

@@ -472,7 +472,7 @@ def loop(source: StreamSource, tmp_path: Path, sender: Sent, threads: int = 4, m
     try:
         with PartsLog(tmp_path / "p.jsonl") as parts_log:
             try:
-                up._read_and_send(schedule, "MD5", ({}, {}), sender, parts_log, pool)  # type: ignore[arg-type]
+                up._read_and_send(schedule, ({}, {}), sender, parts_log, pool)  # type: ignore[arg-type]
             finally:
                 up._drain()
         failure = up._failure

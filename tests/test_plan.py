@@ -14,6 +14,7 @@ from s3_multipart_upload.plan import (
     GiB,
     MiB,
     TiB,
+    check_equal_parts,
     choose_part_size,
     plan_chunks,
     plan_file,
@@ -37,6 +38,20 @@ def test_parts_cover_the_file_exactly_within_s3_limits(total: int, req: int | No
     for p in plan.parts[:-1]:
         assert MIN_PART_SIZE <= p.length <= MAX_PART_SIZE
     assert plan.parts[-1].length <= MAX_PART_SIZE
+
+
+@given(sizes, requested)
+def test_a_files_parts_are_equal_but_the_last_which_is_no_larger(total: int, req: int | None) -> None:
+    """--equal-parts (R2) holds for every file plan: nothing to change for -f."""
+    check_equal_parts(plan_file(total, choose_part_size(total, req)[0]))
+
+
+@pytest.mark.parametrize("chunks", [[6, 5, 6], [6, 6, 7], [5, 6, 6, 1]])
+def test_unequal_chunks_are_refused_under_equal_parts(chunks: list[int]) -> None:
+    plan = plan_chunks([n * MiB for n in chunks])
+    with pytest.raises(BadInput, match="--equal-parts: every chunk but the last"):
+        check_equal_parts(plan, [f"c{i}" for i in range(len(chunks))])
+    check_equal_parts(plan_chunks([6 * MiB, 6 * MiB, 6 * MiB, 1]))
 
 
 @given(sizes, requested)

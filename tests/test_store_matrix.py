@@ -78,6 +78,116 @@ def test_a_multipart_upload_with_each_checksum(store: Store, tmp_path: Path, che
         assert r.returncode == 0 and "already complete" in r.stderr, r.stderr
 
 
+# The stores that refuse a wrong x-amz-checksum-crc64nvme (BadDigest): SeaweedFS 4.48, LocalStack 2026.3.0. rclone 1.75,
+# moto 5.2.6 and s3rver 3.7.1 accept it.
+VERIFIES_CRC64NVME = {"seaweedfs", "localstack"}
+
+
+def _probes(proxy: S3Proxy) -> list[Seen]:
+    """The checksum probes the proxy saw: UploadParts with an empty body and an x-amz-checksum-crc64nvme."""
+    return [s for s in proxy.seen if s.is_probe]
+
+
+def test_auto_asks_the_store_once_whether_it_verifies_crc64nvme(store: Store, tmp_path: Path) -> None:
+    """`--checksum auto` on a store not known to verify: one empty UploadPart with a wrong CRC64NVME asks it; where
+    it is refused, every part goes with its CRC64NVME and the completion with the whole file's; where it is
+    accepted, MD5 by ETag. What was learnt is in META: a rerun after a failure does not ask again and keeps the
+    checksum. The probe leaves nothing: the object is the file, byte for byte."""
+    verifies = store.name in VERIFIES_CRC64NVME
+    refused: list[int] = []
+
+    def refuse_part_3_once(seen: Seen, index: int) -> Fault | None:
+        if seen.part_number == 3 and not refused and not store.lacks("ListParts"):
+            refused.append(index)
+            return Fault(403, "AccessDenied")
+        return None
+    proxy = S3Proxy(store.server.endpoint, rule=refuse_part_3_once)
+    try:
+        f = write_random(tmp_path / "f.bin", 12 * MiB + 1, seed=2411)
+        args = ("-s", "5M", "-t", "1", "--checksum", "auto")
+        r = _upload(store, tmp_path, f, "k", *args, "--dry-run", "--json", endpoint=proxy.endpoint)
+        plan = json.loads(r.stdout)
+        assert plan["checksum"] == "CRC64NVME or MD5" and "a wrong CRC64NVME" in plan["checksumWhy"]
+        assert plan["requests"]["UploadPart"] == 3 + 1 and proxy.seen == []
+        r = _upload(store, tmp_path, f, "k", *args, endpoint=proxy.endpoint)
+        said = "refused a wrong CRC64NVME" if verifies else "accepted a wrong CRC64NVME"
+        assert said in r.stderr, r.stderr
+        if refused:  # stopped at part 3 (exit 5); the rerun resumes without asking again
+            assert r.returncode == 5, r.stderr
+            r = _upload(store, tmp_path, f, "k", *args, endpoint=proxy.endpoint)
+            assert "as recorded in the meta file" in r.stderr, r.stderr
+        assert r.returncode == 0, r.stderr
+        assert store.stored("k") == f.read_bytes()
+        meta = json.loads((tmp_path / "s.meta.json").read_text())
+        assert meta["verifiesCRC64NVME"] is verifies
+        assert meta["checksumAlgorithm"] == ("CRC64NVME" if verifies else "MD5")
+        assert ("checksumCRC64NVME" in meta) is verifies  # the whole file's, checked by the store at completion
+        assert [s.query["partNumber"] for s in _probes(proxy)] == ["1"]
+        st = store.cli("status", "-m", str(tmp_path / "s.meta.json"), "--json")
+        assert json.loads(st.stdout)["store_verifies_crc64nvme"] is verifies, st.stderr
+        parts = [s for s in proxy.seen if s.part_number is not None and s.size > 0]
+        assert sorted({s.part_number for s in parts}) == [1, 2, 3]
+        assert all(("x-amz-checksum-crc64nvme" in s.headers) is verifies for s in parts)
+    finally:
+        proxy.close()
+
+
+def test_auto_on_a_store_that_checks_checksums_as_aws_does(s3_server: S3Server, bucket: str, aws_env: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    """The AWS-model proxy (it verifies x-amz-checksum-* as S3 does) in front of rclone: the probe is refused (the
+    one BadDigest it answers), and the upload goes with CRC64NVME, the whole file's checked at completion."""
+    proxy = S3Proxy(s3_server.endpoint, verify_checksums=True)
+    try:
+        f = write_random(tmp_path / "f.bin", 12 * MiB + 1, seed=2412)
+        r = run_cli(upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M", "--checksum",
+                                "auto", endpoint=proxy.endpoint), aws_env)
+        assert r.returncode == 0, r.stderr
+        assert len(proxy.refused) == 1 and "crc64nvme" in proxy.refused[0]  # the probe, and nothing else
+        meta = json.loads((tmp_path / "m.json").read_text())
+        assert (meta["checksumAlgorithm"], meta["verifiesCRC64NVME"]) == ("CRC64NVME", True)
+        assert meta["checksumCRC64NVME"]
+        assert [s.query["partNumber"] for s in _probes(proxy)] == ["1"]
+        complete = [s for s in proxy.seen if s.method == "POST" and "uploadId" in s.query]
+        assert complete[-1].headers.get("x-amz-checksum-type") == "FULL_OBJECT"
+        assert s3_server.client().get_object(Bucket=bucket, Key="k")["Body"].read() == f.read_bytes()
+    finally:
+        proxy.close()
+
+
+def test_a_probe_the_store_does_not_answer_falls_back_to_md5(s3_server: S3Server, bucket: str,
+                                                              aws_env: dict[str, str], tmp_path: Path) -> None:
+    """The probe answered 503 on every try: nothing learnt, MD5 by ETag, the upload completes. Refused (403): exit 5
+    once META holds the upload, and the rerun continues that upload by MD5 without asking again."""
+    refuse: list[Fault] = [Fault(503, "SlowDown")]
+    proxy = S3Proxy(s3_server.endpoint, rule=lambda seen, index: refuse[0] if seen.is_probe else None)
+    try:
+        f = write_random(tmp_path / "f.bin", 11 * MiB, seed=2415)
+        args = upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M", "--retries", "2",
+                           endpoint=proxy.endpoint)
+        r = run_cli(args, aws_env)
+        assert r.returncode == 0, r.stderr
+        assert "did not answer whether it verifies CRC64NVME" in r.stderr and len(_probes(proxy)) == 2
+        meta = json.loads((tmp_path / "m.json").read_text())
+        assert meta["checksumAlgorithm"] == "MD5" and "verifiesCRC64NVME" not in meta
+        assert s3_server.client().get_object(Bucket=bucket, Key="k")["Body"].read() == f.read_bytes()
+
+        refuse[0] = Fault(403, "AccessDenied")
+        proxy.reset()
+        args = upload_args(bucket, "k2", f, tmp_path / "m2.json", tmp_path / "p2.jsonl", "-s", "5M",
+                           endpoint=proxy.endpoint)
+        r = run_cli(args, aws_env)
+        assert r.returncode == 5 and "AccessDenied" in r.stderr, r.stderr
+        upload_id = json.loads((tmp_path / "m2.json").read_text())["uploadId"]
+        r = run_cli(args, aws_env)
+        assert r.returncode == 0, r.stderr
+        meta = json.loads((tmp_path / "m2.json").read_text())
+        assert (meta["uploadId"], meta["checksumAlgorithm"]) == (upload_id, "MD5")
+        assert len(_probes(proxy)) == 1  # the first run's only
+        assert s3_server.client().get_object(Bucket=bucket, Key="k2")["Body"].read() == f.read_bytes()
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("size", [0, 1, 3 * MiB], ids=["empty", "1-byte", "3MiB"])
 def test_one_part_and_empty_files(store: Store, tmp_path: Path, size: int) -> None:
     f = write_random(tmp_path / "f.bin", size, seed=2402)

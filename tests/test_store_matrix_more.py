@@ -4,6 +4,7 @@ where a store lacks a request, the test asserts the tool's clear refusal. docs/s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,10 @@ def test_a_stream_uploads_and_a_rerun_sends_only_what_the_store_lacks(store: Sto
     finally:
         proxy.close()
     assert store.stored("stream.bin") == f.read_bytes()
+    # --checksum auto asked the store (once, on the first run): the stores that verify CRC64NVME got it
+    meta = json.loads((tmp_path / "m.json").read_text())
+    verifies = store.name in ("seaweedfs", "localstack")
+    assert (meta["checksumAlgorithm"], meta["verifiesCRC64NVME"]) == ("CRC64NVME" if verifies else "MD5", verifies)
 
 
 PROPERTIES = ["--content-type", "text/csv", "--metadata", "owner=lab", "--metadata", "run=42",

@@ -70,6 +70,34 @@ def test_a_store_with_a_private_ca(tls_store: tuple[str, Path], tls_bucket: str,
         assert client.get_object(Bucket=tls_bucket, Key=key)["Body"].read() == f.read_bytes()
 
 
+def test_verify_and_list_take_the_store_options_too(tls_store: tuple[str, Path], tls_bucket: str,
+                                                     aws_env: dict[str, str], tmp_path: Path) -> None:
+    """--ca-bundle (and --no-verify-ssl) on the commands that ask the store about objects and uploads, not only on
+    upload and copy: without it the private CA's certificate stops them (exit 5, the hint); with it they reach the
+    store (s3rver lacks ListMultipartUploads: list's refusal says so, which only the store can answer)."""
+    endpoint, cert = tls_store
+    env = aws_env | {"AWS_ACCESS_KEY_ID": S3RVER_KEY, "AWS_SECRET_ACCESS_KEY": S3RVER_KEY}
+    f = write_random(tmp_path / "f.bin", 11 * MiB, seed=2414)
+    r = run_cli([*upload_args(tls_bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M",
+                              endpoint=endpoint), "--ca-bundle", str(cert)], env)
+    assert r.returncode == 0, r.stderr
+    verify = ["verify", str(f), f"s3://{tls_bucket}/k", "--endpoint-url", endpoint]
+    r = run_cli(verify, env)
+    said = r.stdout + r.stderr
+    assert r.returncode == 5 and "TLS certificate" in said and "--ca-bundle" in said, said
+    r = run_cli([*verify, "--ca-bundle", str(cert)], env)
+    assert r.returncode == 0 and "1 identical" in r.stdout, r.stderr + r.stdout
+    r = run_cli([*verify, "--no-verify-ssl"], env)
+    assert r.returncode == 0 and "TLS certificate is not checked" in r.stderr, r.stderr + r.stdout
+    listing = ["list", "-b", tls_bucket, "--endpoint-url", endpoint]
+    r = run_cli(listing, env)
+    assert r.returncode == 5 and "TLS certificate" in r.stderr, r.stderr
+    r = run_cli([*listing, "--ca-bundle", str(cert)], env)
+    assert r.returncode == 5 and "does not implement ListMultipartUploads" in r.stderr, r.stderr
+    r = run_cli([*listing, "--addressing-style", "sideways"], env)
+    assert r.returncode == 2 and "sideways" in r.stderr
+
+
 def test_the_addressing_style(aws_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "aws-config"
     config.write_text("[default]\nregion = us-east-1\ns3 =\n    addressing_style = virtual\n")
@@ -117,6 +145,39 @@ def test_max_parts_raises_the_part_size_and_refuses_too_many_chunks(moto_server:
         r = run_cli([*upload_args("capped", "d", chunks, tmp_path / "m2.json", tmp_path / "p2.jsonl", "-p", "c",
                                   endpoint=proxy.endpoint), "--max-parts", "4"], aws_env)
         assert r.returncode == 2 and "5 chunk files exceed --max-parts 4" in r.stderr, r.stderr
+    finally:
+        proxy.close()
+
+
+def test_equal_parts_refuses_unequal_chunks_naming_them(moto_server: S3Server, aws_env: dict[str, str],
+                                                        tmp_path: Path) -> None:
+    """A store that needs every part but the last of one size (R2): -d with chunks of other sizes is refused before
+    anything is sent (exit 2), naming the chunks; equal chunks (the last smaller) and a file upload as usual."""
+    moto_server.client().create_bucket(Bucket="equal")
+    proxy = S3Proxy(moto_server.endpoint)
+    try:
+        chunks = tmp_path / "chunks"
+        chunks.mkdir()
+        for name, size in (("x00", 6 * MiB), ("x01", 5 * MiB), ("x02", 6 * MiB), ("x03", 7 * MiB)):
+            write_random(chunks / name, size, seed=size + len(name))
+        args = [*upload_args("equal", "d", chunks, tmp_path / "m.json", tmp_path / "p.jsonl", "-p", "x",
+                             endpoint=proxy.endpoint), "--equal-parts"]
+        for extra in (["--dry-run"], []):
+            r = run_cli([*args, *extra], aws_env)
+            assert r.returncode == 2, r.stderr
+            assert "--equal-parts" in r.stderr and "x01 (5 MiB, 5242880 bytes)" in r.stderr, r.stderr
+            assert "x03 (7 MiB" in r.stderr and "x02" not in r.stderr.split("these are not:")[1]
+        assert proxy.seen == [] and not (tmp_path / "m.json").exists()
+        (chunks / "x01").write_bytes((chunks / "x00").read_bytes())
+        (chunks / "x03").write_bytes(b"last")
+        r = run_cli(args, aws_env)  # 6, 6, 6 MiB and 4 bytes: equal but the last, which is smaller
+        assert r.returncode == 0, r.stderr
+        joined = b"".join((chunks / n).read_bytes() for n in ("x00", "x01", "x02", "x03"))
+        assert moto_server.client().get_object(Bucket="equal", Key="d")["Body"].read() == joined
+        f = write_random(tmp_path / "f.bin", 11 * MiB, seed=2413)
+        r = run_cli([*upload_args("equal", "f", f, tmp_path / "m2.json", tmp_path / "p2.jsonl", "-s", "5M",
+                                  endpoint=proxy.endpoint), "--equal-parts"], aws_env)
+        assert r.returncode == 0, r.stderr
     finally:
         proxy.close()
 

@@ -53,19 +53,25 @@ def test_the_composite_checksum_is_the_checksum_of_the_part_digests() -> None:
     assert checksums.composite_checksum("CRC64NVME", [a.value]) is None  # full-object only
 
 
-@pytest.mark.parametrize(("asked", "endpoint", "controller", "chosen"), [
-    ("auto", None, False, "CRC64NVME"),
-    ("auto", "https://s3.eu-west-1.amazonaws.com", False, "CRC64NVME"),
-    ("auto", "http://127.0.0.1:9000", False, "MD5"),
-    ("auto", "https://minio.example.org", False, "MD5"),
-    ("auto", "https://notamazonaws.com.example", False, "MD5"),
-    ("auto", None, True, "MD5"),
-    ("crc32c", "http://127.0.0.1:9000", False, "CRC32C"),
+@pytest.mark.parametrize(("asked", "endpoint", "controller", "chosen", "probe"), [
+    ("auto", None, False, "CRC64NVME", False),
+    ("auto", "https://s3.eu-west-1.amazonaws.com", False, "CRC64NVME", False),
+    ("auto", "http://127.0.0.1:9000", False, "MD5", True),  # a multipart upload asks the store first
+    ("auto", "https://minio.example.org", False, "MD5", True),
+    ("auto", "https://notamazonaws.com.example", False, "MD5", True),
+    ("auto", None, True, "MD5", False),
+    ("crc32c", "http://127.0.0.1:9000", False, "CRC32C", False),
 ])
-def test_auto_picks_what_the_store_verifies(asked: str, endpoint: str | None, controller: bool, chosen: str) -> None:
-    algorithm, why = checksums.choose(asked, endpoint, controller)
-    assert algorithm == chosen
+def test_auto_picks_what_the_store_verifies(asked: str, endpoint: str | None, controller: bool, chosen: str,
+                                            probe: bool) -> None:
+    algorithm, why, probes = checksums.choose(asked, endpoint, controller)
+    assert (algorithm, probes) == (chosen, probe)
     assert why.startswith("auto" if asked == "auto" else "as asked")
+
+
+def test_the_probe_value_is_a_wrong_crc64nvme_for_the_empty_body_it_goes_with() -> None:
+    assert checksums.probe_value() != checksums.compute("CRC64NVME", b"").value
+    assert len(base64.b64decode(checksums.probe_value())) == 8
 
 
 @pytest.mark.parametrize("length", [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 12345])

@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 import s3_multipart_upload as api
-from s3_multipart_upload.cli.common import handle_errors, s3_options
+from s3_multipart_upload.cli.common import handle_errors, s3_options, store_options
 from s3_multipart_upload.controller import TOKEN_ENV
+from s3_multipart_upload.options import StoreOptions
 
 
 @click.command(epilog="""\b
@@ -21,16 +22,17 @@ Examples:
               help=f"For an upload through a controller: the API token (or set {TOKEN_ENV}); the controller "
                    "marks the upload cancelled.")
 @s3_options
+@store_options
 @handle_errors
 def abort(meta_file_path: Path, parts_file_path: Path | None, token_file: Path | None, endpoint_url: str | None,
-          profile: str | None, region: str | None) -> None:
+          profile: str | None, region: str | None, store: StoreOptions) -> None:
     """Abort the multipart upload META_FILE records, freeing the parts' storage; marks META aborted.
 
     Repeats the abort until ListParts finds nothing, as S3 advises. Safe to run twice.
     """
     del parts_file_path
     outcome = api.abort(meta_file_path, token_file=token_file, endpoint_url=endpoint_url, profile=profile,
-                        region=region)
+                        region=region, **store)
     click.echo({"aborted": f"Aborted the upload in {meta_file_path}; its parts are deleted on the server.",
                 "already_aborted": f"The upload in {meta_file_path} was already aborted.",
                 "completed": f"The upload in {meta_file_path} is complete; there is nothing to abort."}[outcome])

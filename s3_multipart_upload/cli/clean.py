@@ -8,11 +8,12 @@ from pathlib import Path
 import click
 
 import s3_multipart_upload as api
-from s3_multipart_upload.cli.common import handle_errors, s3_options, state_dir_option
+from s3_multipart_upload.cli.common import handle_errors, s3_options, state_dir_option, store_options
 from s3_multipart_upload.cli.status import show_local
 from s3_multipart_upload.errors import BadInput, BatchFailed
 from s3_multipart_upload.manage import Cleaned
 from s3_multipart_upload.operations import LocalUpload, parse_duration
+from s3_multipart_upload.options import StoreOptions
 from s3_multipart_upload.state import state_root
 
 
@@ -29,9 +30,10 @@ Exit codes: 0 done (or nothing to do), 2 bad option or no confirmation, 3 an upl
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
 @state_dir_option
 @s3_options
+@store_options
 @handle_errors
 def clean(older_than: str, yes: bool, state_dir: Path | None, endpoint_url: str | None, profile: str | None,
-          region: str | None) -> None:
+          region: str | None, store: StoreOptions) -> None:
     """Tidy the state folder: remove the state of finished uploads (completed or aborted), and abort the
     abandoned ones (in progress, idle for longer than --older-than) on the server, then remove their state.
 
@@ -55,7 +57,7 @@ def clean(older_than: str, yes: bool, state_dir: Path | None, endpoint_url: str 
 
     try:
         cleaned = api.clean(older_than, state_dir=state_dir, confirm=confirm, endpoint_url=endpoint_url,
-                            profile=profile, region=region)
+                            profile=profile, region=region, **store)
     except BatchFailed as exc:
         _show(exc.result if isinstance(exc.result, list) else [])
         raise

@@ -136,6 +136,34 @@ def s3_options(fn: F) -> F:
     return fn
 
 
+_addressing_style = click.option(
+    "--addressing-style", type=click.Choice(ADDRESSING_STYLES),
+    help="path (https://host/bucket/key) or virtual (https://bucket.host/key) requests, or auto. Default: the AWS "
+         "config file's s3.addressing_style, else path with --endpoint-url.")
+_ca_bundle = click.option(
+    "--ca-bundle", type=click.Path(path_type=Path, dir_okay=False),
+    help="A PEM file of the CA certificates to trust for the store's TLS certificate (a private CA); also "
+         "AWS_CA_BUNDLE.")
+_no_verify_ssl = click.option(
+    "--no-verify-ssl", is_flag=True,
+    help="Do not check the store's TLS certificate (warned: anyone on the way can read and change the data). "
+         "Prefer --ca-bundle.")
+STORE_OPTIONS = ("addressing_style", "ca_bundle", "no_verify_ssl")
+
+
+def store_options(fn: F) -> F:
+    """--addressing-style, --ca-bundle, --no-verify-ssl on the commands that ask the store about uploads and objects
+    (status, list, abort, clean, verify), handed to the command as ``store``: the API's keyword arguments."""
+    for decorator in (_no_verify_ssl, _ca_bundle, _addressing_style):
+        fn = decorator(fn)
+
+    @functools.wraps(fn)
+    def gather(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, store={name: kwargs.pop(name) for name in STORE_OPTIONS}, **kwargs)
+
+    return gather  # type: ignore[return-value]
+
+
 def output_options(fn: F) -> F:
     fn = click.option("-v", "--verbose", is_flag=True,
                       help="Print debug output, and tracebacks for unexpected errors.")(fn)
@@ -244,9 +272,11 @@ def transfer_options(fn: F) -> F:
         click.option("--checksum", type=click.Choice(checksums.CHOICES, case_sensitive=False),
                      default=checksums.AUTO, show_default=True,
                      help="How each part is proven: auto picks CRC64NVME on AWS S3 (each part and the whole "
-                          "file's checksum verified by S3) and MD5 on other stores (each part's ETag compared with "
-                          "the MD5 of the bytes sent). CRC32C, CRC32 and SHA256 are S3's other checksums: stores "
-                          "that lack them ignore them, and the run warns. A resumed upload keeps its checksum."),
+                          "file's checksum verified by S3) and on other stores that verify it (a new multipart "
+                          "upload asks with one empty request carrying a wrong CRC64NVME), else MD5 (each part's "
+                          "ETag compared with the MD5 of the bytes sent). CRC32C, CRC32 and SHA256 are S3's other "
+                          "checksums: stores that lack them ignore them, and the run warns. A resumed upload keeps "
+                          "its checksum."),
         click.option("--retries", type=click.IntRange(1, 100), default=RetryPolicy.attempts, show_default=True,
                      help="Tries per request on transient failures (connection reset, timeout, 5xx, SlowDown), "
                           "with exponential backoff and jitter, before the run stops with exit 75."),
@@ -278,18 +308,16 @@ def transfer_options(fn: F) -> F:
                           "else goes to stdout."),
         *property_options,
         s3_options,
-        click.option("--addressing-style", type=click.Choice(ADDRESSING_STYLES),
-                     help="path (https://host/bucket/key) or virtual (https://bucket.host/key) requests, or auto. "
-                          "Default: the AWS config file's s3.addressing_style, else path with --endpoint-url."),
-        click.option("--ca-bundle", type=click.Path(path_type=Path, dir_okay=False),
-                     help="A PEM file of the CA certificates to trust for the store's TLS certificate (a private "
-                          "CA); also AWS_CA_BUNDLE."),
+        _addressing_style,
+        _ca_bundle,
         click.option("--max-parts", type=click.IntRange(1, MAX_PARTS), default=MAX_PARTS, show_default=True,
                      help="The most parts the store takes in one upload (Scaleway: 1000): the part size is raised "
                           "to fit (as for S3's 10,000), and -d with more chunk files is refused."),
-        click.option("--no-verify-ssl", is_flag=True,
-                     help="Do not check the store's TLS certificate (warned: anyone on the way can read and change "
-                          "the data). Prefer --ca-bundle."),
+        click.option("--equal-parts", is_flag=True,
+                     help="The store needs every part but the last of one size, and the last no larger (R2): -d "
+                          "with chunk files of other sizes is refused (exit 2), naming them. A file's parts are "
+                          "always equal."),
+        _no_verify_ssl,
         output_options,
     ]):
         fn = decorator(fn)

@@ -11,11 +11,19 @@ from rich.console import Console
 from rich.table import Table
 
 import s3_multipart_upload as api
-from s3_multipart_upload.cli.common import LOGGER, handle_errors, s3_options, setup_output, state_dir_option
+from s3_multipart_upload.cli.common import (
+    LOGGER,
+    handle_errors,
+    s3_options,
+    setup_output,
+    state_dir_option,
+    store_options,
+)
 from s3_multipart_upload.cli.events import emit_json
 from s3_multipart_upload.cli.status import show_local
 from s3_multipart_upload.errors import BadInput
 from s3_multipart_upload.operations import human_age
+from s3_multipart_upload.options import StoreOptions
 from s3_multipart_upload.plan import human
 from s3_multipart_upload.state import state_root
 
@@ -34,9 +42,11 @@ Examples:
 @click.option("--yes", is_flag=True, help="With --abort: do not ask (for scripts).")
 @state_dir_option
 @s3_options
+@store_options
 @handle_errors
 def list_uploads(bucket: str | None, prefix: str, older_than: str | None, as_json: bool, do_abort: bool, yes: bool,
-                 state_dir: Path | None, endpoint_url: str | None, profile: str | None, region: str | None) -> None:
+                 state_dir: Path | None, endpoint_url: str | None, profile: str | None, region: str | None,
+                 store: StoreOptions) -> None:
     """List the multipart uploads in progress in a bucket: key, upload id, started, age, parts and bytes.
 
     Parts of unfinished uploads are billed until they are aborted; --abort cleans them up.
@@ -51,7 +61,7 @@ def list_uploads(bucket: str | None, prefix: str, older_than: str | None, as_jso
     setup_output(quiet=False, verbose=False)
     logging.getLogger(LOGGER).setLevel(logging.WARNING)  # retries, and upload dates the store made up
     found = api.list_uploads(bucket, prefix=prefix, older_than=older_than, endpoint_url=endpoint_url,
-                             profile=profile, region=region)
+                             profile=profile, region=region, **store)
     if as_json:
         for item in found:
             emit_json(item.to_json())
@@ -77,5 +87,5 @@ def list_uploads(bucket: str | None, prefix: str, older_than: str | None, as_jso
                            "add --yes to abort without asking")
         click.confirm(f"Abort these {len(found)} uploads and delete their parts?", abort=True, err=True)
     for item in found:
-        api.abort(item, endpoint_url=endpoint_url, profile=profile, region=region)
+        api.abort(item, endpoint_url=endpoint_url, profile=profile, region=region, **store)
         click.echo(f"Aborted {item.key} {item.upload_id}", err=as_json)

@@ -10,11 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 import s3_multipart_upload as api
-from s3_multipart_upload.cli.common import handle_errors, s3_options, state_dir_option
+from s3_multipart_upload.cli.common import handle_errors, s3_options, state_dir_option, store_options
 from s3_multipart_upload.cli.events import emit_json
 from s3_multipart_upload.cli.transfer import properties_text
 from s3_multipart_upload.controller import TOKEN_ENV
 from s3_multipart_upload.operations import LocalUpload, Status, human_age
+from s3_multipart_upload.options import StoreOptions
 from s3_multipart_upload.plan import human, ranges
 from s3_multipart_upload.state import state_root
 
@@ -32,9 +33,11 @@ Examples:
               help=f"For an upload through a controller: the API token (or set {TOKEN_ENV}).")
 @state_dir_option
 @s3_options
+@store_options
 @handle_errors
 def status(meta_file_path: Path | None, parts_file_path: Path | None, as_json: bool, token_file: Path | None,
-           state_dir: Path | None, endpoint_url: str | None, profile: str | None, region: str | None) -> None:
+           state_dir: Path | None, endpoint_url: str | None, profile: str | None, region: str | None,
+           store: StoreOptions) -> None:
     """Show where an upload stands: from its files, and from the server (ListParts). Sends no data.
 
     Without -m: every upload in the state folder (in progress, completed, aborted; age; bytes done).
@@ -43,7 +46,7 @@ def status(meta_file_path: Path | None, parts_file_path: Path | None, as_json: b
         show_local(api.local_uploads(state_dir=state_dir), state_root(state_dir), as_json)
         return
     st = api.status(meta_file_path, parts_file_path, token_file=token_file, endpoint_url=endpoint_url,
-                    profile=profile, region=region)
+                    profile=profile, region=region, **store)
     if as_json:
         emit_json(st.to_json())
         return
@@ -77,7 +80,10 @@ def _lines(st: Status) -> list[str]:
     if st.checksum_algorithm:
         lines.append(f"checksum: {st.checksum_algorithm}" + (f", whole object {st.full_object_checksum} (compare with "
                                                              "head-object --checksum-mode ENABLED)"
-                                                             if st.full_object_checksum else ""))
+                                                             if st.full_object_checksum else "")
+                     + ("" if st.store_verifies_crc64nvme is None else
+                        "; the store refused a wrong CRC64NVME (it verifies it)" if st.store_verifies_crc64nvme else
+                        "; the store accepted a wrong CRC64NVME (it does not verify it)"))
     if st.object_properties:
         lines.append("object:   " + properties_text(st.object_properties))
     if st.unlogged_on_server:

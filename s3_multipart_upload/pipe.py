@@ -59,7 +59,7 @@ from s3_multipart_upload.state import (
     write_meta,
 )
 from s3_multipart_upload.stream import digest_part
-from s3_multipart_upload.uploader import CONTENT_MD5, ETAGS_NOT_MD5, PROPERTIES, Uploader
+from s3_multipart_upload.uploader import CONTENT_MD5, ETAGS_NOT_MD5, PROPERTIES, WHY, Uploader
 
 log = logging.getLogger(__name__)
 STREAM_ID = "stdin"  # a stream upload's source in its state folder's identity: one per endpoint, bucket and key
@@ -114,7 +114,7 @@ class StreamUploader:
         if meta is not None:
             check_meta(req, meta)
         if meta is None:
-            schedule, why = schedule_for(req.split_size, self.expected_size, req.max_parts)
+            schedule, why = schedule_for(req.split_size, self.expected_size, req.max_parts, req.equal_parts)
             self.probe = req.checksum_probe
             return None, schedule, why, checksums.PROBED if self.probe else req.checksum, req.checksum_why
         recorded = Schedule.from_json(meta.extra.get(SCHEDULE))
@@ -362,20 +362,13 @@ class StreamUploader:
         req = self.req
         if req.no_overwrite:
             refuse_overwrite(self.job)
-        upload_id = self.engine.create_upload(self.checksum)
-        extra = self._extra(schedule)
-        failed: UploadError | None = None
-        if self.probe:
-            verifies, _, failed = self.engine.probe(upload_id)
-            self.checksum, self.probe = checksums.PROBED if verifies else "MD5", False
-            if verifies is not None:
-                extra[checksums.VERIFIES] = verifies
+        upload_id, self.checksum, learnt = self.engine.create_for(self.checksum, self.probe)
+        learnt.pop(WHY, None)
+        self.probe = False
         meta = new_meta(req.bucket, req.key, upload_id, schedule.first, self.source.identity(), 0, self.checksum,
-                        extra)
+                        {**self._extra(schedule), **learnt})
         meta.part_count = None  # known at the stream's end
         write_meta(req.meta_path, meta)
-        if failed is not None:  # refused (access denied...): the parts would be too; META keeps the upload
-            raise failed
         return meta
 
     def _extra(self, schedule: Schedule) -> dict[str, Any]:

@@ -240,10 +240,17 @@ class Schedule:
                          for first, last, size, end in self.tiers())
 
 
-def schedule_for(split_size: int | None, expected_size: int | None,
-                 max_parts: int = MAX_PARTS) -> tuple[Schedule, str]:
+def schedule_for(split_size: int | None, expected_size: int | None, max_parts: int = MAX_PARTS,
+                 equal: bool = False) -> tuple[Schedule, str]:
     """The schedule of a new upload of a stream, and why its first parts are the size they are. With the expected
-    size, parts are sized as for a file of that size; a stream longer than expected goes on with larger parts."""
+    size, parts are sized as for a file of that size; a stream longer than expected goes on with larger parts.
+    ``equal`` (--equal-parts: a store that takes only parts of one size): no growth, every part the first's size."""
+    if equal:
+        grown, why = schedule_for(split_size, expected_size, max_parts)
+        equal_sized = Schedule(grown.first, max_parts, 1, max_parts)
+        why = why.replace(", growing (the stream's length is not known)", "")
+        return equal_sized, (f"{why}; all of one size (--equal-parts): the stream may be up to "
+                             f"{human(equal_sized.capacity())}")
     step = max(1, max_parts // STREAM_TIERS)
     if expected_size is not None:
         # Sized as a file of that size would be, in 90 % of the parts: the rest hold a stream longer than expected,

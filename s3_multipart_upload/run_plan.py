@@ -144,7 +144,7 @@ def _checksum(req: UploadRequest, meta: Meta | None, single: bool, warn: bool) -
     tool), continues with MD5 unless another one is asked for. A new multipart upload under auto to a store not
     known to verify CRC64NVME is created for it and asks the store (``probe``); one PutObject does not ask."""
     if meta is None:
-        if req.upload_id is not None and req.auto_checksum and req.checksum != "MD5":
+        if req.upload_id is not None and req.auto_checksum and (req.checksum != "MD5" or req.checksum_probe):
             return "MD5", "auto: an adopted upload (--upload-id) was not created for an additional checksum", False
         if req.checksum_probe and req.upload_id is None:
             if single:

@@ -100,7 +100,7 @@ MISSING_API_HINTS = {
 # A wrong additional checksum refused as wrong: the store computed its own over the body and compared (what proves,
 # to --checksum auto's probe, that the store verifies it). LocalStack and SeaweedFS answer BadDigest.
 CHECKSUM_MISMATCH_CODES = frozenset({"BadDigest", "XAmzContentChecksumMismatch"})
-# An additional checksum header refused as such (R2 and B2 refused x-amz-checksum-*): not taken, so not verified.
+# An additional checksum header refused as such (B2 refused x-amz-checksum-algorithm on a create): not taken.
 CHECKSUM_HEADER_REFUSED = frozenset({"InvalidArgument", "InvalidRequest", "NotImplemented"})
 
 

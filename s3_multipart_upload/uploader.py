@@ -31,6 +31,7 @@ from s3_multipart_upload.completion import (
     refuse_overwrite,
 )
 from s3_multipart_upload.errors import (
+    CredentialsExpired,
     ServerRefused,
     SourceChanged,
     StateConflict,
@@ -82,6 +83,8 @@ log = logging.getLogger(__name__)
 CONTENT_MD5 = "contentMD5"
 ETAGS_NOT_MD5 = "eTagsNotMD5"
 SHARDS = "shards"  # META: the count of shards of an upload begun with --shard
+WHY = "_why"  # (create_for's answer only: never written to META)
+ACCESS_REFUSALS = frozenset({"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"})
 PROPERTIES = "objectProperties"  # META: the object's properties as asked, secrets excepted (properties.py)
 CREATE_WAIT = 900.0  # how long a shard waits for the one creating the upload (its CreateMultipartUpload retries)
 CREATE_STALE = 600.0  # a create claim this old with no META is a dead task's (10 tries of a create take < 4 min)
@@ -312,8 +315,10 @@ class Uploader:
                                  f"list the uploads in progress with: s3-multipart-upload list -b {req.bucket}") \
                     from exc
             raise self.job.fail(exc) from exc
-        first = next((p for p in held if p["PartNumber"] == 1), None)
-        split = int(first["Size"]) if first is not None else None
+        # Part 1's size is the upload's part size, unless it is the empty part auto's probe left (then part 2's, when
+        # a part 3 shows that part 2 is not the last).
+        sizes = {p["PartNumber"]: int(p["Size"]) for p in held}
+        split = sizes.get(1) or (sizes.get(2) if 3 in sizes else None)
         plan = req.source.plan(split if split is not None else req.split_size, fixed=split is not None,
                                max_parts=req.max_parts)
         if held:
@@ -354,17 +359,12 @@ class Uploader:
         req = self.req
         if run.single_put:
             return _replace_meta(run, self._new_meta(run, None))  # a PutObject has nothing to resume
-        upload_id = self.create_upload(run.checksum)
-        learnt: dict[str, Any] = {}
-        failed: UploadError | None = None
+        upload_id, checksum, learnt = self.create_for(run.checksum, run.probe)
         if run.probe:
-            run, verifies, failed = self._probe(run, upload_id)
-            if verifies is not None:
-                learnt[checksums.VERIFIES] = verifies
+            run = dataclasses.replace(run, checksum=checksum, probe=False,
+                                      checksum_why=learnt.pop(WHY, run.checksum_why))
         meta = self._new_meta(run, upload_id, learnt)
         write_meta(req.meta_path, meta)
-        if failed is not None:  # refused (access denied, ...): the parts would be too; META keeps the upload
-            raise failed
         # Its META records the source: lines of this upload id (other shards' logs, read at completion) are of
         # these bytes, as for a run that found META, and need not be read again to be proven.
         return dataclasses.replace(_replace_meta(run, meta), trust_log=True)
@@ -383,10 +383,43 @@ class Uploader:
         except Exception as exc:
             raise _kms_refusal(self.req, self.job.fail(exc)) from exc
 
-    def _probe(self, run: RunPlan, upload_id: str) -> tuple[RunPlan, bool | None, UploadError | None]:
+    def create_for(self, checksum: str, probe: bool) -> tuple[str, str, dict[str, Any]]:
+        """A new multipart upload for ``checksum``; with ``probe`` (auto, a store not known to verify CRC64NVME),
+        created for CRC64NVME and the store asked (``probe``). Returns its id, the checksum it goes by, and what META
+        records of the store (``VERIFIES``; the why under ``WHY``, popped by the caller).
+
+        - verified (a wrong CRC64NVME refused): CRC64NVME, as created;
+        - not verified (a wrong value accepted: the store ignores checksums): MD5 on that upload, which the store
+          holds to no algorithm;
+        - not known (no answer, another refusal): the upload is aborted and a plain one created for MD5, so that an
+          upload declared for CRC64NVME is never filled with parts that carry none;
+        - the checksum header refused on the create itself (InvalidArgument...: B2 did): a plain upload, MD5."""
+        if not probe:
+            return self.create_upload(checksum), checksum, {}
+        try:
+            upload_id = self.create_upload(checksums.PROBED)
+        except UploadError as exc:
+            cause = exc.__cause__
+            if cause is None or error_code(cause) not in CHECKSUM_HEADER_REFUSED:
+                raise
+            why = f"auto: the store refused an upload declared for CRC64NVME ({exc.message}): MD5 by ETag"
+            log.info("Checksum MD5: %s.", why)
+            return self.create_upload("MD5"), "MD5", {checksums.VERIFIES: False, WHY: why}
         verifies, why, failed = self.probe(upload_id)
-        checksum = checksums.PROBED if verifies else "MD5"
-        return dataclasses.replace(run, checksum=checksum, checksum_why=why, probe=False), verifies, failed
+        if verifies is not None:
+            return upload_id, checksums.PROBED if verifies else "MD5", {checksums.VERIFIES: verifies, WHY: why}
+        self._abort_quietly(upload_id, "the checksum probe had no answer")
+        if failed is not None:  # refused (access denied, ...): the parts would be too
+            raise failed
+        return self.create_upload("MD5"), "MD5", {WHY: why}
+
+    def _abort_quietly(self, upload_id: str, why: str) -> None:
+        try:
+            self.job.call("AbortMultipartUpload", lambda c: c.abort_multipart_upload(
+                Bucket=self.req.bucket, Key=self.req.key, UploadId=upload_id))
+        except Exception as exc:
+            log.warning("Could not abort the multipart upload %s (%s; %s): it holds no part of the data; "
+                        "`s3-multipart-upload list -b %s` shows it.", upload_id, why, describe(exc), self.req.bucket)
 
     def probe(self, upload_id: str) -> tuple[bool | None, str, UploadError | None]:
         """--checksum auto on a store not known to verify CRC64NVME, its upload just created for CRC64NVME (with a
@@ -420,9 +453,12 @@ class Uploader:
             verifies, answer = self.job.call("UploadPart (checksum probe)", ask)
         except Exception as exc:
             error = self.job.fail(exc)
-            why = f"auto: the store did not answer whether it verifies CRC64NVME ({error.message}): MD5 by ETag"
+            why = (f"auto: the store gave no answer to whether it verifies CRC64NVME (the probe: {error.message}): "
+                   "MD5 by ETag")
             log.warning("Checksum MD5: %s.", why)
-            refused = None if isinstance(error, TemporaryFailure) else error
+            # Only a refusal of this identity stops the run (the parts would be refused too); any other answer
+            # (a 4xx of the store's own, no answer) just leaves the question open.
+            refused = error if error_code(exc) in ACCESS_REFUSALS or isinstance(error, CredentialsExpired) else None
             return None, why, refused
         checksum = checksums.PROBED if verifies else "MD5"
         why = checksums.probed_why(verifies)
@@ -433,6 +469,8 @@ class Uploader:
         """The object at the key is already this data (size and MD5, or the parts' MD5s): record it as done."""
         req = self.req
         log.info("%s already holds exactly this data (size and MD5); recording it as done.", req.where)
+        if run.probe:  # nothing was asked of the store: the object was proven by its MD5
+            run = dataclasses.replace(run, checksum="MD5", probe=False)
         result = UploadResult(req.bucket, req.key, None, run.parts.total_size, len(run.parts.parts),
                               checksum=run.checksum, etag=etag, already_complete=True)
         self.mark_completed(self._new_meta(run, None), result)

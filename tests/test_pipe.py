@@ -661,3 +661,18 @@ def test_a_fifo_to_a_prefix_and_a_text_stream_are_refused(aws_env: dict[str, str
         api.upload(io.StringIO("text"), "s3://b/k", endpoint_url="http://127.0.0.1:9")
     with pytest.raises(api.BadInput, match="--max-memory goes with a stream"):
         api.upload(tmp_path / "fifo2", "s3://b/k", max_memory="64M", endpoint_url="http://127.0.0.1:9")
+
+
+def test_equal_parts_keeps_a_streams_parts_of_one_size(aws_env: dict[str, str], tmp_path: Path) -> None:
+    """--equal-parts (R2): a stream's parts do not grow; the plan says how long the stream may then be."""
+    r = run_cli(["upload", "-", "s3://b/k", "--equal-parts", "-s", "64M", "--dry-run", "--json",
+                 "--endpoint-url", "http://127.0.0.1:9", "--state-dir", str(tmp_path)], aws_env, input="")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert [(t["partSize"], t["lastPart"]) for t in plan["schedule"]] == [(64 * MiB, 10_000)]
+    assert plan["capacity"] == 10_000 * 64 * MiB
+    assert sizes_equal(schedule_for(None, 100 * GiB, equal=True)[0])
+
+
+def sizes_equal(schedule: object) -> bool:
+    return len({schedule.size(n) for n in range(1, 10_001)}) == 1  # type: ignore[attr-defined]

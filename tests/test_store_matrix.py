@@ -156,19 +156,33 @@ def test_auto_on_a_store_that_checks_checksums_as_aws_does(s3_server: S3Server, 
 
 def test_a_probe_the_store_does_not_answer_falls_back_to_md5(s3_server: S3Server, bucket: str,
                                                               aws_env: dict[str, str], tmp_path: Path) -> None:
-    """The probe answered 503 on every try: nothing learnt, MD5 by ETag, the upload completes. Refused (403): exit 5
-    once META holds the upload, and the rerun continues that upload by MD5 without asking again."""
-    refuse: list[Fault] = [Fault(503, "SlowDown")]
-    proxy = S3Proxy(s3_server.endpoint, rule=lambda seen, index: refuse[0] if seen.is_probe else None)
+    """The probe answered 503 on every try: nothing learnt; the upload created for CRC64NVME is aborted and a plain
+    one made (an upload declared for CRC64NVME is never filled with MD5 parts), MD5 by ETag, and it completes.
+    Refused (403): exit 5, the probed upload aborted and no META. A store that refuses the checksum header on the
+    create itself (B2 did): a plain upload, MD5, recorded as not verifying."""
+    refuse: list[Fault | None] = [Fault(503, "SlowDown")]
+    create_refused: list[bool] = [False]
+
+    def rule(seen: Seen, index: int) -> Fault | None:
+        if create_refused[0] and seen.method == "POST" and "uploads" in seen.query \
+                and "x-amz-checksum-algorithm" in seen.headers:
+            return Fault(400, "InvalidArgument")
+        return refuse[0] if seen.is_probe else None
+
+    def aborts() -> list[Seen]:
+        return [seen for seen in proxy.seen if seen.method == "DELETE" and "uploadId" in seen.query]
+
+    proxy = S3Proxy(s3_server.endpoint, rule=rule)
     try:
         f = write_random(tmp_path / "f.bin", 11 * MiB, seed=2415)
         args = upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "-s", "5M", "--retries", "2",
                            endpoint=proxy.endpoint)
         r = run_cli(args, aws_env)
         assert r.returncode == 0, r.stderr
-        assert "did not answer whether it verifies CRC64NVME" in r.stderr and len(_probes(proxy)) == 2
+        assert "gave no answer to whether it verifies CRC64NVME" in r.stderr and len(_probes(proxy)) == 2
         meta = json.loads((tmp_path / "m.json").read_text())
         assert meta["checksumAlgorithm"] == "MD5" and "verifiesCRC64NVME" not in meta
+        assert [a.query["uploadId"] for a in aborts()] != [meta["uploadId"]] and len(aborts()) == 1
         assert s3_server.client().get_object(Bucket=bucket, Key="k")["Body"].read() == f.read_bytes()
 
         refuse[0] = Fault(403, "AccessDenied")
@@ -177,15 +191,36 @@ def test_a_probe_the_store_does_not_answer_falls_back_to_md5(s3_server: S3Server
                            endpoint=proxy.endpoint)
         r = run_cli(args, aws_env)
         assert r.returncode == 5 and "AccessDenied" in r.stderr, r.stderr
-        upload_id = json.loads((tmp_path / "m2.json").read_text())["uploadId"]
+        assert not (tmp_path / "m2.json").exists() and len(aborts()) == 1
+
+        refuse[0], create_refused[0] = None, True
+        proxy.reset()
         r = run_cli(args, aws_env)
         assert r.returncode == 0, r.stderr
         meta = json.loads((tmp_path / "m2.json").read_text())
-        assert (meta["uploadId"], meta["checksumAlgorithm"]) == (upload_id, "MD5")
-        assert len(_probes(proxy)) == 1  # the first run's only
+        assert (meta["checksumAlgorithm"], meta["verifiesCRC64NVME"]) == ("MD5", False)
+        assert not _probes(proxy), "a store that refuses the header was asked anyway"
         assert s3_server.client().get_object(Bucket=bucket, Key="k2")["Body"].read() == f.read_bytes()
     finally:
         proxy.close()
+
+
+def test_an_upload_whose_part_1_is_the_probes_empty_part_is_adopted_by_part_2s_size(
+        s3_server: S3Server, bucket: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    """META lost after the probe left its empty part 1 and parts 2 and 3 went: --upload-id takes part 2's size."""
+    f = write_random(tmp_path / "f.bin", 12 * MiB, seed=2416)
+    client = s3_server.client()
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    data = f.read_bytes()
+    client.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=1, Body=b"")
+    for n in (2, 3):
+        client.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=n,
+                           Body=data[(n - 1) * 5 * MiB:n * 5 * MiB])
+    r = run_cli([*upload_args(bucket, "k", f, tmp_path / "m.json", tmp_path / "p.jsonl", "--upload-id", upload_id,
+                              endpoint=s3_server.endpoint)], aws_env)
+    assert r.returncode == 0, r.stderr
+    assert "parts of 5 MiB" in r.stderr
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == data
 
 
 @pytest.mark.parametrize("size", [0, 1, 3 * MiB], ids=["empty", "1-byte", "3MiB"])

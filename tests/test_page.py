@@ -927,3 +927,33 @@ def test_time_left_is_not_optimistic(page: Any, stack: Stack, tmp_path: Path) ->
     assert early, estimates
     for actual, est in early:
         assert est >= actual / 2 - 1, f"{est} s left shown with {actual:.1f} s to go"
+
+
+def _wait_no_workers(tab: Any, timeout: float = 5) -> float:
+    """Seconds until the page has no worker left (the SHA-256 worker is terminated); fails after ``timeout``."""
+    start = time.monotonic()
+    while tab.workers:
+        assert time.monotonic() - start < timeout, f"the SHA-256 worker still runs: {[w.url for w in tab.workers]}"
+        tab.wait_for_timeout(50)
+    return time.monotonic() - start
+
+
+def test_signing_out_mid_hash_stops_the_sha256_worker(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Signed out while the page computes a big file's SHA-256 (before its upload is created): the worker is
+    terminated at once (it would read the 3 GiB on for seconds), no upload is created, and the progress stops."""
+    big = tmp_path / "hash-me.bin"
+    with big.open("wb") as out:
+        out.truncate(3 * 1024 * MiB)  # sparse: read back fast, hashed at the worker's pace
+    sign_in(page, stack)
+    upload(page, big, "hash-1")
+    page.wait_for_function("() => /Computing the SHA-256: [1-9]/.test(document.getElementById('progress')"
+                           ".textContent)", timeout=30_000)
+    assert len(page.workers) == 1 and page.workers[0].url.endswith("/static/sha256-worker.js")
+    page.click("#sign-out")  # no upload yet: nothing to ask
+    page.wait_for_selector("#signin:not([hidden])")
+    took = _wait_no_workers(page, timeout=2)
+    print(f"the worker ended {took:.2f} s after signing out")
+    shown = page.text_content("#progress")
+    page.wait_for_timeout(1000)
+    assert page.text_content("#progress") == shown  # nothing hashes on behind the sign-in form
+    assert stack.pending("hash-1") is None

@@ -49,6 +49,8 @@ let token = null;
 let principal = null;
 let file = null;
 let job = null; // the upload being sent, paused, or just refused (cancel still applies to it)
+// Aborted at sign-out: every SHA-256 worker of the signed-in session listens to it (and to its own upload's stop).
+let session = new AbortController();
 
 // -- small helpers ----------------------------------------------------------------------------------------
 
@@ -264,6 +266,7 @@ class Job {
     this.stopped = null; // null, "pause" or "cancel"
     this.sha256 = null; // a promise of the file's SHA-256, declared at completion when it was not at init
     this.failure = null;
+    this.hashStop = null; // the AbortController of its SHA-256 worker: cancel ends it
     this.kept = 0;
     this.differed = 0;
     this.expired = 0;
@@ -527,10 +530,11 @@ const SINGLE = {
 
 // -- what the buttons do ----------------------------------------------------------------------------------
 
-/** The SHA-256 of ``f``, computed in a worker, its progress shown in ``ui``. */
-function hashFile(f, ui) {
+/** The SHA-256 of ``f``, computed in a worker, its progress shown in ``ui``; ``signal`` ends the worker. */
+function hashFile(f, ui, signal) {
   ui.render(`Computing the SHA-256: 0 bytes of ${size(f.size)}`, 0);
   return sha256InWorker(f, {
+    signal,
     onProgress: (done) => ui.render(`Computing the SHA-256: ${size(done)} of ${size(f.size)}`, done / f.size),
   });
 }
@@ -539,9 +543,11 @@ function hashFile(f, ui) {
  * The upload of ``chosen`` as ``fileId``, ready to run: its pending upload when there is one and ``chosen`` is its
  * file (the page's record of it, its size, and the held parts' MD5s decide), else a new one, created with the
  * file's SHA-256 declared (the controller checks the object against it and accepts it). ``onJob`` gets the job as
- * soon as there is an upload (so that it can be cancelled also when refused here).
+ * soon as there is an upload (so that it can be cancelled also when refused here). ``stop`` (an AbortController)
+ * ends its SHA-256 worker, as signing out does: a file is not hashed on for nobody.
  */
-async function prepare(chosen, fileId, ui, onJob) {
+async function prepare(chosen, fileId, ui, onJob, stop = new AbortController()) {
+  const signal = AbortSignal.any([session.signal, stop.signal]);
   let upload = await api("GET", `/files/${enc(fileId)}/multipart_uploads?status=pending`);
   const record = records()[fileId];
   let current;
@@ -558,8 +564,14 @@ async function prepare(chosen, fileId, ui, onJob) {
     }
   } else {
     ui.say(`Computing the SHA-256 of ${chosen.name}, which the controller checks the object against…`);
-    const sha256 = await hashFile(chosen, ui);
-    if (!token) throw new Stopped();
+    let sha256;
+    try {
+      sha256 = await hashFile(chosen, ui, signal);
+    } catch (e) {
+      if (signal.aborted) throw new Stopped();
+      throw e;
+    }
+    if (!token || signal.aborted) throw new Stopped();
     const body = { size: chosen.size, sha256 };
     if (/^[\x20-\x7e]{1,255}$/.test(chosen.type)) body.content_type = chosen.type;
     try {
@@ -581,13 +593,14 @@ async function prepare(chosen, fileId, ui, onJob) {
     current = new Job(chosen, fileId, upload, ui);
     onJob(current);
   }
+  current.hashStop = stop;
   saveRecord({ fileId, uploadId: upload.upload_id, name: chosen.name, size: chosen.size,
                lastModified: chosen.lastModified, partSize: upload.part_size });
   await current.reconcile();
   // An upload started without a declared SHA-256 (by a client that declared none): the page declares it at
   // completion, computed while the parts go.
   if (!upload.sha256) {
-    current.sha256 = sha256InWorker(chosen);
+    current.sha256 = sha256InWorker(chosen, { signal });
     current.sha256.catch(() => {}); // a failure is the completion's to report; unawaited (paused), it is none
   }
   return current;
@@ -699,6 +712,7 @@ async function cancel() {
   }
   current.stopped = "cancel";
   current.abortAll("stop");
+  if (current.hashStop) current.hashStop.abort(); // its SHA-256, computed while the parts went, is not needed
   wakeWaiters(); // the parts' waits end; the cancellation itself waits for the network
   setState("checking");
   say("Cancelling…");
@@ -1238,6 +1252,7 @@ async function signIn(candidate, quiet) {
     return;
   }
   token = candidate;
+  session = new AbortController();
   principal = (await response.json()).principal;
   sessionStorage.setItem(TOKEN_KEY, token);
   $("who").textContent = principal;
@@ -1276,6 +1291,7 @@ function signOut(message = "") {
     running.abortAll("stop");
   }
   if (batch) batch.stopped = "pause";
+  session.abort(); // every SHA-256 worker ends
   job = null;
   clearTimeout(listTimer);
   token = null;

@@ -400,3 +400,54 @@ def test_docs_render_offline_in_chromium(browser: Any, stack: Stack) -> None:
         assert outside == [] and refused == []
     finally:
         context.close()
+
+
+def test_hidden_files_of_a_folder_are_skipped_and_counted(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """A folder's hidden files (.DS_Store, anything under .git/, a dot-file in a subfolder) are not queued; the
+    message that says how many files were left out past the first 1000 says how many hidden ones were skipped.
+    A dropped folder is walked the same way (webkitGetAsEntry, with entries made in the page), and a folder of
+    hidden files only has nothing to upload."""
+    top = tmp_path / "lots"
+    (top / ".git" / "objects").mkdir(parents=True)
+    (top / "sub").mkdir()
+    for name in (".DS_Store", ".git/config", ".git/objects/ab12", "sub/.hidden"):
+        (top / name).write_bytes(b"x")
+    for i in range(1001):
+        (top / f"f{i:04}.txt").write_bytes(b"%d" % i)
+    (top / "sub" / "seen.txt").write_bytes(b"seen")
+    sign_in(page, stack)
+    page.set_input_files("#folder", str(top))
+    page.wait_for_selector("#queue:not([hidden])", timeout=30_000)
+    names = page.evaluate("() => [...document.querySelectorAll('#queue .item-name')].map((e) => e.textContent)")
+    assert len(names) == 1000 and not [n for n in names if "/." in n], names[:5]
+    assert message(page).endswith(
+        "2 files past the first 1000 were left out. 4 hidden files (their names start with '.', or they are in a "
+        "folder whose name does, such as .DS_Store or .git/) were skipped."), message(page)
+
+    only_hidden = tmp_path / "only-hidden"
+    only_hidden.mkdir()
+    (only_hidden / ".DS_Store").write_bytes(b"x")
+    page.set_input_files("#folder", str(only_hidden))
+    page.wait_for_function("() => document.getElementById('message').dataset.kind === 'error'", timeout=10_000)
+    assert message(page) == ("That folder has no files to upload: 1 hidden file (its name starts with '.', or it "
+                             "is in a folder whose name does, such as .DS_Store or .git/) was skipped.")
+
+    walked = page.evaluate("""async () => {
+        const m = await import("/static/files.js");
+        const file = (name) => ({ isFile: true, isDirectory: false, name,
+            file: (ok) => ok(new File([name], name)) });
+        const dir = (name, children) => ({ isFile: false, isDirectory: true, name, createReader: () => {
+            let given = false;
+            return { readEntries: (ok) => { ok(given ? [] : children); given = true; } };
+        } });
+        const dropped = dir(".run", [file(".DS_Store"), file("a.bin"),
+            dir(".git", [file("HEAD"), dir("objects", [file("x"), file("y")])]), dir("sub", [file(".env"), file("b")])]);
+        const dt = { items: [{ kind: "file", webkitGetAsEntry: () => dropped },
+                             { kind: "file", webkitGetAsEntry: () => file(".loose") }], files: [] };
+        const got = await m.filesOfDrop(dt);
+        return { paths: got.files.map((f) => f.path), hidden: got.hidden, note: m.leftOutNote(got) };
+    }""")
+    # The dropped folder and a loose file are the user's choice, whatever their names: only what is in it is judged.
+    assert walked["paths"] == [".run/a.bin", ".run/sub/b", ".loose"]
+    assert walked["hidden"] == 5
+    assert walked["note"].startswith(" 5 hidden files (their names start with '.'")

@@ -17,7 +17,7 @@
 // principal and file id, {fileId, uploadId, name, size, lastModified, partSize}: what it takes to recognise
 // the same file after a reload. Never a presigned URL.
 
-import { filesOfDrop, filesOfInput, MAX_FILES } from "./files.js";
+import { filesOfDrop, filesOfInput, leftOutNote, MAX_FILES } from "./files.js";
 import { md5OfBlob, toBase64, toHex } from "./md5.js";
 import { sha256InWorker } from "./sha256.js";
 
@@ -1338,20 +1338,17 @@ function init() {
     if (entries.length === 1 && !entries[0].path.includes("/")) choose(entries[0].file);
     else if (entries.length) chooseMany(entries, note);
   };
-  const leftOut = (n) => (n ? ` ${plural(n, "file")} past the first ${MAX_FILES} ${n === 1 ? "was" : "were"} left out.`
-    : "");
-  $("file").addEventListener("change", () => {
-    const all = filesOfInput($("file"));
-    take(all.slice(0, MAX_FILES), leftOut(all.length - MAX_FILES));
-  });
-  $("folder").addEventListener("change", () => {
-    const all = filesOfInput($("folder"));
+  const chosen = (input) => {
+    const { files: all, hidden } = filesOfInput(input);
+    const note = leftOutNote({ more: Math.max(0, all.length - MAX_FILES), hidden });
     if (!all.length) {
-      say("That folder has no files to upload.", "error");
+      say((hidden ? "That folder has no files to upload:" : "That folder has no files to upload.") + note, "error");
       return;
     }
-    take(all.slice(0, MAX_FILES), leftOut(all.length - MAX_FILES));
-  });
+    take(all.slice(0, MAX_FILES), note);
+  };
+  $("file").addEventListener("change", () => chosen($("file")));
+  $("folder").addEventListener("change", () => chosen($("folder")));
   const drop = $("drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
@@ -1360,13 +1357,12 @@ function init() {
     drop.classList.remove("over");
     if (RUNNING.includes(document.body.dataset.state) || document.body.dataset.state === "paused") return;
     const got = await filesOfDrop(event.dataTransfer);
+    const note = leftOutNote(got);
     if (!got.files.length) {
-      say(got.folders ? "The dropped folder has no files to upload." : "Nothing to upload was dropped.", "error");
+      say((got.folders ? "The dropped folder has no files to upload" : "Nothing to upload was dropped") +
+        (note ? `:${note}` : "."), "error");
       return;
     }
-    const note = leftOut(got.more) + (got.unreadable
-      ? ` ${plural(got.unreadable, "file or folder")} could not be read and ${got.unreadable === 1 ? "is" : "are"} ` +
-        "not listed." : "");
     if (got.files.length === 1 && !got.folders) choose(got.files[0].file);
     else chooseMany(got.files, note);
   });

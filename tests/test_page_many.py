@@ -441,7 +441,8 @@ def test_hidden_files_of_a_folder_are_skipped_and_counted(page: Any, stack: Stac
             return { readEntries: (ok) => { ok(given ? [] : children); given = true; } };
         } });
         const dropped = dir(".run", [file(".DS_Store"), file("a.bin"),
-            dir(".git", [file("HEAD"), dir("objects", [file("x"), file("y")])]), dir("sub", [file(".env"), file("b")])]);
+            dir(".git", [file("HEAD"), dir("objects", [file("x"), file("y")])]),
+            dir("sub", [file(".env"), file("b")])]);
         const dt = { items: [{ kind: "file", webkitGetAsEntry: () => dropped },
                              { kind: "file", webkitGetAsEntry: () => file(".loose") }], files: [] };
         const got = await m.filesOfDrop(dt);

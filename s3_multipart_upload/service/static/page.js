@@ -549,6 +549,7 @@ function hashFile(f, ui, signal) {
 async function prepare(chosen, fileId, ui, onJob, stop = new AbortController()) {
   const signal = AbortSignal.any([session.signal, stop.signal]);
   let upload = await api("GET", `/files/${enc(fileId)}/multipart_uploads?status=pending`);
+  if (stop.signal.aborted) throw new Stopped(); // cancelled before it had an upload
   const record = records()[fileId];
   let current;
   if (upload) {
@@ -589,6 +590,10 @@ async function prepare(chosen, fileId, ui, onJob, stop = new AbortController()) 
             ": choose another file id for this file.");
       }
       throw e;
+    }
+    if (stop.signal.aborted) { // cancelled while its upload was being created: that upload goes too
+      await api("PATCH", `/multipart_uploads/${enc(upload.upload_id)}`, { status: "cancelled" }).catch(() => {});
+      throw new Stopped();
     }
     current = new Job(chosen, fileId, upload, ui);
     onJob(current);
@@ -850,11 +855,14 @@ async function noteUnfinished() {
 
 const FILES_IN_FLIGHT = 2;
 const SENDABLE = ["queued", "refused", "failed", "cancelled"]; // the rows Upload sends (again)
+// The rows whose upload "Cancel its upload" cancels: being sent (its parts in flight are stopped, the rest of the
+// queue goes on), paused, or stopped by a failure; not while it completes (the controller decides then).
+const ROW_CANCELLABLE = ["checking", "uploading", "waiting", "pausing", "paused", "refused", "failed"];
 const FINISHED = ["uploaded", "accepted"];
 const ROW_STATUS = {
   queued: "Waiting", checking: "Checking", uploading: "Uploading", waiting: "Waiting for the network",
   pausing: "Pausing", paused: "Paused", completing: "Completing", done: "Done", refused: "Failed",
-  failed: "Failed", skipped: "Skipped", cancelled: "Cancelled",
+  failed: "Failed", skipped: "Skipped", cancelling: "Cancelling", cancelled: "Cancelled",
 };
 
 let batch = null; // {items: [...], stopped: null | "pause"} while many files are chosen
@@ -898,6 +906,7 @@ function makeItem({ file: f, path }, fileId, index) {
   const status = document.createElement("p");
   status.className = "item-status";
   status.id = `item-status-${index}`;
+  status.tabIndex = -1; // the focus waits here while its upload is cancelled (its button is hidden then)
   const cancelButton = document.createElement("button");
   cancelButton.type = "button";
   cancelButton.className = "danger";
@@ -908,16 +917,20 @@ function makeItem({ file: f, path }, fileId, index) {
   cancelButton.append("Cancel its upload", cancelWhose);
   row.append(head, idLabel, idInput, bar, progress, status, cancelButton);
   // upload: the controller's upload of this file once there is one (kept when a try fails, for Cancel).
-  const item = { file: f, path, row, idInput, state: "queued", job: null, upload: null };
+  // stop: the AbortController of its SHA-256 worker; cancelled: Cancel was pressed while it was being sent;
+  // cancelling: the promise of that cancellation, which its sending waits for before the queue goes on.
+  const item = { file: f, path, row, idInput, status, state: "queued", job: null, upload: null, stop: null,
+                 cancelled: false, cancelling: Promise.resolve() };
   cancelButton.addEventListener("click", () => cancelItem(item));
   item.ui = {
     state: (state) => {
       item.state = state;
       row.dataset.state = state;
       idInput.disabled = !SENDABLE.includes(state);
-      // A row's upload is cancelled when it is not being sent: paused (Pause first), or stopped by a failure.
-      cancelButton.disabled = !(item.upload && ["paused", "refused", "failed"].includes(state));
-      cancelButton.hidden = !item.upload || state === "done" || state === "cancelled";
+      // Being hashed, there is no upload yet: Cancel stops the hashing, and the row is not sent.
+      const hashing = state === "checking" && !item.upload && item.stop !== null;
+      cancelButton.disabled = !((item.upload && ROW_CANCELLABLE.includes(state)) || hashing);
+      cancelButton.hidden = !(item.upload || hashing) || ["done", "cancelling", "cancelled"].includes(state);
     },
     current: () => item.state,
     say: (text, kind = "info") => {
@@ -1038,16 +1051,17 @@ async function startBatch(resuming = false) {
       "if you close this tab (choose the same files again to resume).");
     return;
   }
-  const done = current.items.filter((item) => item.state === "done").length;
-  const bad = current.items.filter((item) => ["refused", "failed"].includes(item.state)).length;
+  const count = (...states) => current.items.filter((item) => states.includes(item.state)).length;
+  const done = count("done");
+  const bad = count("refused", "failed");
+  const cancelled = count("cancelled") ? ` ${count("cancelled")} cancelled.` : "";
   setState("done");
   if (bad) {
     say(`${done} of ${plural(current.items.length, "file")} uploaded; ${bad} failed: each failed file's row ` +
-      "says why. Press Upload to try those again.", "error");
+      `says why. Press Upload to try those again.${cancelled}`, "error");
   } else {
-    say(`Uploaded ${plural(done, "file")}.` + (current.items.length > done
-      ? ` ${current.items.length - done} skipped (empty).` : "") +
-      " Your uploads, below, show when the controller has checked them.", "ok");
+    say(`Uploaded ${plural(done, "file")}.${cancelled}` + (count("skipped") ? ` ${count("skipped")} skipped (empty).`
+      : "") + " Your uploads, below, show when the controller has checked them.", "ok");
   }
 }
 
@@ -1068,6 +1082,7 @@ function batchProgress(current) {
 
 async function sendItem(item, current) {
   const { ui } = item;
+  item.cancelled = false;
   try {
     if (!item.job) {
       const known = listed.find((u) => u.file_id === item.fileId && u.status !== "pending" &&
@@ -1078,12 +1093,15 @@ async function sendItem(item, current) {
         ui.say(`already uploaded as file id ${item.fileId} (${known.status}): not sent again.`, "ok");
         return;
       }
+      item.stop = new AbortController();
       ui.state("checking");
       ui.say(`asking the controller about file id ${item.fileId}…`);
       item.job = await prepare(item.file, item.fileId, ui, (j) => {
         item.job = j;
         item.upload = j.upload;
-      });
+        ui.state(item.state); // its Cancel applies now
+      }, item.stop);
+      if (item.cancelled) return await cancelled(item);
       if (item.job.kept) ui.say(`resuming: kept ${item.job.kept} of ${plural(item.job.count, "part")}.`);
       else ui.say(`sending ${plural(item.job.count, "part")} of ${size(item.job.partSize)}.`);
     }
@@ -1092,7 +1110,9 @@ async function sendItem(item, current) {
       ui.say(`${item.job.done.size} of ${plural(item.job.count, "part")} sent.`);
       return;
     }
-    if (!(await item.job.run())) {
+    const sent = await item.job.run();
+    if (item.cancelled) return await cancelled(item); // its parts were stopped: the queue goes on once it is cancelled
+    if (!sent) {
       if (batch === current && token) {
         ui.state("paused");
         ui.say(`${item.job.done.size} of ${plural(item.job.count, "part")} sent.`);
@@ -1108,6 +1128,7 @@ async function sendItem(item, current) {
     ui.announce("uploaded.");
     refreshList(true);
   } catch (e) {
+    if (item.cancelled) return await cancelled(item);
     if (!token || batch !== current) return;
     item.job = null; // tried again from the start: its pending upload is found and checked again
     ui.state(e instanceof Refused ? "refused" : "failed");
@@ -1117,30 +1138,65 @@ async function sendItem(item, current) {
   }
 }
 
-/** Cancel a row's upload (paused, or stopped by a failure): asked first; the parts sent are deleted. */
+/** A row cancelled while it was being sent: once its cancellation is settled, the queue goes on without it. */
+async function cancelled(item) {
+  await item.cancelling;
+  if (item.state === "cancelled") { // not the upload it may have been given meanwhile (the cancel came first)
+    item.job = null;
+    item.upload = null;
+  }
+}
+
+/** Cancel a row's upload, asked first: being sent (its parts in flight are aborted, the rest of the queue goes on),
+ *  paused, or stopped by a failure; the parts sent are deleted. Being hashed, before it has an upload: the hashing
+ *  stops and the row is not sent. The focus stays in the row, on its status, which says what happened. */
 async function cancelItem(item) {
   const upload = item.upload;
-  if (!upload || !["paused", "refused", "failed"].includes(item.state)) return;
-  if (!window.confirm(`Cancel the upload of file id ${upload.file_id}? It cannot be resumed, and the parts sent ` +
-      "so far are deleted.")) {
-    return;
+  const hashing = !upload && item.state === "checking" && item.stop !== null;
+  if (!(upload && ROW_CANCELLABLE.includes(item.state)) && !hashing) return;
+  const question = upload
+    ? `Cancel the upload of file id ${upload.file_id}? It cannot be resumed, and the parts sent so far are deleted.`
+    : `Cancel the upload of ${item.path}? Nothing of it has been sent yet.`;
+  if (!window.confirm(question)) return;
+  const before = item.state;
+  const sending = RUNNING.includes(before);
+  const hadFocus = item.row.contains(document.activeElement) || document.activeElement === document.body;
+  let settle;
+  item.cancelling = new Promise((resolve) => { settle = resolve; });
+  item.cancelled = sending;
+  if (item.stop) item.stop.abort(); // its SHA-256 worker ends
+  if (item.job) {
+    item.job.stopped = "cancel";
+    item.job.abortAll("stop"); // its parts in flight: their PUTs are aborted, not finished
   }
+  item.ui.state("cancelling");
+  item.ui.say(upload ? `stopping its parts and cancelling the upload of file id ${upload.file_id}…`
+    : "stopping the computing of its SHA-256…");
+  if (hadFocus) item.status.focus();
   try {
-    const done = await api("PATCH", `/multipart_uploads/${enc(upload.upload_id)}`, { status: "cancelled" });
-    forgetRecord(upload.file_id);
+    let done = null;
+    if (upload) {
+      done = await api("PATCH", `/multipart_uploads/${enc(upload.upload_id)}`, { status: "cancelled" });
+      forgetRecord(upload.file_id);
+    }
     item.upload = null;
     item.job = null;
+    item.stop = null;
     item.ui.state("cancelled");
-    item.ui.say(`the upload of file id ${upload.file_id} is ${done.status}, and its parts are deleted; Upload ` +
-      "starts it again.");
+    item.ui.say(upload ? `the upload of file id ${upload.file_id} is ${done.status}, and its parts are deleted; ` +
+      "Upload starts it again." : "nothing of it was sent; Upload starts it again.");
     item.ui.announce("its upload is cancelled.");
-    if (batch && !RUNNING.includes(document.body.dataset.state)) setState(document.body.dataset.state);
-    const next = ["upload", "resume", "file"].map($).find((el) => !el.disabled);
-    if (next) next.focus(); // the pressed button is hidden now
     refreshList();
   } catch (e) {
-    item.ui.say(`it could not be cancelled: ${reasonOf(e)}`, "error");
+    if (token) {
+      item.ui.state(sending ? "failed" : before);
+      item.ui.say(`it could not be cancelled: ${reasonOf(e)}`, "error");
+      item.ui.announce(`its upload could not be cancelled: ${reasonOf(e)}`);
+    }
+  } finally {
+    settle();
   }
+  if (batch && !RUNNING.includes(document.body.dataset.state)) setState(document.body.dataset.state);
 }
 
 function pauseBatch() {

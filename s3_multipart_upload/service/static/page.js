@@ -51,6 +51,8 @@ let file = null;
 let job = null; // the upload being sent, paused, or just refused (cancel still applies to it)
 // Aborted at sign-out: every SHA-256 worker of the signed-in session listens to it (and to its own upload's stop).
 let session = new AbortController();
+// The single file's preparation (its SHA-256, its upload's creation) until it has a job: Cancel aborts it.
+let preparing = null;
 
 // -- small helpers ----------------------------------------------------------------------------------------
 
@@ -103,7 +105,7 @@ function setState(state) {
   $("pause").disabled = !["uploading", "waiting"].includes(state);
   $("resume").disabled = state !== "paused";
   const cancellable = ["uploading", "waiting", "pausing", "paused", "refused", "failed"].includes(state);
-  $("cancel").disabled = !(job && job.upload && cancellable);
+  $("cancel").disabled = !((job && job.upload && cancellable) || (state === "checking" && !job && preparing));
   $("file").disabled = running || state === "paused";
   $("folder").disabled = running || state === "paused";
   $("file-id").disabled = running || state === "paused";
@@ -624,10 +626,16 @@ async function startUpload() {
     return say(`${chosen.name} cannot be read (is it a folder?): choose or drop one file.`, "error");
   }
   job = null;
+  const stop = new AbortController();
+  preparing = { stop, name: chosen.name };
   setState("checking");
   say(`Asking the controller about file id ${fileId}…`);
   try {
-    await prepare(chosen, fileId, SINGLE, (j) => { job = j; });
+    try {
+      await prepare(chosen, fileId, SINGLE, (j) => { job = j; setState("checking"); }, stop);
+    } finally {
+      if (preparing && preparing.stop === stop) preparing = null;
+    }
     if (job.kept) {
       say(`Resuming: kept ${job.kept} of ${plural(job.count, "part")} the storage already holds` +
         (job.differed ? `; ${plural(job.differed, "held part")} did not match this file and ` +
@@ -639,6 +647,13 @@ async function startUpload() {
     }
     await continueUpload();
   } catch (e) {
+    if (e instanceof Stopped && stop.signal.aborted && token && !job) {
+      setState("cancelled");
+      render("", 0);
+      say(`Cancelled: nothing of ${chosen.name} was sent, and no upload was kept for file id ${fileId}.`);
+      $("announce").textContent = "The upload is cancelled.";
+      return;
+    }
     failed(e);
   }
 }
@@ -709,7 +724,12 @@ function resume() {
 
 async function cancel() {
   const current = job;
-  if (!current) return;
+  if (!current) { // its SHA-256 is computed, or its upload asked for: nothing is sent yet
+    const { stop, name } = preparing || {};
+    if (!stop || document.body.dataset.state !== "checking") return;
+    if (window.confirm(`Cancel the upload of ${name}? Nothing of it has been sent yet.`)) stop.abort();
+    return;
+  }
   const sent = current.done.size;
   if (!window.confirm(`Cancel the upload of file id ${current.fileId}? It cannot be resumed` +
       (sent ? `, and the ${plural(sent, "part")} sent so far are deleted.` : "."))) {

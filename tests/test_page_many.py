@@ -476,8 +476,9 @@ def test_a_row_is_cancelled_while_it_is_sent_and_the_queue_goes_on(page: Any, st
     page.click("#upload")
     upload_id = wait_parts_held(stack, "cancel-me.bin", 1)
     page.wait_for_function("() => document.querySelector('#queue li').dataset.state === 'uploading'")
-    assert page.is_enabled("#item-cancel-0")
-    page.focus("#item-cancel-0")
+    cancel = page.get_by_role("button", name="Cancel its upload of cancel-me.bin", exact=True)  # its own name
+    assert cancel.is_enabled() and cancel.get_attribute("id") == "item-cancel-0"
+    cancel.focus()
     page.keyboard.press("Enter")
     page.wait_for_function("() => document.querySelector('#queue li').dataset.state === 'cancelled'",
                            timeout=10_000)

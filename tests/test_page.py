@@ -34,6 +34,7 @@ from s3_multipart_upload.plan import MiB
 from tests.conftest import ACCESS_KEY, SECRET_KEY, S3Server, _rclone_server, run_cli, write_random
 from tests.s3proxy import CorsRule, Fault, S3Proxy, Seen
 from tests.service_fixtures import ServiceProcess, free_port, run_service
+from tests.test_service_api import send_parts
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -927,3 +928,76 @@ def test_time_left_is_not_optimistic(page: Any, stack: Stack, tmp_path: Path) ->
     assert early, estimates
     for actual, est in early:
         assert est >= actual / 2 - 1, f"{est} s left shown with {actual:.1f} s to go"
+
+
+def _wait_no_workers(tab: Any, timeout: float = 5) -> float:
+    """Seconds until the page has no worker left (the SHA-256 worker is terminated); fails after ``timeout``."""
+    start = time.monotonic()
+    while tab.workers:
+        assert time.monotonic() - start < timeout, f"the SHA-256 worker still runs: {[w.url for w in tab.workers]}"
+        tab.wait_for_timeout(50)
+    return time.monotonic() - start
+
+
+def test_signing_out_mid_hash_stops_the_sha256_worker(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Signed out while the page computes a big file's SHA-256 (before its upload is created): the worker is
+    terminated at once (it would read the 3 GiB on for seconds), no upload is created, and the progress stops."""
+    big = tmp_path / "hash-me.bin"
+    with big.open("wb") as out:
+        out.truncate(3 * 1024 * MiB)  # sparse: read back fast, hashed at the worker's pace
+    sign_in(page, stack)
+    upload(page, big, "hash-1")
+    page.wait_for_function("() => /Computing the SHA-256: [1-9]/.test(document.getElementById('progress')"
+                           ".textContent)", timeout=30_000)
+    assert len(page.workers) == 1 and page.workers[0].url.endswith("/static/sha256-worker.js")
+    page.click("#sign-out")  # no upload yet: nothing to ask
+    page.wait_for_selector("#signin:not([hidden])")
+    took = _wait_no_workers(page, timeout=2)
+    print(f"the worker ended {took:.2f} s after signing out")
+    shown = page.text_content("#progress")
+    page.wait_for_timeout(1000)
+    assert page.text_content("#progress") == shown  # nothing hashes on behind the sign-in form
+    assert stack.pending("hash-1") is None
+
+
+def test_cancel_mid_hash_or_mid_upload_stops_the_sha256_worker(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Cancel while the file's SHA-256 is computed (no upload yet): asked first, the worker ends, no upload is
+    created, the focus goes to the file chooser. Cancel while a pending upload started without a declared
+    SHA-256 is sent (the page computes it beside the parts, to declare it with the completion): that worker
+    ends too."""
+    big = tmp_path / "hash-cancel.bin"
+    with big.open("wb") as out:
+        out.truncate(3 * 1024 * MiB)  # sparse: zeros
+    asked: list[str] = []
+    page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
+    sign_in(page, stack)
+    upload(page, big, "hash-cancel")
+    page.wait_for_function("() => /Computing the SHA-256: [1-9]/.test(document.getElementById('progress')"
+                           ".textContent)", timeout=30_000)
+    assert page.is_enabled("#cancel")
+    page.focus("#cancel")
+    page.keyboard.press("Enter")
+    assert wait_state(page, "cancelled", "failed", "refused") == "cancelled", message(page)
+    assert asked == ["Cancel the upload of hash-cancel.bin? Nothing of it has been sent yet."]
+    assert message(page) == ("Cancelled: nothing of hash-cancel.bin was sent, and no upload was kept for file id "
+                             "hash-cancel.")
+    _wait_no_workers(page, timeout=2)
+    assert_focus_visible(page, "file")
+    assert stack.pending("hash-cancel") is None
+
+    # A pending upload with no declared SHA-256 and its first part held (as the CLI leaves one): resumed here,
+    # its SHA-256 is computed while its parts go; Cancel ends that worker with the upload.
+    with stack.svc.client() as c:
+        r = c.post("/files/hash-cancel-2/multipart_uploads", json={"size": big.stat().st_size})
+        assert r.status_code == 201, r.text
+        upload_id = r.json()["upload_id"]
+        send_parts(c, upload_id, [bytes(PART)])
+    stack.proxy.delay = 1.0
+    upload(page, big, "hash-cancel-2")
+    wait_parts_held(stack, "hash-cancel-2", 2)
+    assert page.evaluate("document.body.dataset.state") == "uploading"
+    assert len(page.workers) == 1
+    page.click("#cancel")
+    assert wait_state(page, "cancelled", "failed", "refused") == "cancelled", message(page)
+    _wait_no_workers(page, timeout=2)
+    assert stack.pending("hash-cancel-2", "cancelled")["upload_id"] == upload_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +401,143 @@ def test_docs_render_offline_in_chromium(browser: Any, stack: Stack) -> None:
         assert outside == [] and refused == []
     finally:
         context.close()
+
+
+def test_hidden_files_of_a_folder_are_skipped_and_counted(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """A folder's hidden files (.DS_Store, anything under .git/, a dot-file in a subfolder) are not queued; the
+    message that says how many files were left out past the first 1000 says how many hidden ones were skipped.
+    A dropped folder is walked the same way (webkitGetAsEntry, with entries made in the page), and a folder of
+    hidden files only has nothing to upload."""
+    top = tmp_path / "lots"
+    (top / ".git" / "objects").mkdir(parents=True)
+    (top / "sub").mkdir()
+    for name in (".DS_Store", ".git/config", ".git/objects/ab12", "sub/.hidden"):
+        (top / name).write_bytes(b"x")
+    for i in range(1001):
+        (top / f"f{i:04}.txt").write_bytes(b"%d" % i)
+    (top / "sub" / "seen.txt").write_bytes(b"seen")
+    sign_in(page, stack)
+    page.set_input_files("#folder", str(top))
+    page.wait_for_selector("#queue:not([hidden])", timeout=30_000)
+    names = page.evaluate("() => [...document.querySelectorAll('#queue .item-name')].map((e) => e.textContent)")
+    assert len(names) == 1000 and not [n for n in names if "/." in n], names[:5]
+    assert message(page).endswith(
+        "2 files past the first 1000 were left out. 4 hidden files (their names start with '.', or they are in a "
+        "folder whose name does, such as .DS_Store or .git/) were skipped."), message(page)
+
+    only_hidden = tmp_path / "only-hidden"
+    only_hidden.mkdir()
+    (only_hidden / ".DS_Store").write_bytes(b"x")
+    page.set_input_files("#folder", str(only_hidden))
+    page.wait_for_function("() => document.getElementById('message').dataset.kind === 'error'", timeout=10_000)
+    assert message(page) == ("That folder has no files to upload: 1 hidden file (its name starts with '.', or it "
+                             "is in a folder whose name does, such as .DS_Store or .git/) was skipped.")
+
+    walked = page.evaluate("""async () => {
+        const m = await import("/static/files.js");
+        const file = (name) => ({ isFile: true, isDirectory: false, name,
+            file: (ok) => ok(new File([name], name)) });
+        const dir = (name, children) => ({ isFile: false, isDirectory: true, name, createReader: () => {
+            let given = false;
+            return { readEntries: (ok) => { ok(given ? [] : children); given = true; } };
+        } });
+        const dropped = dir(".run", [file(".DS_Store"), file("a.bin"),
+            dir(".git", [file("HEAD"), dir("objects", [file("x"), file("y")])]),
+            dir("sub", [file(".env"), file("b")])]);
+        const dt = { items: [{ kind: "file", webkitGetAsEntry: () => dropped },
+                             { kind: "file", webkitGetAsEntry: () => file(".loose") }], files: [] };
+        const got = await m.filesOfDrop(dt);
+        return { paths: got.files.map((f) => f.path), hidden: got.hidden, note: m.leftOutNote(got) };
+    }""")
+    # The dropped folder and a loose file are the user's choice, whatever their names: only what is in it is judged.
+    assert walked["paths"] == [".run/a.bin", ".run/sub/b", ".loose"]
+    assert walked["hidden"] == 5
+    assert walked["note"].startswith(" 5 hidden files (their names start with '.'")
+
+
+def test_a_row_is_cancelled_while_it_is_sent_and_the_queue_goes_on(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Keyboard only: "Cancel its upload" of a row being sent asks as the single file's Cancel does, aborts that
+    file's PUTs in flight (not waiting for them), cancels its upload on the controller (its parts deleted), and
+    the other files go on to done; the focus stays in the row, on its status, with a ring; the live region says
+    it; the summary counts it."""
+    files = [write_random(tmp_path / "cancel-me.bin", 8 * PART, seed=110),
+             *(write_random(tmp_path / f"keep-{i}.bin", PART + i, seed=111 + i) for i in range(2))]
+    sign_in(page, stack)
+    page.set_input_files("#file", [str(f) for f in files])
+    page.wait_for_selector("#queue:not([hidden])")
+    page.evaluate("""() => { window.announced = []; window.aborted = 0;
+        new MutationObserver(() => window.announced.push(document.getElementById("announce").textContent))
+            .observe(document.getElementById("announce"), {childList: true, characterData: true, subtree: true});
+        const abort = XMLHttpRequest.prototype.abort;
+        XMLHttpRequest.prototype.abort = function () { window.aborted++; return abort.call(this); }; }""")
+    asked: list[str] = []
+    page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
+    stack.proxy.delay = 2.0  # each part PUT is held 2 s: the cancel comes while four are on their way
+    page.click("#upload")
+    upload_id = wait_parts_held(stack, "cancel-me.bin", 1)
+    page.wait_for_function("() => document.querySelector('#queue li').dataset.state === 'uploading'")
+    cancel = page.get_by_role("button", name="Cancel its upload of cancel-me.bin", exact=True)  # its own name
+    assert cancel.is_enabled() and cancel.get_attribute("id") == "item-cancel-0"
+    cancel.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#queue li').dataset.state === 'cancelled'",
+                           timeout=10_000)
+    assert asked == ["Cancel the upload of file id cancel-me.bin? It cannot be resumed, and the parts sent so far "
+                     "are deleted."]
+    assert page.evaluate("window.aborted") >= 1  # its parts in flight were aborted, not waited for
+    assert_focus_visible(page, "item-status-0")  # the pressed button is hidden: the focus is on the row's status
+    assert page.text_content("#item-status-0") == ("Cancelled: the upload of file id cancel-me.bin is cancelled, and "
+                                                   "its parts are deleted; Upload starts it again.")
+    assert page.is_hidden("#item-cancel-0")
+    assert stack.pending("cancel-me.bin") is None
+    assert stack.pending("cancel-me.bin", "cancelled")["upload_id"] == upload_id
+    stack.proxy.delay = 0.0
+    assert wait_state(page, "done", timeout=120) == "done", message(page)
+    assert row_states(page) == ["cancelled", "done", "done"]
+    assert message(page).startswith("Uploaded 2 files. 1 cancelled."), message(page)
+    assert_focus_visible(page, "item-status-0")  # the queue's end does not take it away
+    assert "cancel-me.bin: its upload is cancelled." in page.evaluate("window.announced")
+    for f in files[1:]:
+        assert stack.object_sha256(f.name) == sha256(f)
+    stack.proxy.wait_idle()
+    assert upload_id not in stack.s3_uploads()  # the PUTs that still arrived did not bring it back
+    assert "cancel-me.bin" not in page.evaluate("localStorage.getItem('s3mu.uploads.v1')")
+    wait_listed(page, ["cancel-me.bin"], "cancelled", timeout=10)
+
+
+def test_a_row_cancelled_while_hashed_stops_its_worker(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """A row whose SHA-256 is being computed (it has no upload yet) can be cancelled: its worker ends at once and
+    no upload is created for it; signing out mid-hash with many files ends the worker too."""
+    big = tmp_path / "huge.bin"
+    with big.open("wb") as out:
+        out.truncate(3 * 1024 * MiB)
+    small = write_random(tmp_path / "tiny.bin", 1000, seed=120)
+    sign_in(page, stack)
+    page.set_input_files("#file", [str(big), str(small)])
+    page.wait_for_selector("#queue:not([hidden])")
+    page.on("dialog", lambda d: d.accept())
+    page.click("#upload")
+    page.wait_for_function("() => /Computing the SHA-256: [1-9]/.test(document.querySelector('#queue li .progress')"
+                           ".textContent)", timeout=30_000)
+    page.click("#item-cancel-0")
+    page.wait_for_function("() => document.querySelector('#queue li').dataset.state === 'cancelled'",
+                           timeout=10_000)
+    assert page.text_content("#item-status-0") == "Cancelled: nothing of it was sent; Upload starts it again."
+    assert wait_state(page, "done", timeout=60) == "done", message(page)
+    deadline = time.monotonic() + 3
+    while page.workers:
+        assert time.monotonic() < deadline, "the SHA-256 worker still runs"
+        page.wait_for_timeout(50)
+    assert stack.pending("huge.bin") is None
+    assert stack.object_sha256("tiny.bin") == sha256(small)
+
+    page.click("#upload")  # sent again: hashed again, and signed out meanwhile (the page asks first)
+    page.wait_for_function("() => /Computing the SHA-256: [1-9]/.test(document.querySelector('#queue li .progress')"
+                           ".textContent)", timeout=30_000)
+    page.click("#sign-out")
+    page.wait_for_selector("#signin:not([hidden])")
+    deadline = time.monotonic() + 2
+    while page.workers:
+        assert time.monotonic() < deadline, "the SHA-256 worker still runs after signing out"
+        page.wait_for_timeout(50)
+    assert stack.pending("huge.bin") is None

@@ -17,7 +17,7 @@
 // principal and file id, {fileId, uploadId, name, size, lastModified, partSize}: what it takes to recognise
 // the same file after a reload. Never a presigned URL.
 
-import { filesOfDrop, filesOfInput, MAX_FILES } from "./files.js";
+import { filesOfDrop, filesOfInput, leftOutNote, MAX_FILES } from "./files.js";
 import { md5OfBlob, toBase64, toHex } from "./md5.js";
 import { sha256InWorker } from "./sha256.js";
 
@@ -49,6 +49,10 @@ let token = null;
 let principal = null;
 let file = null;
 let job = null; // the upload being sent, paused, or just refused (cancel still applies to it)
+// Aborted at sign-out: every SHA-256 worker of the signed-in session listens to it (and to its own upload's stop).
+let session = new AbortController();
+// The single file's preparation (its SHA-256, its upload's creation) until it has a job: Cancel aborts it.
+let preparing = null;
 
 // -- small helpers ----------------------------------------------------------------------------------------
 
@@ -101,7 +105,7 @@ function setState(state) {
   $("pause").disabled = !["uploading", "waiting"].includes(state);
   $("resume").disabled = state !== "paused";
   const cancellable = ["uploading", "waiting", "pausing", "paused", "refused", "failed"].includes(state);
-  $("cancel").disabled = !(job && job.upload && cancellable);
+  $("cancel").disabled = !((job && job.upload && cancellable) || (state === "checking" && !job && preparing));
   $("file").disabled = running || state === "paused";
   $("folder").disabled = running || state === "paused";
   $("file-id").disabled = running || state === "paused";
@@ -264,6 +268,7 @@ class Job {
     this.stopped = null; // null, "pause" or "cancel"
     this.sha256 = null; // a promise of the file's SHA-256, declared at completion when it was not at init
     this.failure = null;
+    this.hashStop = null; // the AbortController of its SHA-256 worker: cancel ends it
     this.kept = 0;
     this.differed = 0;
     this.expired = 0;
@@ -527,10 +532,11 @@ const SINGLE = {
 
 // -- what the buttons do ----------------------------------------------------------------------------------
 
-/** The SHA-256 of ``f``, computed in a worker, its progress shown in ``ui``. */
-function hashFile(f, ui) {
+/** The SHA-256 of ``f``, computed in a worker, its progress shown in ``ui``; ``signal`` ends the worker. */
+function hashFile(f, ui, signal) {
   ui.render(`Computing the SHA-256: 0 bytes of ${size(f.size)}`, 0);
   return sha256InWorker(f, {
+    signal,
     onProgress: (done) => ui.render(`Computing the SHA-256: ${size(done)} of ${size(f.size)}`, done / f.size),
   });
 }
@@ -539,10 +545,13 @@ function hashFile(f, ui) {
  * The upload of ``chosen`` as ``fileId``, ready to run: its pending upload when there is one and ``chosen`` is its
  * file (the page's record of it, its size, and the held parts' MD5s decide), else a new one, created with the
  * file's SHA-256 declared (the controller checks the object against it and accepts it). ``onJob`` gets the job as
- * soon as there is an upload (so that it can be cancelled also when refused here).
+ * soon as there is an upload (so that it can be cancelled also when refused here). ``stop`` (an AbortController)
+ * ends its SHA-256 worker, as signing out does: a file is not hashed on for nobody.
  */
-async function prepare(chosen, fileId, ui, onJob) {
+async function prepare(chosen, fileId, ui, onJob, stop = new AbortController()) {
+  const signal = AbortSignal.any([session.signal, stop.signal]);
   let upload = await api("GET", `/files/${enc(fileId)}/multipart_uploads?status=pending`);
+  if (stop.signal.aborted) throw new Stopped(); // cancelled before it had an upload
   const record = records()[fileId];
   let current;
   if (upload) {
@@ -558,8 +567,14 @@ async function prepare(chosen, fileId, ui, onJob) {
     }
   } else {
     ui.say(`Computing the SHA-256 of ${chosen.name}, which the controller checks the object against…`);
-    const sha256 = await hashFile(chosen, ui);
-    if (!token) throw new Stopped();
+    let sha256;
+    try {
+      sha256 = await hashFile(chosen, ui, signal);
+    } catch (e) {
+      if (signal.aborted) throw new Stopped();
+      throw e;
+    }
+    if (!token || signal.aborted) throw new Stopped();
     const body = { size: chosen.size, sha256 };
     if (/^[\x20-\x7e]{1,255}$/.test(chosen.type)) body.content_type = chosen.type;
     try {
@@ -578,16 +593,21 @@ async function prepare(chosen, fileId, ui, onJob) {
       }
       throw e;
     }
+    if (stop.signal.aborted) { // cancelled while its upload was being created: that upload goes too
+      await api("PATCH", `/multipart_uploads/${enc(upload.upload_id)}`, { status: "cancelled" }).catch(() => {});
+      throw new Stopped();
+    }
     current = new Job(chosen, fileId, upload, ui);
     onJob(current);
   }
+  current.hashStop = stop;
   saveRecord({ fileId, uploadId: upload.upload_id, name: chosen.name, size: chosen.size,
                lastModified: chosen.lastModified, partSize: upload.part_size });
   await current.reconcile();
   // An upload started without a declared SHA-256 (by a client that declared none): the page declares it at
   // completion, computed while the parts go.
   if (!upload.sha256) {
-    current.sha256 = sha256InWorker(chosen);
+    current.sha256 = sha256InWorker(chosen, { signal });
     current.sha256.catch(() => {}); // a failure is the completion's to report; unawaited (paused), it is none
   }
   return current;
@@ -606,10 +626,16 @@ async function startUpload() {
     return say(`${chosen.name} cannot be read (is it a folder?): choose or drop one file.`, "error");
   }
   job = null;
+  const stop = new AbortController();
+  preparing = { stop, name: chosen.name };
   setState("checking");
   say(`Asking the controller about file id ${fileId}…`);
   try {
-    await prepare(chosen, fileId, SINGLE, (j) => { job = j; });
+    try {
+      await prepare(chosen, fileId, SINGLE, (j) => { job = j; setState("checking"); }, stop);
+    } finally {
+      if (preparing && preparing.stop === stop) preparing = null;
+    }
     if (job.kept) {
       say(`Resuming: kept ${job.kept} of ${plural(job.count, "part")} the storage already holds` +
         (job.differed ? `; ${plural(job.differed, "held part")} did not match this file and ` +
@@ -621,6 +647,13 @@ async function startUpload() {
     }
     await continueUpload();
   } catch (e) {
+    if (e instanceof Stopped && stop.signal.aborted && token && !job) {
+      setState("cancelled");
+      render("", 0);
+      say(`Cancelled: nothing of ${chosen.name} was sent, and no upload was kept for file id ${fileId}.`);
+      $("announce").textContent = "The upload is cancelled.";
+      return;
+    }
     failed(e);
   }
 }
@@ -691,7 +724,12 @@ function resume() {
 
 async function cancel() {
   const current = job;
-  if (!current) return;
+  if (!current) { // its SHA-256 is computed, or its upload asked for: nothing is sent yet
+    const { stop, name } = preparing || {};
+    if (!stop || document.body.dataset.state !== "checking") return;
+    if (window.confirm(`Cancel the upload of ${name}? Nothing of it has been sent yet.`)) stop.abort();
+    return;
+  }
   const sent = current.done.size;
   if (!window.confirm(`Cancel the upload of file id ${current.fileId}? It cannot be resumed` +
       (sent ? `, and the ${plural(sent, "part")} sent so far are deleted.` : "."))) {
@@ -699,6 +737,7 @@ async function cancel() {
   }
   current.stopped = "cancel";
   current.abortAll("stop");
+  if (current.hashStop) current.hashStop.abort(); // its SHA-256, computed while the parts went, is not needed
   wakeWaiters(); // the parts' waits end; the cancellation itself waits for the network
   setState("checking");
   say("Cancelling…");
@@ -836,11 +875,14 @@ async function noteUnfinished() {
 
 const FILES_IN_FLIGHT = 2;
 const SENDABLE = ["queued", "refused", "failed", "cancelled"]; // the rows Upload sends (again)
+// The rows whose upload "Cancel its upload" cancels: being sent (its parts in flight are stopped, the rest of the
+// queue goes on), paused, or stopped by a failure; not while it completes (the controller decides then).
+const ROW_CANCELLABLE = ["checking", "uploading", "waiting", "pausing", "paused", "refused", "failed"];
 const FINISHED = ["uploaded", "accepted"];
 const ROW_STATUS = {
   queued: "Waiting", checking: "Checking", uploading: "Uploading", waiting: "Waiting for the network",
   pausing: "Pausing", paused: "Paused", completing: "Completing", done: "Done", refused: "Failed",
-  failed: "Failed", skipped: "Skipped", cancelled: "Cancelled",
+  failed: "Failed", skipped: "Skipped", cancelling: "Cancelling", cancelled: "Cancelled",
 };
 
 let batch = null; // {items: [...], stopped: null | "pause"} while many files are chosen
@@ -884,6 +926,7 @@ function makeItem({ file: f, path }, fileId, index) {
   const status = document.createElement("p");
   status.className = "item-status";
   status.id = `item-status-${index}`;
+  status.tabIndex = -1; // the focus waits here while its upload is cancelled (its button is hidden then)
   const cancelButton = document.createElement("button");
   cancelButton.type = "button";
   cancelButton.className = "danger";
@@ -894,16 +937,20 @@ function makeItem({ file: f, path }, fileId, index) {
   cancelButton.append("Cancel its upload", cancelWhose);
   row.append(head, idLabel, idInput, bar, progress, status, cancelButton);
   // upload: the controller's upload of this file once there is one (kept when a try fails, for Cancel).
-  const item = { file: f, path, row, idInput, state: "queued", job: null, upload: null };
+  // stop: the AbortController of its SHA-256 worker; cancelled: Cancel was pressed while it was being sent;
+  // cancelling: the promise of that cancellation, which its sending waits for before the queue goes on.
+  const item = { file: f, path, row, idInput, status, state: "queued", job: null, upload: null, stop: null,
+                 cancelled: false, cancelling: Promise.resolve() };
   cancelButton.addEventListener("click", () => cancelItem(item));
   item.ui = {
     state: (state) => {
       item.state = state;
       row.dataset.state = state;
       idInput.disabled = !SENDABLE.includes(state);
-      // A row's upload is cancelled when it is not being sent: paused (Pause first), or stopped by a failure.
-      cancelButton.disabled = !(item.upload && ["paused", "refused", "failed"].includes(state));
-      cancelButton.hidden = !item.upload || state === "done" || state === "cancelled";
+      // Being hashed, there is no upload yet: Cancel stops the hashing, and the row is not sent.
+      const hashing = state === "checking" && !item.upload && item.stop !== null;
+      cancelButton.disabled = !((item.upload && ROW_CANCELLABLE.includes(state)) || hashing);
+      cancelButton.hidden = !(item.upload || hashing) || ["done", "cancelling", "cancelled"].includes(state);
     },
     current: () => item.state,
     say: (text, kind = "info") => {
@@ -1024,16 +1071,17 @@ async function startBatch(resuming = false) {
       "if you close this tab (choose the same files again to resume).");
     return;
   }
-  const done = current.items.filter((item) => item.state === "done").length;
-  const bad = current.items.filter((item) => ["refused", "failed"].includes(item.state)).length;
+  const count = (...states) => current.items.filter((item) => states.includes(item.state)).length;
+  const done = count("done");
+  const bad = count("refused", "failed");
+  const cancelled = count("cancelled") ? ` ${count("cancelled")} cancelled.` : "";
   setState("done");
   if (bad) {
     say(`${done} of ${plural(current.items.length, "file")} uploaded; ${bad} failed: each failed file's row ` +
-      "says why. Press Upload to try those again.", "error");
+      `says why. Press Upload to try those again.${cancelled}`, "error");
   } else {
-    say(`Uploaded ${plural(done, "file")}.` + (current.items.length > done
-      ? ` ${current.items.length - done} skipped (empty).` : "") +
-      " Your uploads, below, show when the controller has checked them.", "ok");
+    say(`Uploaded ${plural(done, "file")}.${cancelled}` + (count("skipped") ? ` ${count("skipped")} skipped (empty).`
+      : "") + " Your uploads, below, show when the controller has checked them.", "ok");
   }
 }
 
@@ -1054,6 +1102,7 @@ function batchProgress(current) {
 
 async function sendItem(item, current) {
   const { ui } = item;
+  item.cancelled = false;
   try {
     if (!item.job) {
       const known = listed.find((u) => u.file_id === item.fileId && u.status !== "pending" &&
@@ -1064,12 +1113,15 @@ async function sendItem(item, current) {
         ui.say(`already uploaded as file id ${item.fileId} (${known.status}): not sent again.`, "ok");
         return;
       }
+      item.stop = new AbortController();
       ui.state("checking");
       ui.say(`asking the controller about file id ${item.fileId}…`);
       item.job = await prepare(item.file, item.fileId, ui, (j) => {
         item.job = j;
         item.upload = j.upload;
-      });
+        ui.state(item.state); // its Cancel applies now
+      }, item.stop);
+      if (item.cancelled) return await cancelled(item);
       if (item.job.kept) ui.say(`resuming: kept ${item.job.kept} of ${plural(item.job.count, "part")}.`);
       else ui.say(`sending ${plural(item.job.count, "part")} of ${size(item.job.partSize)}.`);
     }
@@ -1078,7 +1130,9 @@ async function sendItem(item, current) {
       ui.say(`${item.job.done.size} of ${plural(item.job.count, "part")} sent.`);
       return;
     }
-    if (!(await item.job.run())) {
+    const sent = await item.job.run();
+    if (item.cancelled) return await cancelled(item); // its parts were stopped: the queue goes on once it is cancelled
+    if (!sent) {
       if (batch === current && token) {
         ui.state("paused");
         ui.say(`${item.job.done.size} of ${plural(item.job.count, "part")} sent.`);
@@ -1094,6 +1148,7 @@ async function sendItem(item, current) {
     ui.announce("uploaded.");
     refreshList(true);
   } catch (e) {
+    if (item.cancelled) return await cancelled(item);
     if (!token || batch !== current) return;
     item.job = null; // tried again from the start: its pending upload is found and checked again
     ui.state(e instanceof Refused ? "refused" : "failed");
@@ -1103,30 +1158,65 @@ async function sendItem(item, current) {
   }
 }
 
-/** Cancel a row's upload (paused, or stopped by a failure): asked first; the parts sent are deleted. */
+/** A row cancelled while it was being sent: once its cancellation is settled, the queue goes on without it. */
+async function cancelled(item) {
+  await item.cancelling;
+  if (item.state === "cancelled") { // not the upload it may have been given meanwhile (the cancel came first)
+    item.job = null;
+    item.upload = null;
+  }
+}
+
+/** Cancel a row's upload, asked first: being sent (its parts in flight are aborted, the rest of the queue goes on),
+ *  paused, or stopped by a failure; the parts sent are deleted. Being hashed, before it has an upload: the hashing
+ *  stops and the row is not sent. The focus stays in the row, on its status, which says what happened. */
 async function cancelItem(item) {
   const upload = item.upload;
-  if (!upload || !["paused", "refused", "failed"].includes(item.state)) return;
-  if (!window.confirm(`Cancel the upload of file id ${upload.file_id}? It cannot be resumed, and the parts sent ` +
-      "so far are deleted.")) {
-    return;
+  const hashing = !upload && item.state === "checking" && item.stop !== null;
+  if (!(upload && ROW_CANCELLABLE.includes(item.state)) && !hashing) return;
+  const question = upload
+    ? `Cancel the upload of file id ${upload.file_id}? It cannot be resumed, and the parts sent so far are deleted.`
+    : `Cancel the upload of ${item.path}? Nothing of it has been sent yet.`;
+  if (!window.confirm(question)) return;
+  const before = item.state;
+  const sending = RUNNING.includes(before);
+  const hadFocus = item.row.contains(document.activeElement) || document.activeElement === document.body;
+  let settle;
+  item.cancelling = new Promise((resolve) => { settle = resolve; });
+  item.cancelled = sending;
+  if (item.stop) item.stop.abort(); // its SHA-256 worker ends
+  if (item.job) {
+    item.job.stopped = "cancel";
+    item.job.abortAll("stop"); // its parts in flight: their PUTs are aborted, not finished
   }
+  item.ui.state("cancelling");
+  item.ui.say(upload ? `stopping its parts and cancelling the upload of file id ${upload.file_id}…`
+    : "stopping the computing of its SHA-256…");
+  if (hadFocus) item.status.focus();
   try {
-    const done = await api("PATCH", `/multipart_uploads/${enc(upload.upload_id)}`, { status: "cancelled" });
-    forgetRecord(upload.file_id);
+    let done = null;
+    if (upload) {
+      done = await api("PATCH", `/multipart_uploads/${enc(upload.upload_id)}`, { status: "cancelled" });
+      forgetRecord(upload.file_id);
+    }
     item.upload = null;
     item.job = null;
+    item.stop = null;
     item.ui.state("cancelled");
-    item.ui.say(`the upload of file id ${upload.file_id} is ${done.status}, and its parts are deleted; Upload ` +
-      "starts it again.");
+    item.ui.say(upload ? `the upload of file id ${upload.file_id} is ${done.status}, and its parts are deleted; ` +
+      "Upload starts it again." : "nothing of it was sent; Upload starts it again.");
     item.ui.announce("its upload is cancelled.");
-    if (batch && !RUNNING.includes(document.body.dataset.state)) setState(document.body.dataset.state);
-    const next = ["upload", "resume", "file"].map($).find((el) => !el.disabled);
-    if (next) next.focus(); // the pressed button is hidden now
     refreshList();
   } catch (e) {
-    item.ui.say(`it could not be cancelled: ${reasonOf(e)}`, "error");
+    if (token) {
+      item.ui.state(sending ? "failed" : before);
+      item.ui.say(`it could not be cancelled: ${reasonOf(e)}`, "error");
+      item.ui.announce(`its upload could not be cancelled: ${reasonOf(e)}`);
+    }
+  } finally {
+    settle();
   }
+  if (batch && !RUNNING.includes(document.body.dataset.state)) setState(document.body.dataset.state);
 }
 
 function pauseBatch() {
@@ -1238,6 +1328,7 @@ async function signIn(candidate, quiet) {
     return;
   }
   token = candidate;
+  session = new AbortController();
   principal = (await response.json()).principal;
   sessionStorage.setItem(TOKEN_KEY, token);
   $("who").textContent = principal;
@@ -1276,6 +1367,7 @@ function signOut(message = "") {
     running.abortAll("stop");
   }
   if (batch) batch.stopped = "pause";
+  session.abort(); // every SHA-256 worker ends
   job = null;
   clearTimeout(listTimer);
   token = null;
@@ -1322,20 +1414,17 @@ function init() {
     if (entries.length === 1 && !entries[0].path.includes("/")) choose(entries[0].file);
     else if (entries.length) chooseMany(entries, note);
   };
-  const leftOut = (n) => (n ? ` ${plural(n, "file")} past the first ${MAX_FILES} ${n === 1 ? "was" : "were"} left out.`
-    : "");
-  $("file").addEventListener("change", () => {
-    const all = filesOfInput($("file"));
-    take(all.slice(0, MAX_FILES), leftOut(all.length - MAX_FILES));
-  });
-  $("folder").addEventListener("change", () => {
-    const all = filesOfInput($("folder"));
+  const chosen = (input) => {
+    const { files: all, hidden } = filesOfInput(input);
+    const note = leftOutNote({ more: Math.max(0, all.length - MAX_FILES), hidden });
     if (!all.length) {
-      say("That folder has no files to upload.", "error");
+      say((hidden ? "That folder has no files to upload:" : "That folder has no files to upload.") + note, "error");
       return;
     }
-    take(all.slice(0, MAX_FILES), leftOut(all.length - MAX_FILES));
-  });
+    take(all.slice(0, MAX_FILES), note);
+  };
+  $("file").addEventListener("change", () => chosen($("file")));
+  $("folder").addEventListener("change", () => chosen($("folder")));
   const drop = $("drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
@@ -1344,13 +1433,12 @@ function init() {
     drop.classList.remove("over");
     if (RUNNING.includes(document.body.dataset.state) || document.body.dataset.state === "paused") return;
     const got = await filesOfDrop(event.dataTransfer);
+    const note = leftOutNote(got);
     if (!got.files.length) {
-      say(got.folders ? "The dropped folder has no files to upload." : "Nothing to upload was dropped.", "error");
+      say((got.folders ? "The dropped folder has no files to upload" : "Nothing to upload was dropped") +
+        (note ? `:${note}` : "."), "error");
       return;
     }
-    const note = leftOut(got.more) + (got.unreadable
-      ? ` ${plural(got.unreadable, "file or folder")} could not be read and ${got.unreadable === 1 ? "is" : "are"} ` +
-        "not listed." : "");
     if (got.files.length === 1 && !got.folders) choose(got.files[0].file);
     else chooseMany(got.files, note);
   });

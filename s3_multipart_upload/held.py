@@ -199,7 +199,8 @@ class StreamSource:
                 buffer = self._free.pop()
                 if len(buffer) == max(size, 1):
                     return buffer
-                buffer.close()  # the parts grew: the smaller buffers are of no more use
+                with contextlib.suppress(BufferError):  # (a view still held: freed with it)
+                    buffer.close()  # the parts grew: the smaller buffers are of no more use
         return mmap.mmap(-1, max(size, 1))
 
     def _spool_write(self, spool: IO[bytes], data: memoryview) -> None:

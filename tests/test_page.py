@@ -623,10 +623,9 @@ def assert_focus_visible(tab: Any, element_id: str) -> None:
     assert now["style"] != "none" and now["width"] >= 2, f"no focus ring on {element_id}: {now}"
 
 
-def test_keyboard_only_from_sign_in_to_done(page: Any, stack: Stack, tmp_path: Path) -> None:
-    """Tab, type and Enter only: after each step the focus is on the next step's control, never on the page body,
-    with a ring of at least 2 px around it (the drop zone's for the hidden file input)."""
-    f = write_random(tmp_path / "Keyboard run 7.bin", 10 * PART, seed=20)
+def sign_in_by_keyboard(page: Any, stack: Stack) -> None:
+    """Tab to the token field, type alice's token, Enter: signed in, the focus (ringed) on the file input, not the
+    body (the drop zone rings the hidden input)."""
     page.wait_for_selector("#signin:not([hidden])")
     for _ in range(5):
         page.keyboard.press("Tab")
@@ -636,7 +635,14 @@ def test_keyboard_only_from_sign_in_to_done(page: Any, stack: Stack, tmp_path: P
     page.keyboard.type(stack.svc.tokens["alice"])
     page.keyboard.press("Enter")
     page.wait_for_selector("#work:not([hidden])")
-    assert_focus_visible(page, "file")  # not the body: the file input, ringed by its drop zone
+    assert_focus_visible(page, "file")
+
+
+def test_keyboard_only_from_sign_in_to_done(page: Any, stack: Stack, tmp_path: Path) -> None:
+    """Tab, type and Enter only: after each step the focus is on the next step's control, never on the page body,
+    with a ring of at least 2 px around it (the drop zone's for the hidden file input)."""
+    f = write_random(tmp_path / "Keyboard run 7.bin", 10 * PART, seed=20)
+    sign_in_by_keyboard(page, stack)
 
     page.set_input_files("#file", str(f))  # what the file chooser that Enter opens gives
     page.keyboard.press("Tab")

@@ -22,11 +22,11 @@ from tests.test_page import (
     assert_focus_visible,
     browser,
     contrast,
-    focused,
     message,
     page,
     sha256,
     sign_in,
+    sign_in_by_keyboard,
     stack,
     wait_parts_held,
     wait_state,
@@ -226,16 +226,7 @@ def test_keyboard_only_many_files_from_sign_in_to_done(page: Any, stack: Stack, 
     while they go, to Resume once paused, and to the file chooser when done, with a ring of at least 2 px at every
     step; each row's field and bar have their own names, and each finished file is announced."""
     files = [write_random(tmp_path / f"kb-many-{i}.bin", 10 * PART + i, seed=80 + i) for i in range(2)]
-    page.wait_for_selector("#signin:not([hidden])")
-    for _ in range(5):
-        page.keyboard.press("Tab")
-        if focused(page)["id"] == "token":
-            break
-    assert_focus_visible(page, "token")
-    page.keyboard.type(stack.svc.tokens["alice"])
-    page.keyboard.press("Enter")
-    page.wait_for_selector("#work:not([hidden])")
-    assert_focus_visible(page, "file")
+    sign_in_by_keyboard(page, stack)
 
     page.set_input_files("#file", [str(f) for f in files])  # what the chooser that Enter opens gives
     page.wait_for_selector("#queue:not([hidden])")
